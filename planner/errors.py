@@ -1,0 +1,66 @@
+"""One exception tree for the whole planner.
+
+Every user-facing mistake raises a subclass of :class:`PlannerError`. Errors about a file carry a
+location (``FILE: field.path``) so that the CLI can print ``FILE: field.path: what is wrong (what is
+allowed)`` and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "PlannerError",
+    "ConfigError",
+    "GraphError",
+    "FieldError",
+]
+
+
+class PlannerError(Exception):
+    """Base class of every error the planner raises on purpose."""
+
+    exit_code = 1
+
+
+class FieldError(PlannerError):
+    """A single problem at one field path, before the file name is known.
+
+    Args:
+        path: dotted path of the field inside the document, e.g. ``layers[3].heads``.
+        message: what is wrong, and what is allowed.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class ConfigError(PlannerError):
+    """A document (architecture, search space, study) is malformed.
+
+    Holds one or more :class:`FieldError` s and the file they come from; ``str()`` gives one line per
+    problem, each ``FILE: field.path: message``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, errors: Iterable[FieldError], source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        return "\n".join(f"{prefix}{e}" for e in self.errors)
+
+    def with_source(self, source: str) -> ConfigError:
+        """Returns the same errors attributed to ``source`` (a file name)."""
+        return ConfigError(self.errors, source)
+
+
+class GraphError(ConfigError):
+    """The document parses, but the encoder graph it describes cannot work (shapes, references)."""

@@ -1,0 +1,88 @@
+"""Reading and writing architecture files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner.errors import ConfigError, FieldError
+from planner.ir.graph import EncoderGraph, build_graph
+from planner.ir.spec import dump_spec, parse_spec
+
+__all__ = ["load", "loads", "dump", "dumps", "from_dict", "read_yaml", "write_text_atomic"]
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Reads a YAML file; a missing file or a syntax error is a :class:`ConfigError` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([FieldError("", "no such file")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([FieldError("", f"cannot read the file ({err})")], str(path)) from None
+    return _parse_yaml(text, str(path))
+
+
+def _parse_yaml(text: str, source: str | None) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError([FieldError("", f"{where}invalid YAML ({problem})")], source) from None
+
+
+def from_dict(data: Any, source: str | None = None) -> EncoderGraph:
+    """Builds the graph of an architecture given as plain data (as parsed from YAML)."""
+    return build_graph(parse_spec(data, source), source)
+
+
+def load(path: str | os.PathLike[str]) -> EncoderGraph:
+    """Loads and validates an architecture file.
+
+    Example:
+        >>> import planner
+        >>> graph = planner.load("studies/recycle-and-distill/armhubert-s.yaml")
+        >>> graph.param_count
+        22394080
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or describes an invalid architecture; every
+            problem is listed as ``FILE: field.path: message``.
+    """
+    return from_dict(read_yaml(path), str(path))
+
+
+def loads(text: str, source: str | None = None) -> EncoderGraph:
+    """Loads an architecture from YAML text."""
+    return from_dict(_parse_yaml(text, source), source)
+
+
+def dumps(graph: EncoderGraph) -> str:
+    """The architecture as YAML text; ``loads(dumps(g)) == g``."""
+    return yaml.safe_dump(dump_spec(graph.spec), sort_keys=False, default_flow_style=None, width=110)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump(graph: EncoderGraph, path: str | os.PathLike[str]) -> None:
+    """Writes the architecture file of ``graph`` (an exact round trip of :func:`load`)."""
+    write_text_atomic(path, dumps(graph))

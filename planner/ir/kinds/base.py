@@ -1,0 +1,95 @@
+"""The node-kind registry and the context shape inference passes to each node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from planner.errors import FieldError
+from planner.ir.leaf import Leaf
+from planner.registry import Registry
+
+__all__ = ["NODE_KINDS", "NodeContext", "NodeKind", "Domain", "Role"]
+
+Domain = Literal["waveform", "features", "hidden"]
+Role = Literal["frontend", "layer", "post", "head"]
+
+NODE_KINDS: Registry[type] = Registry("node kind")
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a node sees of the graph when shapes are inferred.
+
+    Attributes:
+        width: the model width (``width`` of the architecture).
+        in_width: channels or features arriving at this node.
+        in_domain: ``waveform`` (B, T), ``features`` (B, T, n_mels) or ``hidden`` (B, T, D).
+        n_mels: filterbank size for ``features`` inputs.
+        index: the node's index inside its section.
+        layer_count: number of entries in ``layers``.
+    """
+
+    width: int
+    in_width: int
+    in_domain: Domain
+    n_mels: int | None = None
+    index: int = 0
+    layer_count: int = 0
+
+
+class NodeKind:
+    """Mixin for node configs (frozen dataclasses).
+
+    Class attributes:
+        kind: the registry key.
+        roles: sections the node may appear in.
+        accepts: input domains it takes.
+
+    Every kind also defines ``leaves(ctx) -> list[Leaf]`` (a test checks each registered kind).
+    """
+
+    kind: ClassVar[str]
+    roles: ClassVar[tuple[Role, ...]]
+    accepts: ClassVar[tuple[Domain, ...]] = ("hidden",)
+    has_attention: ClassVar[bool] = False
+
+    def validate(self, ctx: NodeContext) -> None:
+        """Raises :class:`FieldError` (path relative to the node) if the node cannot work in ``ctx``."""
+        if ctx.in_domain not in self.accepts:
+            raise FieldError("kind", f"{self.kind} takes {' or '.join(self.accepts)} input, but it receives {ctx.in_domain}")
+        if ctx.in_domain == "hidden" and ctx.in_width != ctx.width:
+            raise FieldError("kind", f"receives width {ctx.in_width}, expected the model width {ctx.width}")
+
+    def out_width(self, ctx: NodeContext) -> int:
+        return ctx.width
+
+    def out_domain(self, ctx: NodeContext) -> Domain:
+        return "hidden"
+
+    def out_length(self, length: int) -> int:
+        """Output frames for ``length`` input frames (samples for waveform input)."""
+        return length
+
+
+def linear(path: str, i: int, o: int, tags: set[str], bias: bool = True) -> Leaf:
+    return Leaf(path, "linear", in_dim=i, out_dim=o, bias=bias, tags=frozenset(tags))
+
+
+def conv1d(path: str, i: int, o: int, k: int, tags: set[str], *, stride: int = 1, groups: int = 1,
+           bias: bool = True, weight_norm: bool = False) -> Leaf:  # fmt: skip
+    return Leaf(path, "conv1d", in_dim=i, out_dim=o, kernel=(k,), stride=(stride,), groups=groups, bias=bias,
+                weight_norm=weight_norm, tags=frozenset(tags))  # fmt: skip
+
+
+def conv2d(path: str, i: int, o: int, k: int, s: int, tags: set[str], groups: int = 1) -> Leaf:
+    return Leaf(path, "conv2d", in_dim=i, out_dim=o, kernel=(k, k), stride=(s, s), groups=groups,
+                tags=frozenset(tags))  # fmt: skip
+
+
+def norm(path: str, op: str, dim: int, groups: int = 1) -> Leaf:
+    return Leaf(path, op, in_dim=dim, out_dim=dim, groups=groups)  # type: ignore[arg-type]
+
+
+def param(path: str, *shape: int) -> Leaf:
+    return Leaf(path, "param", shape=tuple(shape))

@@ -1,0 +1,84 @@
+"""Leaves: the parameterised operations a node is made of, derived from the IR without torch.
+
+Every node kind lists its leaves (linear, convolution, norm, free parameter) with their shapes and a
+path relative to the node. The materializer builds a module at exactly that path with exactly those
+parameters (a test checks it for every kind), the cost model prices each leaf, and compression rules
+select leaves by their tags or paths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Leaf", "LeafOp", "COMPRESSIBLE_OPS"]
+
+LeafOp = Literal["linear", "conv1d", "conv2d", "layer_norm", "group_norm", "batch_norm", "param"]
+COMPRESSIBLE_OPS = frozenset({"linear", "conv1d", "conv2d"})
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One parameterised operation.
+
+    Attributes:
+        path: dotted path inside its node, e.g. ``attention.q_proj``; also the module path once
+            materialized.
+        op: the operation.
+        in_dim: input features / channels (norms: the normalised size; ``param``: unused).
+        out_dim: output features / channels.
+        kernel: convolution kernel size per spatial dim.
+        stride: convolution stride per spatial dim.
+        groups: convolution groups (norms: group-norm groups).
+        bias: whether the op has a bias.
+        weight_norm: convolution weight is weight-normalised over its last dim (``g`` has ``kernel`` entries).
+        shape: shape of a free parameter (``param``).
+        tags: names that compression selectors match (``attention``, ``q``, ``ffn``, ``conv``...).
+    """
+
+    path: str
+    op: LeafOp
+    in_dim: int = 0
+    out_dim: int = 0
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    groups: int = 1
+    bias: bool = True
+    weight_norm: bool = False
+    shape: tuple[int, ...] = ()
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def compressible(self) -> bool:
+        return self.op in COMPRESSIBLE_OPS
+
+    @property
+    def fan_in(self) -> int:
+        """Input weights per output channel: the axis N:M groups and sub-channel scales run along."""
+        if self.op == "linear":
+            return self.in_dim
+        if self.op in ("conv1d", "conv2d"):
+            return self.in_dim // self.groups * math.prod(self.kernel)
+        return 0
+
+    @property
+    def weight_numel(self) -> int:
+        """Elements of the weight matrix that compression applies to (0 for non-compressible leaves)."""
+        return self.out_dim * self.fan_in
+
+    @property
+    def bias_numel(self) -> int:
+        return self.out_dim if (self.compressible and self.bias) else 0
+
+    @property
+    def params(self) -> int:
+        """Trainable parameter count, as ``sum(p.numel() for p in module.parameters())``."""
+        if self.compressible:
+            extra = self.kernel[-1] if self.weight_norm else 0
+            return self.weight_numel + self.bias_numel + extra
+        if self.op in ("layer_norm", "group_norm", "batch_norm"):
+            return 2 * self.in_dim if self.bias else self.in_dim
+        if self.op == "param":
+            return math.prod(self.shape)
+        raise ValueError(self.op)
