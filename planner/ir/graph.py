@@ -223,7 +223,8 @@ def _leaf_matches(leaf: Leaf, selectors: tuple[str, ...]) -> bool:
 
 def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[FieldError]) -> dict[str, Compression]:
     plan: dict[str, Compression] = {}
-    leaves = {f"{n.name}.{lf.path}": (n, lf) for n in nodes for lf in n.leaves if lf.compressible}
+    origin: dict[tuple[str, str], int] = {}  # (leaf, field) -> index of the rule that set it last
+    leaves = {f"{n.name}.{lf.path}": lf for n in nodes for lf in n.leaves if lf.compressible}
     layer_count = len([n for n in nodes if n.section == "layers"])
     for r, rule in enumerate(spec.compression):
         rpath = f"compression[{r}]"
@@ -238,26 +239,32 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
                 if lf.compressible and _leaf_matches(lf, rule.modules):
                     key = f"{node.name}.{lf.path}"
                     plan[key] = rule.apply(plan.get(key, FLOAT32))
+                    for name in ("weight", "sparsity"):
+                        if getattr(rule, name) is not None:
+                            origin[key, name] = r
                     hit += 1
         if hit == 0:
             tags = sorted({t for n in targets for lf in n.leaves if lf.compressible for t in lf.tags})
             errors.append(FieldError(join(rpath, "modules"), f"{list(rule.modules)} selects no linear or convolution in "
                                      f"layers {rule.layers!r} (tags there: {', '.join(tags) or 'none'})"))  # fmt: skip
+    problems: dict[tuple[str, str], list[str]] = {}
     for key, comp in plan.items():
-        node, lf = leaves[key]
-        where = f"{node.path} ({key})"
+        lf = leaves[key]
         if comp.sparsity is not None and lf.fan_in % comp.sparsity.m:
-            errors.append(FieldError(where, f"N:M sparsity {comp.sparsity} needs the {lf.fan_in} inputs per output "
-                                     f"channel to be a multiple of {comp.sparsity.m} (exclude this leaf with modules:, "
-                                     "or choose another M)"))  # fmt: skip
+            msg = (f"N:M sparsity {comp.sparsity} needs the inputs per output channel to be a multiple of "
+                   f"{comp.sparsity.m}, but {{leaves}} have {lf.fan_in} (exclude them with modules:, or choose another M)")
+            problems.setdefault((f"compression[{origin[key, 'sparsity']}].sparsity", msg), []).append(key)
         w = comp.weight
         if w.granularity == "subchannel":
             groups = w.group_count(lf.fan_in)
-            size = w.group_size if w.group_size is not None else (lf.fan_in // w.groups if w.groups else 0)
-            if groups < 1 or lf.fan_in % groups or (w.group_size is not None and lf.fan_in % w.group_size):
-                errors.append(FieldError(where, f"{lf.fan_in} inputs per channel cannot be split into sub-channel groups "
-                                         f"of {'size ' + str(size) if w.group_size else str(w.groups) + ' groups'} "
-                                         "(choose a divisor)"))  # fmt: skip
+            bad = groups < 1 or lf.fan_in % groups or (w.group_size is not None and lf.fan_in % w.group_size)
+            if bad:
+                what = f"groups of size {w.group_size}" if w.group_size is not None else f"{w.groups} groups"
+                msg = f"{{leaves}} have {lf.fan_in} inputs per channel, which cannot be split into sub-channel {what} (choose a divisor)"
+                problems.setdefault((f"compression[{origin[key, 'weight']}].weight", msg), []).append(key)
+    for (path, msg), keys in problems.items():
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        errors.append(FieldError(path, msg.format(leaves=shown)))
     return {k: v for k, v in plan.items() if not v.is_identity}
 
 
@@ -308,7 +315,8 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
         errors.append(FieldError("frontend", "no frontend turns the input into hidden states"))
     compression = _resolve_compression(spec, nodes, errors) if not errors else {}
     if errors:
-        raise GraphError(errors, source)
+        unique = {str(e): e for e in errors}  # a repeated block reports its problem once
+        raise GraphError(unique.values(), source)
     return EncoderGraph(spec, nodes, compression)
 
 
