@@ -27,7 +27,9 @@ _TYPE_HINTS: dict[type, dict[str, Any]] = {}
 
 
 def join(path: str, key: str | int) -> str:
-    """Appends a key or an index to a dotted field path."""
+    """Appends a key or an index to a dotted field path (an empty key leaves the path as it is)."""
+    if key == "":
+        return path
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key

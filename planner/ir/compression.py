@@ -264,7 +264,7 @@ def parse_layers(value: Any, path: str) -> LayerSelection:
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
             lo, hi = int(parts[0]), int(parts[1])
             if lo > hi:
-                raise FieldError(path, f"range {value!r} has its start after its end")
+                raise FieldError(path, f"range {value!r} has its start after its end (write it as '{hi}-{lo}')")
             return f"{lo}-{hi}"
     if isinstance(value, (list, tuple)) and value:
         items = []

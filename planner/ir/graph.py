@@ -27,7 +27,7 @@ from planner.ir.attention import ReuseAttention
 from planner.ir.compression import FLOAT32, Compression, CompressionRule
 from planner.ir.kinds import NodeContext, NodeKind
 from planner.ir.kinds.heads import select_layers
-from planner.ir.kinds.layers import TimeReduction, TimeRecovery
+from planner.ir.kinds.layers import TimeRecovery, TimeReduction
 from planner.ir.leaf import Leaf
 from planner.ir.spec import SECTIONS, ArchSpec
 
@@ -259,8 +259,8 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
             groups = w.group_count(lf.fan_in)
             bad = groups < 1 or lf.fan_in % groups or (w.group_size is not None and lf.fan_in % w.group_size)
             if bad:
-                what = f"groups of size {w.group_size}" if w.group_size is not None else f"{w.groups} groups"
-                msg = f"{{leaves}} have {lf.fan_in} inputs per channel, which cannot be split into sub-channel {what} (choose a divisor)"
+                what = f"sub-channel groups of {w.group_size} inputs" if w.group_size is not None else f"{w.groups} sub-channel groups"
+                msg = f"{{leaves}} have {lf.fan_in} inputs per channel, which cannot be split into {what} (choose a divisor of {lf.fan_in})"
                 problems.setdefault((f"compression[{origin[key, 'weight']}].weight", msg), []).append(key)
     for (path, msg), keys in problems.items():
         shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
@@ -325,7 +325,10 @@ def _check_layer_refs(cfg: Any, index: int, meta: dict[int, tuple[str, int | Non
     if isinstance(att, ReuseAttention):
         src = att.source
         if src >= index:
-            raise FieldError("attention.source", f"layer {index} cannot reuse layer {src}: only earlier layers")
+            earlier = {0: "none, layer 0 must compute its own map", 1: "layer 0"}
+            allowed = earlier.get(index, f"an earlier layer, 0-{index - 1}")
+            raise FieldError("attention.source", f"layer {index} cannot reuse the map of layer {src} "
+                             f"(allowed: {allowed})")  # fmt: skip
         kind, heads, res = meta[src]
         if heads is None:
             raise FieldError("attention.source", f"layers.{src} ({kind}) has no attention map to reuse")
@@ -338,4 +341,6 @@ def _check_layer_refs(cfg: Any, index: int, meta: dict[int, tuple[str, int | Non
     if isinstance(cfg, TimeRecovery):
         src = cfg.source
         if src >= index or src not in meta or meta[src][0] != "time_reduction":
-            raise FieldError("source", f"{src} is not an earlier time_reduction layer")
+            earlier = [str(i) for i, m in meta.items() if m[0] == "time_reduction"]
+            raise FieldError("source", f"{src} is not an earlier time_reduction layer (allowed: the index of a "
+                             f"time_reduction before this layer: {', '.join(earlier) or 'there is none'})")  # fmt: skip

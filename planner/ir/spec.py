@@ -141,6 +141,12 @@ def _parse_reuse(value: Any, path: str) -> str | tuple[int, ...]:
     raise FieldError(path, f"{value!r} is not a reuse pattern (allowed: none, 2by6, 3by4, 6by2, AbyB, or a list)")
 
 
+_REQUIRED = {
+    "name": "a non-empty string",
+    "width": "a positive integer, the model width",
+    "frontend": "a non-empty list of nodes",
+    "layers": "a non-empty list of nodes",
+}
 _TOP_FIELDS = ("format", "name", "input", "width", "frontend", "layers", "reuse", "post", "heads", "compression")
 
 
@@ -160,13 +166,13 @@ def parse_spec(data: Any, source: str | None = None) -> ArchSpec:
         if key not in _TOP_FIELDS:
             errors.append(FieldError(str(key), f"unknown field (allowed: {', '.join(_TOP_FIELDS)})"))
     fmt = data.get("format", FORMAT_VERSION)
-    if fmt != FORMAT_VERSION:
+    if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
         errors.append(FieldError("format", f"{fmt!r} is not a supported format version (this planner reads {FORMAT_VERSION})"))
 
     def take(key: str, fn, default=None):  # noqa: ANN001, ANN202
         if key not in data:
             if default is None:
-                errors.append(FieldError(key, "required field is missing"))
+                errors.append(FieldError(key, f"required field is missing ({_REQUIRED[key]})"))
             return default
         try:
             return fn(data[key], key)

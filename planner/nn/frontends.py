@@ -54,7 +54,7 @@ class ConvExtractor(nn.Module):
         super().__init__()
         cfg, leaves = node.config, {lf.path: lf for lf in node.leaves}
         blocks = []
-        for i, (c, k, s) in enumerate(cfg.conv_layers):
+        for i, (c, _, _) in enumerate(cfg.conv_layers):
             norm_leaf = leaves.get(f"conv_layers.{i}.layer_norm")
             norm: nn.Module | None = None
             if norm_leaf is not None:

@@ -57,7 +57,12 @@ class NodeKind:
     def validate(self, ctx: NodeContext) -> None:
         """Raises :class:`FieldError` (path relative to the node) if the node cannot work in ``ctx``."""
         if ctx.in_domain not in self.accepts:
-            raise FieldError("kind", f"{self.kind} takes {' or '.join(self.accepts)} input, but it receives {ctx.in_domain}")
+            fix = {"waveform": "set input: {kind: waveform} or use a features frontend (conv2d_subsampling, dwsep_subsampling)",
+                   "features": "set input: {kind: features, n_mels: N} or use conv_extractor on a waveform",
+                   "hidden": "put a frontend that produces hidden states (conv_extractor, conv2d_subsampling, "
+                             "dwsep_subsampling) before it"}[self.accepts[0]]  # fmt: skip
+            raise FieldError("kind", f"{self.kind} takes {' or '.join(self.accepts)} input, but it receives "
+                             f"{ctx.in_domain} ({fix})")  # fmt: skip
         if ctx.in_domain == "hidden" and ctx.in_width != ctx.width:
             raise FieldError("kind", f"receives width {ctx.in_width}, expected the model width {ctx.width}")
 

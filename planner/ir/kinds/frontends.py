@@ -137,8 +137,9 @@ class Conv2dSubsampling(NodeKind):
     def check(self) -> None:
         if not self.channels or any(c < 1 for c in self.channels):
             raise FieldError("channels", "expected a non-empty list of positive channel counts")
-        if self.kernel < 1 or self.stride < 1:
-            raise FieldError("kernel", "kernel and stride must be positive")
+        for name in ("kernel", "stride"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"{getattr(self, name)} must be a positive integer")
 
     def freq_out(self, n_mels: int) -> int:
         return _subsampled(n_mels, len(self.channels), self.kernel, self.stride)
@@ -225,8 +226,9 @@ class ConvPosEmbedding(NodeKind):
     roles: ClassVar = ("frontend",)
 
     def check(self) -> None:
-        if self.kernel < 1 or self.groups < 1:
-            raise FieldError("kernel", "kernel and groups must be positive")
+        for name in ("kernel", "groups"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"{getattr(self, name)} must be a positive integer")
 
     def validate(self, ctx: NodeContext) -> None:
         super().validate(ctx)

@@ -215,8 +215,10 @@ class TimeReduction(NodeKind):
     roles: ClassVar = ("layer",)
 
     def check(self) -> None:
-        if self.stride < 2 or self.kernel < 1:
-            raise FieldError("stride", "stride must be at least 2 and kernel positive")
+        if self.stride < 2:
+            raise FieldError("stride", f"{self.stride} must be at least 2")
+        if self.kernel < 1:
+            raise FieldError("kernel", f"{self.kernel} must be a positive integer")
 
     def out_length(self, length: int) -> int:
         return -(-length // self.stride)

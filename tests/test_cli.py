@@ -1,0 +1,108 @@
+"""The ``planner`` command line on the study files, and the YAML round trip of every study file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import planner
+from planner.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY_FILES = sorted((ROOT / "studies").glob("**/*.yaml"))
+STUDY_IDS = [str(p.relative_to(ROOT / "studies")) for p in STUDY_FILES]
+ARMHUBERT_S = ROOT / "studies" / "recycle-and-distill" / "armhubert-s.yaml"
+MALFORMED = ROOT / "tests" / "malformed"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_there_are_study_files() -> None:
+    assert ARMHUBERT_S in STUDY_FILES
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=STUDY_IDS)
+def test_validate_study_file(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["validate", str(path)], capsys)
+    assert code == 0, err
+    assert err == ""
+    assert out.startswith(f"{path}: ok ("), out
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=STUDY_IDS)
+def test_show_table_lists_every_node(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["show", str(path)], capsys)
+    assert code == 0, err
+    for node in planner.load(path).nodes():
+        assert node.name in out
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=STUDY_IDS)
+def test_show_json(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["show", "--json", str(path)], capsys)
+    assert code == 0, err
+    desc = json.loads(out)
+    assert {"name", "params", "nodes", "edges"} <= desc.keys()
+    graph = planner.load(path)
+    assert desc["name"] == graph.name
+    assert desc["params"] == graph.param_count
+    assert [n["name"] for n in desc["nodes"]] == [n.name for n in graph.nodes()]
+
+
+def test_show_json_armhubert_s(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["show", "--json", str(ARMHUBERT_S)], capsys)
+    assert code == 0, err
+    desc = json.loads(out)
+    assert desc["name"] == "armhubert-s"
+    assert desc["params"] == 22394080
+    maps = sorted((e["from"], e["to"]) for e in desc["edges"] if e["type"] == "attention_map")
+    # 2by6: layers 0, 2, ..., 10 compute a map, the next layer reuses it
+    assert maps == sorted((f"layers.{i}", f"layers.{i + 1}") for i in range(0, 12, 2))
+
+
+def test_show_invalid_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    path = MALFORMED / "17-heads-not-divisor.yaml"
+    code, out, err = _run(["show", str(path)], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"{path}: layers[0].heads: ")
+
+
+def test_validate_many_files_reports_each(capsys: pytest.CaptureFixture[str]) -> None:
+    bad = MALFORMED / "17-heads-not-divisor.yaml"
+    code, out, err = _run(["validate", str(bad), str(ARMHUBERT_S)], capsys)
+    assert code == 2
+    assert f"{ARMHUBERT_S}: ok (" in out
+    assert err.startswith(f"{bad}: ")
+
+
+def test_console_script_exits_2_without_traceback() -> None:
+    script = shutil.which("planner") or shutil.which("planner", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the planner console script is not installed")
+    path = MALFORMED / "17-heads-not-divisor.yaml"
+    proc = subprocess.run([script, "validate", str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("tests/malformed/17-heads-not-divisor.yaml: layers[0].heads: the width 432")
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=STUDY_IDS)
+def test_round_trip(path: Path) -> None:
+    graph = planner.load(path)
+    text = planner.dumps(graph)
+    again = planner.loads(text)
+    assert again == graph
+    assert again.param_count == graph.param_count
+    assert planner.dumps(again) == text
