@@ -20,7 +20,7 @@ BUILDERS: Registry[Callable[..., nn.Module]] = Registry("node builder")
 
 
 def _register_all() -> None:
-    from planner.nn import frontends, heads, transformer  # noqa: F401
+    from planner.nn import conformer, frontends, heads, squeezeformer, subsampling, transformer  # noqa: F401
 
 
 _register_all()

@@ -19,11 +19,13 @@ class ForwardState:
         attention_maps: attention probabilities ``(B, H, T, T)`` of each attention layer, by layer index;
             reuse layers read their source's entry.
         layer_inputs: ``(x, lengths)`` entering each layer, by layer index (time recovery's skip).
+        reduction_strides: stride of each time reduction run so far, by layer index (time recovery's upsampling).
     """
 
     mask: Tensor | None = None
     attention_maps: dict[int, Tensor] = field(default_factory=dict)
     layer_inputs: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    reduction_strides: dict[int, int] = field(default_factory=dict)
 
 
 def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
