@@ -40,6 +40,78 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from planner.cost import estimate, format_cost
+    from planner.cost.cli import read_lengths
+    from planner.ir import load
+
+    graph = load(args.file)
+    samples = read_lengths(args.lengths) if args.lengths else None
+    cost = estimate(graph, seconds=None if samples else args.seconds, samples=samples, hardware=args.hardware,
+                    attention=args.attention)  # fmt: skip
+    print(json.dumps(cost.to_dict(), indent=2) if args.json else format_cost(cost, graph.name))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from planner.cost.profile import format_profile, profile
+    from planner.ir import load
+
+    result = profile(load(args.file), seconds=args.seconds, attention=args.attention)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_profile(result))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from planner.ir import load
+    from trainers import load_recipe, train
+
+    result = train(load(args.arch), load_recipe(args.recipe), args.out)
+    print(f"{args.out}: trained to step {result.step} (started at {result.resumed_from})")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    import yaml
+
+    from trainers import dump_recipe, load_recipe
+
+    print(yaml.safe_dump(dump_recipe(load_recipe(args.recipe)), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainers.evaluate import evaluate
+
+    print(json.dumps(evaluate(args.run, args.task, checkpoint=args.checkpoint), indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from planner.compress import export, load_checkpoint_
+    from planner.ir import load
+    from planner.nn import materialize
+
+    graph = load(args.file)
+    model = materialize(graph)
+    if args.checkpoint is not None:
+        import torch
+
+        try:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as err:
+            raise PlannerError(f"{args.checkpoint}: cannot read the checkpoint ({err})") from err
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        if not isinstance(state, dict):
+            raise PlannerError(f"{args.checkpoint}: expected a state dict (or a dict with 'model')")
+        load_checkpoint_(model, state)
+    manifest = export(model, graph, args.out, force=args.force)
+    sizes = manifest["payload_bytes"]
+    print(f"{args.out}: {graph.name}, {sizes['weights']:,} weight bytes + {sizes['state']:,} state bytes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="planner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,6 +125,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--seconds", type=float, default=1.0, help="audio length for the frames column (default 1)")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("cost", help="price an architecture: params, storage, MACs, FLOPs, BOPs, latency, per layer")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seconds", type=float, default=None, help="one utterance of this length (default 1)")
+    p.add_argument("--lengths", metavar="FILE", help="utterance lengths in samples, one per line; costs summed")
+    p.add_argument("--hardware", metavar="NAME|YAML", help="catalog name (a100) or a YAML file: adds latency_s")
+    p.add_argument("--attention", choices=("exact", "dense"), default="exact",
+                   help="exact attended pairs (default) or dense T x T as the model executes")
+    p.set_defaults(func=_cmd_cost)
+
+    p = sub.add_parser("profile", help="materialize, measure params and MACs with DeepSpeed, compare")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seconds", type=float, default=None, help="utterance length (default 1)")
+    p.add_argument("--attention", choices=("exact", "dense"), default="dense",
+                   help="analytic mode compared (default dense: what the model executes)")
+    p.set_defaults(func=_cmd_profile)
+
+    from planner.search._cli import add_commands as _add_search_commands  # sample, search, pareto
+
+    _add_search_commands(sub)
+
+    p = sub.add_parser("export", help="write packed weights, architecture and manifest to a directory")
+    p.add_argument("file", metavar="ARCH.yaml")
+    p.add_argument("--checkpoint", metavar="CKPT.pt", help="state dict to export (default: fresh initial weights)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty unless --force)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("train", help="distil an architecture with a recipe into a run folder (again: resume)")
+    p.add_argument("arch", metavar="ARCH.yaml")
+    p.add_argument("--recipe", required=True, metavar="RECIPE.yaml")
+    p.add_argument("--out", required=True, metavar="OUT", help="run folder; refused if it holds another run")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("recipe", help="print a training recipe fully resolved (every default filled in)")
+    p.add_argument("recipe", metavar="RECIPE.yaml")
+    p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("evaluate", help="linear probe on a run's frozen features; prints held-out accuracy as JSON")
+    p.add_argument("run", metavar="RUN", help="a run folder written by planner train")
+    p.add_argument("--task", required=True, metavar="TASK.yaml", help="train/test label TSVs and probe settings")
+    p.add_argument("--checkpoint", metavar="CKPT.pt", help="encoder state dict (default: RUN/student.pt)")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

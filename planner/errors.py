@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "GraphError",
     "FieldError",
+    "WeightMappingError",
 ]
 
 
@@ -64,3 +65,7 @@ class ConfigError(PlannerError):
 
 class GraphError(ConfigError):
     """The document parses, but the encoder graph it describes cannot work (shapes, references)."""
+
+
+class WeightMappingError(PlannerError):
+    """Pretrained weights do not fit a materialized model (missing, unexpected or mis-shaped keys)."""

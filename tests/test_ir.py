@@ -121,3 +121,23 @@ def test_shorthands_parse_to_typed_configs() -> None:
     assert plan["layers.2.attention.v_proj"] == Compression(WeightQuant(bits=1, granularity="per_tensor"), ActQuant(bits=1))
     assert plan["layers.3.ffn2.fc2"].sparsity == Sparsity(1, 4)
     assert plan["layers.3.ffn2.fc2"].weight == WeightQuant(bits=2, symmetric=False)
+
+
+def test_reuse_sees_through_time_reduction_and_recovery() -> None:
+    base = """
+name: t
+input: {kind: features, n_mels: 40}
+width: 48
+frontend: [{kind: dwsep_subsampling, channels: 8}]
+layers:
+  - {kind: squeezeformer, heads: 4, ffn: 96}
+  - {kind: time_reduction}
+  - {kind: squeezeformer, heads: 4, ffn: 96}
+  - {kind: time_recovery, source: 1}
+  - {kind: squeezeformer, heads: 4, ffn: 96, attention: {kind: reuse, source: SRC}}
+"""
+    # after the recovery the sequence is back at the rate of layer 0, so its map fits ...
+    assert planner.loads(base.replace("SRC", "0")).nx.has_edge("layers.0", "layers.4")
+    # ... and the reduced-rate map of layer 2 does not
+    with pytest.raises(planner.GraphError, match=r"layers\[4\]\.attention\.source: layers\.2 runs at another"):
+        planner.loads(base.replace("SRC", "2"))

@@ -283,7 +283,8 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
     width = 1 if domain == "waveform" else int(inp.n_mels or 0)
     nodes: list[GraphNode] = []
     layer_meta: dict[int, tuple[str, int | None, int]] = {}  # index -> (kind, heads, time-resolution id)
-    resolution = 0  # changes at every time reduction; reuse needs the same sequence
+    resolution = resolutions = 0  # a time reduction opens a new sequence rate; reuse needs the same one
+    before: dict[int, int] = {}  # time_reduction index -> the rate before it, restored by its recovery
     last_main_width, last_domain = width, domain
     for section in SECTIONS:
         for i, cfg in enumerate(sections[section]):
@@ -304,9 +305,11 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
             nodes.append(GraphNode(f"{section}.{i}", section, i, cfg, ctx, out_w, leaves, path))
             if section == "layers":
                 if isinstance(cfg, TimeReduction):
-                    resolution += 1
-                elif isinstance(cfg, TimeRecovery) and cfg.source in layer_meta:
-                    resolution = layer_meta[cfg.source][2]
+                    before[i] = resolution
+                    resolutions += 1
+                    resolution = resolutions
+                elif isinstance(cfg, TimeRecovery) and cfg.source in before:
+                    resolution = before[cfg.source]  # back at the rate before the reduction
                 layer_meta[i] = (cfg.kind, getattr(cfg, "heads", None), resolution)
             if section != "heads":
                 width, domain = out_w, cfg.out_domain(ctx)

@@ -111,4 +111,9 @@ def materialize(graph: EncoderGraph) -> Encoder:
         >>> out.output.shape, out.lengths.tolist()
         (torch.Size([2, 49, 432]), [49, 37])
     """
-    return Encoder(graph)
+    model = Encoder(graph)
+    if model.compression_plan:  # attach fake quantizers and N:M masks in place (planner.compress)
+        from planner.compress import compress_
+
+        compress_(model)
+    return model

@@ -1,0 +1,276 @@
+"""Packed export of a compressed model and its exact reload.
+
+A packed directory holds three files:
+
+* ``architecture.yaml``: the architecture (:func:`planner.dump`), compression rules included.
+* ``weights.safetensors``: every tensor of the model. A compressed weight ``P.weight`` is stored as parts:
+  ``P.weight.values`` (int8 codes as int8 bytes; int4 / int2 / binary codes bit-packed into uint8, the first
+  value in the lowest bits; fp16 / fp32 values as such; with N:M sparsity only the kept values, row-major),
+  ``P.weight.mask`` (N:M: one bit per weight, packed), ``P.weight.scale`` (float32, ``(out, groups)`` or
+  ``(1, 1)``) and ``P.weight.zero_point`` (asymmetric grids: uint8, ``(out, groups)``). Every other tensor
+  is stored as it is in the state dict (floats are float32).
+* ``manifest.json``: the format name and version, each stored tensor's encoding, and the payload byte
+  counts: ``weights`` (the parameters the cost model prices, see :mod:`planner.cost.storage`) and ``state``
+  (buffers and quantizer state it does not price: batch-norm statistics, activation-quantizer ranges, BiT's
+  ``alpha`` / ``beta``, the mask clock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from planner.compress._apply import CompressionError, FakeCompressedWeight, compressed_leaves
+from planner.compress._pack import pack_bits, unpack_bits
+from planner.compress._quant import BinaryWeightQuantizer, HalfWeightQuantizer, IntWeightQuantizer, dequantize
+
+__all__ = ["export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
+
+FORMAT = "planner-packed"
+VERSION = 1
+_WEIGHTS, _ARCH, _MANIFEST = "weights.safetensors", "architecture.yaml", "manifest.json"
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _encode_weight(path: str, param: FakeCompressedWeight, original: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Stored parts and manifest entry of one compressed weight."""
+    comp = param.compression
+    w = comp.weight
+    with torch.no_grad():
+        v = original.detach().reshape(param.out, param.fan_in)
+        mask = None
+        if param.sparsifier is not None:
+            v = param.sparsifier(v)
+            mask = param.sparsifier.mask
+        q = param.quantizer
+        parts: dict[str, Tensor] = {}
+        entry: dict[str, Any] = {"shape": list(param.shape), "bits": w.bits, "granularity": w.granularity,
+                                 "symmetric": w.symmetric, "sparsity": None if mask is None else str(comp.sparsity)}  # fmt: skip
+        keep = (lambda t: t[mask]) if mask is not None else (lambda t: t.reshape(-1))  # noqa: E731
+        if q is None or isinstance(q, HalfWeightQuantizer):
+            dtype = torch.float32 if q is None else torch.float16
+            parts["values"] = keep(v).to(dtype).contiguous()
+            entry["encoding"] = "float32" if q is None else "float16"
+        elif isinstance(q, BinaryWeightQuantizer):
+            bits, scale, _ = q.codes(v)
+            parts["values"] = pack_bits(keep(bits), 1)
+            parts["scale"] = scale.to(torch.float32).contiguous()
+            entry["encoding"] = "binary"
+        elif isinstance(q, IntWeightQuantizer):
+            codes, scale, zp = q.codes(v)
+            codes = keep(codes)
+            if w.bits == 8:
+                parts["values"] = codes.to(torch.int8 if w.symmetric else torch.uint8).contiguous()
+            else:
+                parts["values"] = pack_bits(codes & ((1 << w.bits) - 1), w.bits)  # two's complement fields
+            parts["scale"] = scale.to(torch.float32).contiguous()
+            if zp is not None:
+                parts["zero_point"] = zp.to(torch.uint8).contiguous()
+            entry["encoding"] = f"int{w.bits}"
+        else:  # pragma: no cover - every quantizer kind is handled above
+            raise CompressionError(f"{path}: no packed encoding for {type(q).__name__}")
+        if mask is not None:
+            parts["mask"] = pack_bits(mask.reshape(-1), 1)
+    entry["parts"] = {name: f"{path}.weight.{name}" for name in parts}
+    return {f"{path}.weight.{name}": t for name, t in parts.items()}, entry
+
+
+def _decode_weight(entry: dict[str, Any], parts: dict[str, Tensor], param: FakeCompressedWeight) -> Tensor:
+    """The ``(out, fan_in)`` float32 weight a packed entry stands for (pins the quantizer's parameters)."""
+    out, fan_in = param.out, param.fan_in
+    numel = out * fan_in
+    mask = None
+    if "mask" in parts:
+        mask = unpack_bits(parts["mask"], 1, numel).to(torch.bool).reshape(out, fan_in)
+        param.sparsifier.mask.copy_(mask)
+        param.sparsifier.ready.fill_(True)
+    kept = numel if mask is None else int(mask.sum())
+
+    def place(values: Tensor, fill: Tensor | float) -> Tensor:
+        if mask is None:
+            return values.reshape(out, fan_in)
+        full = torch.empty(out, fan_in, dtype=values.dtype)
+        full[...] = fill
+        full[mask] = values
+        return full
+
+    enc = entry["encoding"]
+    if enc in ("float32", "float16"):
+        return place(parts["values"].to(torch.float32), 0.0)
+    scale = parts["scale"]
+    if enc == "binary":
+        bits = place(unpack_bits(parts["values"], 1, kept), 1)
+        w = torch.where(bits > 0, 1.0, -1.0) * scale
+        param.quantizer.freeze(scale, None)
+        return w if mask is None else w * mask
+    nbits = int(entry["bits"])
+    if nbits == 8:
+        codes = parts["values"].to(torch.int64)
+    else:
+        codes = unpack_bits(parts["values"], nbits, kept)
+        if entry["symmetric"]:
+            codes = torch.where(codes >= 1 << (nbits - 1), codes - (1 << nbits), codes)  # sign-extend
+    zp = parts.get("zero_point")
+    groups = scale.shape[-1]
+    if mask is not None:  # pruned positions decode to exactly 0: code = zero point
+        fill = torch.zeros(out, fan_in, dtype=torch.int64)
+        if zp is not None:
+            fill = zp.to(torch.int64).repeat_interleave(fan_in // groups, dim=1).expand(out, fan_in)
+        full = fill.clone()
+        full[mask] = codes
+        codes = full
+    w = dequantize(codes.reshape(out, fan_in), scale.expand(out, groups), None if zp is None else zp.expand(out, groups), out, fan_in)
+    param.quantizer.freeze(scale, None if zp is None else zp.to(torch.float32))
+    return w
+
+
+def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+    """Writes ``model`` packed to ``out_dir`` (``weights.safetensors``, ``architecture.yaml``, ``manifest.json``).
+
+    Args:
+        model: a materialized (and, if its plan is not empty, compressed) encoder of ``graph``.
+        graph: its :class:`~planner.ir.EncoderGraph`.
+        out_dir: target directory; created if missing.
+        force: allow writing into a non-empty directory.
+
+    Returns:
+        The manifest (also written as ``manifest.json``).
+
+    Raises:
+        CompressionError: ``out_dir`` is not empty and ``force`` is false, or a weight cannot be packed.
+
+    Example:
+        >>> import planner, tempfile
+        >>> graph = planner.load("studies/usm-lite/small/int4.yaml")
+        >>> model = planner.materialize(graph)
+        >>> manifest = planner.export(model, graph, tempfile.mkdtemp())
+        >>> manifest["format"], manifest["version"]
+        ('planner-packed', 1)
+    """
+    from safetensors.torch import save_file
+
+    from planner.ir import dump
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CompressionError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise CompressionError(f"{out}: directory is not empty (pass --force / force=True to overwrite)")
+    was_training = model.training
+    model.eval()
+    try:
+        leaves = compressed_leaves(model)
+        state = model.state_dict()
+        tensors: dict[str, Tensor] = {}
+        entries: dict[str, Any] = {}
+        param_names = {n for n, _ in model.named_parameters()}
+        for path, (mod, param) in leaves.items():
+            plist = mod.parametrizations.weight
+            if len(plist) != 1 or not hasattr(plist, "original"):
+                raise CompressionError(f"{path}: a compressed weight with another parametrization (weight norm) "
+                                       "cannot be packed; exclude it from the compression rules")  # fmt: skip
+            parts, entry = _encode_weight(path, param, plist.original)
+            entry["role"] = "weights"
+            tensors.update(parts)
+            entries[f"{path}.weight"] = entry
+        skip = tuple(f"{p}.parametrizations.weight." for p in leaves)
+        for key, t in state.items():
+            if key.startswith(skip):
+                continue
+            t = t.detach().contiguous()
+            if t.is_floating_point():
+                t = t.to(torch.float32)
+            counted = key in param_names and ".input_quantizer." not in key
+            tensors[key] = t
+            entries[key] = {"encoding": "raw", "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                            "role": "weights" if counted else "state"}  # fmt: skip
+    finally:
+        model.train(was_training)
+    payload = {"weights": 0, "state": 0}
+    for key, entry in entries.items():
+        names = entry["parts"].values() if "parts" in entry else [key]
+        payload[entry["role"]] += sum(_nbytes(tensors[n]) for n in names)
+    manifest = {"format": FORMAT, "version": VERSION, "architecture": _ARCH, "weights": _WEIGHTS,
+                "payload_bytes": payload, "tensors": entries}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / _WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
+    dump(graph, out / _ARCH)
+    (out / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
+    """Rebuilds the model a packed directory holds: ``planner.load`` + ``materialize`` + unpacked weights.
+
+    Quantizer scales and zero points are pinned to the stored ones, so the weights the reloaded model
+    computes are bitwise the fake-quantized weights of the exported model, and its eval-mode outputs equal
+    the exported model's exactly.
+
+    Raises:
+        CompressionError: a missing file, another format or version, or tensors that do not fit the graph.
+    """
+    from safetensors.torch import load_file
+
+    from planner.ir import load
+    from planner.nn import materialize
+
+    src = Path(out_dir)
+    try:
+        manifest = json.loads((src / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CompressionError(f"{src / _MANIFEST}: cannot read the manifest ({err})") from err
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise CompressionError(f"{src / _MANIFEST}: format {manifest.get('format')!r} version {manifest.get('version')!r} "
+                               f"is not {FORMAT!r} version {VERSION}")  # fmt: skip
+    graph = load(src / manifest.get("architecture", _ARCH))
+    model = materialize(graph)
+    stored = load_file(str(src / manifest.get("weights", _WEIGHTS)))
+    leaves = compressed_leaves(model)
+    sd: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for key, entry in manifest["tensors"].items():
+            if "parts" not in entry:
+                sd[key] = stored[key]
+                continue
+            path = key.removesuffix(".weight")
+            if path not in leaves:
+                raise CompressionError(f"{src}: {key} is packed but the architecture does not compress {path}")
+            mod, param = leaves[path]
+            parts = {name: stored[full] for name, full in entry["parts"].items()}
+            sd[f"{path}.parametrizations.weight.original"] = _decode_weight(entry, parts, param).reshape(param.shape)
+    full = model.state_dict()
+    missing = [k for k in full if k not in sd and not any(k.startswith(f"{p}.parametrizations.weight.") for p in leaves)]
+    if missing:
+        raise CompressionError(f"{src / _WEIGHTS}: lacks {len(missing)} tensors of the model, e.g. {missing[:3]}")
+    full.update(sd)
+    try:
+        model.load_state_dict(full, strict=True)
+    except RuntimeError as err:
+        raise CompressionError(f"{src / _WEIGHTS}: tensors do not fit the architecture ({err})") from err
+    return model.eval()
+
+
+def load_checkpoint_(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Loads a state dict into a (compressed) model; plain ``P.weight`` keys of a float checkpoint go to
+    ``P.parametrizations.weight.original`` of compressed leaves. Strict otherwise."""
+    leaves = compressed_leaves(model)
+    mapped = {}
+    for key, t in state.items():
+        path = key.removesuffix(".weight")
+        mapped[f"{path}.parametrizations.weight.original" if key.endswith(".weight") and path in leaves else key] = t
+    own = model.state_dict()
+    for key, t in own.items():  # quantizer / mask state a float checkpoint does not have: keep the fresh one
+        if key not in mapped and (".parametrizations.weight.0." in key or ".input_quantizer." in key or key.startswith("mask_schedule.")):
+            mapped[key] = t
+    try:
+        model.load_state_dict(mapped, strict=True)
+    except RuntimeError as err:
+        raise CompressionError(f"checkpoint does not fit the architecture ({err})") from err

@@ -1,0 +1,233 @@
+"""Loading torchaudio wav2vec 2.0 / HuBERT weights into a materialized planner :class:`~planner.nn.Encoder`.
+
+The source is a ``torchaudio.models.Wav2Vec2Model`` (as built by ``torchaudio.models.hubert_base()``,
+``wav2vec2_base()``..., or imported from fairseq / Hugging Face with
+``torchaudio.models.wav2vec2.utils.import_fairseq_model`` / ``import_huggingface_model``), or its state dict.
+Node indices are looked up in ``model.graph`` by kind, never hard-coded; ``E``, ``P``, ``N``, ``M`` and
+``C`` below are the names of the unique ``conv_extractor``, ``conv_pos_embedding``, ``layer_norm``,
+``mask_embedding`` and ``ctc`` nodes (``frontend.0``...).
+
+=================================================  ===============================================
+torchaudio state-dict key                          planner state-dict key
+=================================================  ===============================================
+``feature_extractor.conv_layers.{i}.conv.*``       ``{E}.conv_layers.{i}.conv.*``
+``feature_extractor.conv_layers.{i}.layer_norm.*`` ``{E}.conv_layers.{i}.layer_norm.*``
+``encoder.feature_projection.layer_norm.*``        ``{E}.layer_norm.*`` (``output_norm: true``)
+``encoder.feature_projection.projection.*``        ``{E}.projection.*`` (``projection: true``)
+``encoder.transformer.pos_conv_embed.conv.*``      ``{P}.conv.*``
+``encoder.transformer.layer_norm.*``               ``{N}.layer_norm.*`` (in ``frontend`` for post-LN
+                                                   models, in ``post`` for pre-LN ones)
+``encoder.transformer.layers.{n}.*``               ``layers.{n}.*`` (the same names below)
+``mask_generator.mask_embedding``                  ``{M}.embedding`` (``HuBERTPretrainModel``)
+``aux.*``                                          ``{C}.linear.*`` (a fine-tuned model's CTC output)
+=================================================  ===============================================
+
+Two spellings are normalised first: a ``wav2vec2.`` prefix (the state dict of a
+``torchaudio.models.HuBERTPretrainModel``) is dropped, and the ``weight_g``/``weight_v`` of the legacy
+``torch.nn.utils.weight_norm`` become ``parametrizations.weight.original0/1``. If the target convolution
+has no weight norm (``weight_norm: false``), a weight-normalised source is folded into a plain ``weight``.
+
+A model that ``planner.materialize`` compressed (a graph with ``compression:`` rules) takes the same float
+checkpoint: ``X.weight`` goes to ``X.parametrizations.weight.original``, and the compression state (quantizer
+scales and observers, N:M masks, binarizer ``alpha``/``beta``) is neither expected nor touched. Load before
+the first forward pass, which calibrates the quantizers and computes the masks from the weights.
+
+Every mismatch is collected and reported together in one :class:`~planner.errors.WeightMappingError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from planner.errors import WeightMappingError
+
+if TYPE_CHECKING:
+    from planner.nn import Encoder
+
+__all__ = ["load_torchaudio_weights", "load_checkpoint_file", "map_torchaudio_state_dict"]
+
+_CONV = re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(.+)$")
+_LAYER = re.compile(r"^encoder\.transformer\.layers\.(\d+)\.(.+)$")
+_LEGACY_WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+_SHOWN = 10  # keys listed per category in an error message
+# State that compression (planner.compress) adds to a model: quantizer scales and observers, N:M masks,
+# BiT's binarizer parameters. A float checkpoint has none of it; it stays as compression initialised it.
+_COMPRESSION_STATE = re.compile(r"(^|\.)(parametrizations\.weight\.\d+|input_quantizer|mask_schedule)\.")
+
+
+def _unique_node(model: Encoder, kind: str) -> str | None:
+    """Name of the one node of ``kind`` in the model's graph, None if it has none."""
+    names = [n.name for n in model.graph.nodes() if n.kind == kind]
+    if len(names) > 1:
+        raise WeightMappingError(f"{model.graph.name}: the graph has {len(names)} {kind} nodes ({', '.join(names)}); "
+                                 "a torchaudio model has one, so the weights cannot be mapped")  # fmt: skip
+    return names[0] if names else None
+
+
+def _target_key(key: str, nodes: dict[str, str | None]) -> str | None:
+    """The planner key of one torchaudio key, or None if the key has no place in this graph."""
+
+    def under(kind: str, rest: str) -> str | None:
+        return f"{nodes[kind]}.{rest}" if nodes[kind] is not None else None
+
+    if m := _CONV.match(key):
+        return under("conv_extractor", f"conv_layers.{m[1]}.{m[2]}")
+    if m := _LAYER.match(key):
+        return f"layers.{m[1]}.{m[2]}"
+    for prefix, kind, rest in (
+        ("encoder.feature_projection.", "conv_extractor", ""),
+        ("encoder.transformer.pos_conv_embed.conv.", "conv_pos_embedding", "conv."),
+        ("encoder.transformer.layer_norm.", "layer_norm", "layer_norm."),
+        ("aux.", "ctc", "linear."),
+    ):
+        if key.startswith(prefix):
+            return under(kind, rest + key[len(prefix) :])
+    if key == "mask_generator.mask_embedding":
+        return under("mask_embedding", "embedding")
+    return None
+
+
+def _normalise(state: Mapping[str, Any]) -> dict[str, Tensor]:
+    keys = list(state)
+    if keys and all(
+        k.startswith("wav2vec2.") for k in keys if not k.startswith(("mask_generator.", "logit_generator."))
+    ):
+        state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        head, _, last = key.rpartition(".")
+        if last in _LEGACY_WN:
+            key = f"{head}.{_LEGACY_WN[last]}"
+        out[key] = value
+    return out
+
+
+def _adapt(key: str, target: Mapping[str, Tensor]) -> str:
+    """``X.weight`` becomes ``X.parametrizations.weight.original`` where compression parametrized ``X``."""
+    renamed = key.removesuffix("weight") + "parametrizations.weight.original"
+    return renamed if key.endswith(".weight") and key not in target and renamed in target else key
+
+
+def _fold_weight_norm(mapped: dict[str, tuple[str, Tensor]], target: Mapping[str, Tensor]) -> None:
+    """Replaces ``original0/1`` by a plain ``weight`` where the target conv has no weight norm."""
+    for key in [k for k in mapped if k.endswith(".parametrizations.weight.original0")]:
+        base = key.removesuffix(".parametrizations.weight.original0")
+        v_key = f"{base}.parametrizations.weight.original1"
+        if key not in target and v_key in mapped and _adapt(f"{base}.weight", target) in target:
+            (_, g), (source, v) = mapped.pop(key), mapped.pop(v_key)
+            # torchaudio normalises over every dim but the kernel's (dim=2)
+            mapped[_adapt(f"{base}.weight", target)] = (source, torch._weight_norm(v, g, 2))
+
+
+def _map(model: Encoder, source: nn.Module | Mapping[str, Any]) -> tuple[dict[str, tuple[str, Tensor]], list[str]]:
+    """``({planner key: (torchaudio key, tensor)}, unmapped torchaudio keys)``."""
+    state = source.state_dict() if isinstance(source, nn.Module) else source
+    nodes = {k: _unique_node(model, k) for k in ("conv_extractor", "conv_pos_embedding", "layer_norm",
+                                                   "mask_embedding", "ctc")}  # fmt: skip
+    target = model.state_dict()
+    mapped: dict[str, tuple[str, Tensor]] = {}
+    unexpected: list[str] = []
+    for key, value in _normalise(state).items():
+        planner_key = _target_key(key, nodes)
+        if planner_key is None:
+            unexpected.append(key)
+        else:
+            mapped[_adapt(planner_key, target)] = (key, value)
+    _fold_weight_norm(mapped, target)
+    return mapped, unexpected
+
+
+def map_torchaudio_state_dict(
+    model: Encoder, source: nn.Module | Mapping[str, Any]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Translates a torchaudio wav2vec 2.0 / HuBERT state dict into ``model``'s key names.
+
+    Args:
+        model: the materialized planner encoder (its ``graph`` locates the nodes).
+        source: a ``torchaudio.models.Wav2Vec2Model`` (or any module with the same state-dict names) or its
+            state dict.
+
+    Returns:
+        ``(mapped, unexpected)``: the tensors under planner keys, and the source keys with no place in the
+        graph.
+    """
+    mapped, unexpected = _map(model, source)
+    return {k: v for k, (_, v) in mapped.items()}, unexpected
+
+
+def _listing(title: str, items: list[str]) -> str:
+    more = [f"    ... and {len(items) - _SHOWN} more"] if len(items) > _SHOWN else []
+    return "\n".join([f"  {len(items)} {title}:", *(f"    {item}" for item in items[:_SHOWN]), *more])
+
+
+def load_torchaudio_weights(model: Encoder, source: nn.Module | Mapping[str, Any], strict: bool = True) -> None:
+    """Copies torchaudio wav2vec 2.0 / HuBERT weights into ``model`` in place (see the module docstring).
+
+    Args:
+        model: a materialized planner encoder whose graph mirrors the torchaudio model.
+        source: a ``torchaudio.models.Wav2Vec2Model`` or its state dict.
+        strict: if True, every parameter and buffer of ``model`` (compression state aside) must be given and
+            every source key must find a place; if False, missing and unexpected keys are tolerated. Shape
+            mismatches always fail.
+
+    Raises:
+        WeightMappingError: listing the missing, unexpected and mis-shaped keys; ``model`` is left unchanged.
+
+    Example:
+        >>> import planner, torchaudio
+        >>> from planner.pretrained import load_torchaudio_weights
+        >>> model = planner.materialize(planner.load("studies/hubert-base.yaml")).eval()
+        >>> load_torchaudio_weights(model, torchaudio.models.hubert_base())
+    """
+    mapped, unexpected = _map(model, source)
+    target = model.state_dict()
+    missing = [k for k in target if k not in mapped and not _COMPRESSION_STATE.search(k)]
+    unexpected += [f"{src} (the model has no {k})" for k, (src, _) in mapped.items() if k not in target]
+    mismatched = [f"{k} <- {src}: checkpoint {tuple(v.shape)}, model {tuple(target[k].shape)}"
+                  for k, (src, v) in mapped.items() if k in target and v.shape != target[k].shape]  # fmt: skip
+    problems = []
+    if mismatched:
+        problems.append(_listing("shape mismatches (planner key <- torchaudio key)", mismatched))
+    if strict and missing:
+        problems.append(_listing("missing in the checkpoint (planner keys)", missing))
+    if strict and unexpected:
+        problems.append(_listing("unexpected in the checkpoint (torchaudio keys)", unexpected))
+    if problems:
+        raise WeightMappingError(f"the weights do not fit the architecture {model.graph.name!r} "
+                                 "(compare the architecture file with the checkpoint's model):\n"
+                                 + "\n".join(problems))  # fmt: skip
+    usable = {k: v for k, (_, v) in mapped.items() if k in target}
+    with torch.no_grad():
+        model.load_state_dict(usable, strict=False)
+
+
+def load_checkpoint_file(model: Encoder, path: str | os.PathLike[str], strict: bool = True) -> None:
+    """Loads a ``torch.save``'d torchaudio state dict file into ``model`` (see :func:`load_torchaudio_weights`).
+
+    The file is read with ``weights_only=True``: a state dict (optionally wrapped as ``{"state_dict": ...}``
+    or ``{"model": ...}``), not a pickled module.
+
+    Raises:
+        WeightMappingError: the file cannot be read, holds no state dict, or does not fit ``model``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
+    if isinstance(state, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), Mapping):
+                state = state[wrapper]
+                break
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightMappingError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
+    try:
+        load_torchaudio_weights(model, state, strict=strict)
+    except WeightMappingError as err:
+        raise WeightMappingError(f"{path}: {err}") from None

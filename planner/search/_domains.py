@@ -1,0 +1,121 @@
+"""The flat, labelled domains a sampler sees: plain data, no torch and no Optuna.
+
+A domain is a categorical choice, an integer range or a float range with a unique ``label`` (its field
+path in the space file, or the ``name`` it was given), and the conditions under which it is active.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Categorical", "IntRange", "FloatRange", "Domain", "Condition"]
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The domain is active only when the domain ``label`` is active and took one of ``values``."""
+
+    label: str
+    values: tuple[Scalar, ...]
+
+    def __str__(self) -> str:
+        vals = self.values[0] if len(self.values) == 1 else list(self.values)
+        return f"{self.label} == {vals!r}" if len(self.values) == 1 else f"{self.label} in {vals!r}"
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of ``choices`` (scalars: what Optuna's categorical distribution stores).
+
+    Attributes:
+        label: unique label (field path or ``name``).
+        choices: the keys a sampler picks from; for options that are whole mappings these are the
+            option's ``kind`` (or its index), and ``options`` holds the mappings.
+        path: field path in the space file, for messages.
+        when: conditions that must all hold for the domain to be active.
+    """
+
+    label: str
+    choices: tuple[Scalar, ...]
+    path: str
+    when: tuple[Condition, ...] = ()
+
+    def contains(self, value: Any) -> bool:
+        return any(value == c and type(value) is type(c) for c in self.choices)
+
+    def sample(self, rng: random.Random) -> Scalar:
+        return self.choices[rng.randrange(len(self.choices))]
+
+    def grid(self) -> list[Scalar]:
+        return list(self.choices)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer in ``[low, high]`` on the grid ``low + k * step`` (or log-uniform with ``log``)."""
+
+    label: str
+    low: int
+    high: int
+    path: str
+    step: int = 1
+    log: bool = False
+    when: tuple[Condition, ...] = ()
+
+    def contains(self, value: Any) -> bool:
+        return (isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+                and (value - self.low) % self.step == 0)  # fmt: skip
+
+    def sample(self, rng: random.Random) -> int:
+        if self.log:
+            return int(round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))
+        return self.low + self.step * rng.randrange((self.high - self.low) // self.step + 1)
+
+    def grid(self) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+    def describe(self) -> str:
+        return f"an integer in [{self.low}, {self.high}]" + (f" in steps of {self.step}" if self.step != 1 else "")
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float in ``[low, high]``, uniform or log-uniform."""
+
+    label: str
+    low: float
+    high: float
+    path: str
+    log: bool = False
+    step: float | None = None
+    when: tuple[Condition, ...] = ()
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def sample(self, rng: random.Random) -> float:
+        if self.log:
+            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        if self.step is not None:
+            return self.low + self.step * rng.randrange(int(round((self.high - self.low) / self.step)) + 1)
+        return rng.uniform(self.low, self.high)
+
+    def grid(self) -> list[float]:
+        if self.step is None:
+            raise ValueError(f"{self.label}: a continuous range has no grid (give it a step)")
+        n = int(round((self.high - self.low) / self.step))
+        return [self.low + i * self.step for i in range(n + 1)]
+
+    def describe(self) -> str:
+        return f"a number in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
+
+
+Domain = Categorical | IntRange | FloatRange

@@ -1,0 +1,121 @@
+"""Evaluators: score a feasible candidate with quality metrics, registered by name.
+
+An evaluator is a frozen dataclass (its fields are the YAML keyword arguments of ``study.evaluator``) with
+``metrics`` (the quality metrics it returns, usable as objectives) and ``evaluate(graph, ctx)``. It never
+sees Optuna: it reports intermediate values through ``ctx.report(value, step)`` and asks
+``ctx.should_prune()``; raising :class:`Pruned` stops the trial (the adapter turns it into Optuna's
+``TrialPruned``). That is the hook a later distillation evaluator uses, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from planner.errors import FieldError, PlannerError
+from planner.registry import Registry
+
+__all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "NullContext"]
+
+EVALUATORS: Registry[type] = Registry("evaluator")
+
+
+class Pruned(PlannerError):
+    """Raised by an evaluator when ``ctx.should_prune()`` says the candidate is not worth finishing."""
+
+
+class EvalContext(Protocol):
+    """What an evaluator may ask of the search while it runs."""
+
+    def report(self, value: float, step: int) -> None:
+        """Records an intermediate value of the first quality metric at ``step``."""
+
+    def should_prune(self) -> bool:
+        """Whether the pruner wants this candidate stopped."""
+
+
+class NullContext:
+    """A context that records intermediate values and never prunes (evaluating outside a study)."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, float]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((step, value))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+@EVALUATORS.register("capacity")
+@dataclass(frozen=True)
+class CapacityEvaluator:
+    """No quality metric: the objectives are cost metrics only (nothing is materialized)."""
+
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
+        return {}
+
+
+@EVALUATORS.register("naswot")
+@dataclass(frozen=True)
+class NaswotEvaluator:
+    """NASWOT (Mellor et al., 2021) zero-cost proxy at initialisation, higher is better.
+
+    Each utterance of a random batch gets a binary code: the signs of every layer's hidden state
+    ``(T_i, D)`` concatenated. The score is ``log |K|`` with ``K[a, b]`` the number of code positions where
+    utterances ``a`` and ``b`` agree; it is averaged over ``batches`` batches.
+
+    Attributes:
+        batch: utterances per batch (the size of ``K``).
+        seconds: length of each random waveform (or features of that duration).
+        batches: batches to average; each is one intermediate report.
+        seed: seeds the initialisation and the inputs, so a graph always gets the same score.
+    """
+
+    batch: int = 8
+    seconds: float = 0.5
+    batches: int = 2
+    seed: int = 0
+
+    metrics: ClassVar[tuple[str, ...]] = ("naswot",)
+
+    def check(self) -> None:
+        if self.batch < 2:
+            raise FieldError("batch", f"{self.batch} must be at least 2 (the score compares utterances)")
+        if self.batches < 1 or self.seconds <= 0:
+            raise FieldError("batches" if self.batches < 1 else "seconds", "must be positive")
+
+    def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
+        import torch
+
+        import planner
+
+        torch.manual_seed(self.seed)
+        model = planner.materialize(graph).eval()
+        inp = graph.spec.input
+        samples = int(round(self.seconds * inp.sample_rate))
+        scores = []
+        for step in range(self.batches):
+            gen = torch.Generator().manual_seed(self.seed * 1000 + step)
+            if inp.kind == "waveform":
+                x = torch.randn(self.batch, samples, generator=gen)
+            else:
+                x = torch.randn(self.batch, max(inp.frames(samples), 1), inp.n_mels, generator=gen)
+            with torch.no_grad():
+                out = model(x)
+            states = out.hidden_states or [out.output]
+            codes = torch.cat([(h > 0).flatten(1).double() for h in states], dim=1)  # (B, N_A)
+            k = codes @ codes.T + (1 - codes) @ (1 - codes).T
+            score = float(torch.linalg.slogdet(k)[1])
+            scores.append(score)
+            ctx.report(sum(scores) / len(scores), step)
+            if ctx.should_prune():
+                raise Pruned(f"pruned after batch {step}")
+        return {"naswot": sum(scores) / len(scores)}
+
+
+def build_evaluator(kind: str, kwargs: dict[str, Any]) -> Any:
+    """The evaluator registered as ``kind`` with its keyword arguments."""
+    return EVALUATORS[kind](**kwargs)

@@ -1,0 +1,134 @@
+"""Pareto front of a finished study and its export (CSV, JSON, one architecture file per point, plots)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["pareto_trials", "export_pareto"]
+
+
+def _feasible(t: Any) -> bool:
+    from optuna.trial import TrialState
+
+    return t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) and t.values is not None
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto_trials(study: Any) -> list[Any]:
+    """The feasible trials no other feasible trial dominates (all of the best for one objective), by number."""
+    signs = [1.0 if d.name == "MINIMIZE" else -1.0 for d in study.directions]
+    trials = [t for t in study.get_trials(deepcopy=False) if _feasible(t)]
+    keyed = [(t, [s * v for s, v in zip(signs, t.values)]) for t in trials]
+    front = [t for t, k in keyed if not any(_dominates(k2, k) for _, k2 in keyed)]
+    return sorted(front, key=lambda t: t.number)
+
+
+def export_pareto(study: Any, out: str | Path) -> dict[str, Any]:
+    """Writes ``pareto.csv``, ``pareto.json``, ``trial-NNNN.yaml`` per point and plots into ``out``.
+
+    Returns:
+        the ``pareto.json`` document.
+    """
+    from planner.ir.io import write_text_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = study.user_attrs.get("objectives") or [f"objective{i}" for i in range(len(study.directions))]
+    front = pareto_trials(study)
+    points = []
+    for t in front:
+        arch = f"trial-{t.number:04d}.yaml"
+        write_text_atomic(out / arch, t.user_attrs["architecture"])
+        points.append({"trial": t.number, "objectives": dict(zip(names, t.values)),
+                       "cost": t.user_attrs.get("cost", {}), "quality": t.user_attrs.get("quality", {}),
+                       "params": t.params, "architecture": arch})  # fmt: skip
+    doc = {"type": "planner.pareto", "format": 1, "study": study.study_name,
+           "directions": [d.name.lower() for d in study.directions], "objectives": names,
+           "budgets": study.user_attrs.get("budgets", {}), "seconds": study.user_attrs.get("seconds"),
+           "points": points}  # fmt: skip
+    write_text_atomic(out / "pareto.json", json.dumps(doc, indent=2) + "\n")
+    cost_keys = sorted({k for p in points for k in p["cost"]})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["trial", *names, *(f"cost.{k}" for k in cost_keys), "architecture"])
+    for p in points:
+        w.writerow([p["trial"], *p["objectives"].values(), *(p["cost"].get(k, "") for k in cost_keys), p["architecture"]])
+    write_text_atomic(out / "pareto.csv", buf.getvalue())
+    _plots(study, front, names, out)
+    return doc
+
+
+def _plots(study: Any, front: list[Any], names: list[str], out: Path) -> None:
+    """PNG (matplotlib) and HTML (optuna.visualization with plotly) when installed; a message otherwise."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(names) < 2:
+        print("plots: one objective, no Pareto plot", file=sys.stderr)
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plots: matplotlib is not installed, skipping pareto.png (pip install matplotlib)", file=sys.stderr)
+    else:
+        on_front = {t.number for t in front}
+        groups = {
+            "infeasible": [t for t in trials if not t.user_attrs.get("feasible") and t.user_attrs.get("cost")],
+            "dominated": [t for t in trials if _feasible(t) and t.number not in on_front],
+            "Pareto": front,
+        }
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for (label, group), style in zip(groups.items(), [dict(c="0.7", marker="x"), dict(c="tab:blue", alpha=0.5),
+                                                          dict(c="tab:red")]):  # fmt: skip
+            pts = [(t.values[0], t.values[1]) for t in group if t.values and all(abs(v) != float("inf") for v in t.values[:2])]
+            if pts:
+                ax.scatter(*zip(*pts), label=f"{label} ({len(group)})", **style)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "pareto.png", dpi=120)
+        plt.close(fig)
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        print("plots: plotly is not installed, skipping pareto.html (pip install plotly)", file=sys.stderr)
+        return
+    import optuna.visualization as vis
+
+    # infeasible trials are told apart by the constraints the adapter set on each trial (trial.constraints);
+    # invalid candidates have no finite objective values, so they are left out of the plot
+    plotted = [t for t in trials if t.values and all(abs(v) != float("inf") for v in t.values)]
+    fig = vis.plot_pareto_front(_Only(study, plotted), target_names=names[:3],
+                                targets=None if len(names) <= 3 else (lambda t: t.values[:3]),
+                                include_dominated_trials=True)  # fmt: skip
+    fig.write_html(str(out / "pareto.html"))  # self-contained (embeds plotly.js, ~5 MB): opens offline
+
+
+class _Only:
+    """A read-only view of a study that shows only some of its trials (for plotting)."""
+
+    def __init__(self, study: Any, trials: list[Any]) -> None:
+        self._study = study
+        self._trials = trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    @property
+    def trials(self) -> list[Any]:
+        return list(self._trials)

@@ -1,0 +1,284 @@
+"""Compression: fake quantization grids, N:M masks and schedules, gradients, packed export round trip, size.
+
+Tolerances: everything here is exact (``torch.equal``) on purpose. A disabled compression builds no
+quantizer at all; the packed format stores the integer codes, scales and zero points the fake quantizer
+used, and torch's fake-quant kernels return ``float(q - zp) * scale``, the arithmetic the loader repeats.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+
+import pytest
+import torch
+
+import planner
+from planner.cli import main
+from planner.compress import (
+    CompressionError,
+    SparsitySchedule,
+    compress_,
+    compressed_leaves,
+    export,
+    load_checkpoint_,
+    load_packed,
+)
+from planner.ir.compression import ActQuant, Compression, Sparsity, WeightQuant
+
+STUDIES = sorted(glob.glob("studies/usm-lite/small/*.yaml"))
+
+TINY = """
+format: 1
+name: tiny
+input: {kind: features, n_mels: 16}
+width: 32
+frontend: [{kind: conv2d_subsampling, channels: [8, 4]}]
+layers: [{kind: conformer, repeat: 2, heads: 2, ffn: 64, kernel: 3, positional: relative}]
+"""
+
+
+def tiny(rules: str = "") -> planner.EncoderGraph:
+    return planner.loads(TINY + (f"compression:\n{rules}" if rules else ""))
+
+
+def features(batch: int = 2, frames: int = 40, mels: int = 16) -> torch.Tensor:
+    return torch.randn(batch, frames, mels, generator=torch.Generator().manual_seed(1))
+
+
+def build(graph: planner.EncoderGraph, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return planner.materialize(graph)
+
+
+def leaf_weights(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, object]]:
+    """Module path -> (the compressed ``(out, fan_in)`` weight as the forward pass sees it, its parametrization)."""
+    out = {}
+    for path, (mod, param) in compressed_leaves(model).items():
+        with torch.no_grad():
+            out[path] = (mod.weight.reshape(param.out, param.fan_in), param)
+    return out
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+
+def test_float32_plan_is_exactly_the_float_model():
+    graph = tiny("  - {layers: all, modules: [ffn], weight: fp32, activation: fp32}")
+    assert graph.compression == {}
+    ref, model = build(tiny()), build(graph)
+    plan = {p: Compression() for p in ["layers.0.ffn1.fc1", "layers.1.attention.q_proj"]}
+    compress_(model, plan)  # identity entries attach nothing
+    assert compressed_leaves(model) == {}
+    x = features()
+    assert torch.equal(ref(x).output, model(x).output)
+    for m in (ref, model):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        m(x).output.square().mean().backward()
+        opt.step()
+    assert torch.equal(ref(x).output, model(x).output)
+
+
+# --- grids ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight,levels", [("int8", 255), ("int4", 15)])
+def test_symmetric_per_channel_grid(weight, levels):
+    model = build(tiny(f"  - {{layers: all, modules: [attention, ffn], weight: {weight}}}"))
+    qmax = (levels - 1) // 2
+    for path, (w, _) in leaf_weights(model).items():
+        scale = w.abs().amax(dim=1, keepdim=True) / qmax  # USM-Lite: max|W_j| / qmax, per output channel
+        q = w / scale
+        assert torch.allclose(q, q.round(), atol=1e-3), path
+        assert q.round().abs().max() <= qmax
+        assert all(row.unique().numel() <= levels for row in w), path
+
+
+def test_int2_subchannel_scales_and_levels():
+    rule = "  - {layers: all, modules: [ffn], weight: {bits: 2, symmetric: false, granularity: subchannel, group_size: 8}}"
+    model = build(tiny(rule))
+    for path, (w, param) in leaf_weights(model).items():
+        q = param.quantizer
+        scale, zp = q.qparams(w)
+        assert scale.shape == (param.out, param.fan_in // 8) and zp.shape == scale.shape, path
+        groups = w.reshape(param.out, -1, 8)
+        codes = groups / scale.unsqueeze(-1) + zp.unsqueeze(-1)
+        assert torch.allclose(codes, codes.round(), atol=1e-3)
+        assert codes.round().min() >= 0 and codes.round().max() <= 3
+        assert max(g.unique().numel() for g in groups.reshape(-1, 8)) <= 4
+
+
+def test_per_tensor_option_has_one_scale():
+    model = build(tiny("  - {layers: all, modules: [ffn], weight: {bits: 4, granularity: per_tensor}}"))
+    for w, param in leaf_weights(model).values():
+        assert param.quantizer.qparams(w)[0].shape == (1, 1)
+        assert w.unique().numel() <= 15
+
+
+def test_binary_weights_are_plus_minus_mean_abs():
+    model = build(tiny("  - {layers: all, modules: [ffn], weight: binary, activation: binary}"))
+    for path, (w, param) in leaf_weights(model).items():
+        raw = param.quantizer  # per tensor: one scale mean(|W|)
+        original = compressed_leaves(model)[path][0].parametrizations.weight.original
+        m = original.abs().mean()
+        assert torch.equal(w.abs().unique(), m.reshape(1)), path
+        assert torch.equal(w > 0, (original - original.mean() >= 0).reshape(w.shape))
+        assert raw.config.is_binary
+
+
+# --- N:M masks and schedules ------------------------------------------------------------------------------
+
+
+def nonzeros_per_group(w: torch.Tensor, m: int) -> torch.Tensor:
+    return (w.reshape(-1, m) != 0).sum(dim=1)
+
+
+@pytest.mark.parametrize("nm", ["2:4", "1:4"])
+def test_every_group_has_at_most_n_nonzeros(nm):
+    n, m = map(int, nm.split(":"))
+    model = build(tiny(f"  - {{layers: all, modules: [attention, ffn], weight: int4, sparsity: '{nm}'}}"))
+    model(features())
+    for path, (w, _) in leaf_weights(model).items():
+        assert nonzeros_per_group(w, m).max() <= n, path
+
+
+def train_steps(model, steps, lr=0.5):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    masks = []
+    for i in range(steps):
+        opt.zero_grad()
+        model(features(frames=40 + i)).output.square().mean().backward()
+        opt.step()
+        model.mask_schedule.step()
+        masks.append({p: param.sparsifier.mask.clone() for p, (_, param) in compressed_leaves(model).items()})
+    return masks
+
+
+def test_one_shot_mask_is_frozen_after_the_first_step():
+    model = build(tiny("  - {layers: all, modules: [ffn], sparsity: '2:4'}"))
+    masks = train_steps(model, 4)
+    assert all(torch.equal(masks[0][p], later[p]) for later in masks[1:] for p in masks[0])
+
+
+def test_few_shot_mask_stops_changing_after_tp_steps():
+    model = build(tiny("  - {layers: all, modules: [ffn], sparsity: '1:4'}"))
+    model.mask_schedule.config = SparsitySchedule("few_shot", steps=3, sr_ste=2e-4)
+    masks = train_steps(model, 7, lr=5.0)
+    assert any(not torch.equal(masks[0][p], masks[2][p]) for p in masks[0]), "large steps should move some mask"
+    assert all(torch.equal(masks[3][p], later[p]) for later in masks[4:] for p in masks[0])
+    assert int(model.mask_schedule.step_count) == 7
+
+
+def test_schedule_config_errors():
+    with pytest.raises(planner.PlannerError, match="steps"):
+        SparsitySchedule("few_shot")
+    with pytest.raises(planner.PlannerError, match="kind"):
+        SparsitySchedule("sometimes")  # type: ignore[arg-type]
+
+
+# --- gradients ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", [
+    "  - {layers: 0-1, modules: [attention, ffn, pointwise], weight: int4, activation: 8, sparsity: '2:4'}",
+    "  - {layers: 0-1, modules: [attention, ffn, pointwise], weight: {bits: 2, symmetric: false, granularity: subchannel, groups: 4}, activation: {bits: 4, symmetric: false}}",
+    "  - {layers: 0-1, weight: binary, activation: binary}\n  - {layers: 0-1, modules: [fc2], activation: {bits: 1, symmetric: false}}",
+])  # fmt: skip
+def test_gradients_reach_every_trainable_tensor(rule):
+    model = build(tiny(rule))
+    model(features()).output.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    zero = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0 and not n.endswith("pos_bias_v")]
+    assert not zero
+    if "binary" in rule:
+        assert any(n.endswith("input_quantizer.alpha") for n, _ in model.named_parameters())
+        assert any(n.endswith("input_quantizer.beta") for n, _ in model.named_parameters())
+
+
+def test_leaves_keep_their_types_and_paths():
+    graph = tiny("  - {layers: all, modules: [attention, ffn, conv], weight: int8, activation: 8}")
+    model = build(graph)
+    for path in graph.compression:
+        mod = model.get_submodule(path)
+        assert isinstance(mod, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)), path
+    with pytest.raises(CompressionError, match="already compressed"):
+        compress_(model)
+
+
+# --- packed export --------------------------------------------------------------------------------------
+
+
+def trained(graph, steps=1):
+    model = build(graph)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(features(mels=graph.spec.input.n_mels)).output.square().mean().backward()
+        opt.step()
+        model.mask_schedule.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_packed_round_trip_is_exact_and_size_matches_the_cost_model(path, tmp_path):
+    graph = planner.load(path)
+    model = trained(graph)
+    x = features(frames=30, mels=80)
+    with torch.no_grad():
+        ref = model(x).output
+    manifest = export(model, graph, tmp_path)
+    assert manifest["format"] == "planner-packed" and manifest["version"] == 1
+    reloaded = load_packed(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x).output, ref)
+    # size: payload bytes of the tensors the cost model prices (weights, biases, norms), headers aside
+    predicted = planner.estimate(graph).storage_bytes
+    assert abs(manifest["payload_bytes"]["weights"] - predicted) <= 0.01 * predicted
+    assert json.loads((tmp_path / "manifest.json").read_text())["tensors"]
+
+
+def test_export_refuses_a_non_empty_directory(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    arch = "studies/usm-lite/small/int8.yaml"
+    assert main(["export", arch, "--out", str(tmp_path)]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["export", arch, "--out", str(tmp_path), "--force"]) == 0
+
+
+def test_cli_exports_a_float_checkpoint(tmp_path):
+    graph = tiny("  - {layers: all, modules: [ffn], weight: int4, sparsity: '2:4'}")
+    arch = tmp_path / "arch.yaml"
+    planner.dump(graph, arch)
+    float_model = build(tiny())
+    torch.save(float_model.state_dict(), tmp_path / "ckpt.pt")
+    assert main(["export", str(arch), "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "out")]) == 0
+    expected = build(graph, seed=1)
+    load_checkpoint_(expected, float_model.state_dict())
+    x = features()
+    with torch.no_grad():
+        assert torch.equal(load_packed(tmp_path / "out")(x).output, expected.eval()(x).output)
+
+
+def test_load_packed_rejects_another_format(tmp_path):
+    graph = tiny("  - {layers: all, modules: [ffn], weight: int8}")
+    export(build(graph), graph, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CompressionError, match="version"):
+        load_packed(tmp_path)
+
+
+def test_compressed_model_deepcopies():
+    model = build(tiny("  - {layers: all, modules: [ffn], weight: int4, activation: binary, sparsity: '2:4'}"))
+    clone = copy.deepcopy(model)
+    x = features()
+    assert torch.equal(model(x).output, clone(x).output)
+
+
+def test_weight_quant_and_sparsity_configs_in_plan():
+    graph = tiny("  - {layers: 0, modules: [q], weight: int4, sparsity: '2:4', activation: 8}")
+    comp = graph.compression["layers.0.attention.q_proj"]
+    assert comp == Compression(WeightQuant(bits=4), ActQuant(bits=8), Sparsity(2, 4))

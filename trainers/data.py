@@ -1,0 +1,287 @@
+"""Audio data: fairseq-style manifests, folder scanning, reading and resampling, length-bucketed batches.
+
+A manifest is the fairseq wav2vec/HuBERT format: the first line is the root folder, then one line per
+utterance ``relative/path<TAB>num_samples`` (samples at the file's own rate). A labels file for downstream
+tasks is ``relative/path<TAB>label`` per line (paths as in the manifest).
+
+Batches are deterministic functions of ``(seed, epoch)``: the order of an epoch is drawn from a generator
+seeded with both, so a position ``(epoch, batch index)`` is all a checkpoint needs to resume the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor
+
+from planner.errors import ConfigError, FieldError, PlannerError
+from planner.ir.spec import InputSpec
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "Batch",
+    "BatchStream",
+    "Manifest",
+    "Utterance",
+    "collate",
+    "fbank_features",
+    "read_audio",
+    "read_labels",
+    "read_manifest",
+    "scan_folder",
+]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+class DataError(PlannerError):
+    """A manifest, labels file or audio file cannot be used."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One manifest line: the absolute ``path`` and its length in samples at the file's rate."""
+
+    path: str
+    samples: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: str
+    utterances: tuple[Utterance, ...]
+
+
+def scan_folder(root: str | os.PathLike[str], out_manifest: str | os.PathLike[str]) -> Manifest:
+    """Writes a manifest of every ``.wav``/``.flac``/``.ogg`` file under ``root`` (recursively, sorted).
+
+    Example:
+        >>> scan_folder("LibriSpeech/train-clean-100", "train.tsv")  # doctest: +SKIP
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    lines, utts = [str(root)], []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file():
+            frames = sf.info(str(p)).frames
+            rel = p.relative_to(root).as_posix()
+            lines.append(f"{rel}\t{frames}")
+            utts.append(Utterance(str(p), frames))
+    if not utts:
+        raise DataError(f"{root}: no {'/'.join(AUDIO_SUFFIXES)} files found")
+    out = Path(out_manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return Manifest(str(root), tuple(utts))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Reads a manifest; each malformed line is reported as ``FILE: line N: problem``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([FieldError("", f"cannot read the manifest ({err.strerror})")], str(path)) from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ConfigError([FieldError("line 1", "expected the root folder on the first line")], str(path))
+    root = lines[0].strip()
+    utts, errors = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip().isdigit():
+            errors.append(FieldError(f"line {n}", f"{line!r} is not 'relative/path<TAB>num_samples'"))
+            continue
+        utts.append(Utterance(os.path.join(root, parts[0]), int(parts[1])))
+    if errors:
+        raise ConfigError(errors, str(path))
+    return Manifest(root, tuple(utts))
+
+
+def read_labels(path: str | os.PathLike[str], root: str | None = None) -> dict[str, str]:
+    """Reads ``path<TAB>label`` lines into ``{absolute path: label}`` (relative paths join ``root``)."""
+    out: dict[str, str] = {}
+    errors = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].strip():
+            errors.append(FieldError(f"line {n}", f"{line!r} is not 'path<TAB>label'"))
+            continue
+        p = parts[0] if root is None or os.path.isabs(parts[0]) else os.path.join(root, parts[0])
+        out[p] = parts[1].strip()
+    if errors:
+        raise ConfigError(errors, str(path))
+    return out
+
+
+def read_audio(path: str, sample_rate: int = 16000) -> Tensor:
+    """Reads a file as a mono float32 ``(samples,)`` tensor at ``sample_rate`` (channels averaged)."""
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError) as err:
+        raise DataError(f"{path}: cannot read audio ({err})") from None
+    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sr != sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, sr, sample_rate)
+    return wav
+
+
+def fbank_features(wav: Tensor, spec: InputSpec) -> Tensor:
+    """Kaldi log-mel filterbanks ``(frames, n_mels)`` of a ``(samples,)`` waveform for a features input.
+
+    Frames follow :meth:`InputSpec.frames` (``snip_edges``: ``1 + (samples - win) // hop``); no dither, so
+    features are deterministic.
+    """
+    from torchaudio.compliance import kaldi
+
+    if wav.numel() < spec.win_length:
+        return wav.new_zeros(0, spec.n_mels or 0)
+    return kaldi.fbank(wav[None] * 32768.0, num_mel_bins=spec.n_mels, sample_frequency=spec.sample_rate,
+                       frame_length=1000.0 * spec.win_length / spec.sample_rate,
+                       frame_shift=1000.0 * spec.hop_length / spec.sample_rate, dither=0.0,
+                       snip_edges=True, window_type="hamming")  # fmt: skip
+
+
+@dataclass
+class Batch:
+    """A padded batch.
+
+    Attributes:
+        waveforms: ``(B, samples)`` zero-padded audio at the recipe's rate.
+        lengths: ``(B,)`` valid samples.
+        paths: the files, in batch order.
+        features: ``(B, frames, n_mels)`` filterbanks when the student takes features, else None.
+        feature_lengths: ``(B,)`` valid frames of ``features``.
+    """
+
+    waveforms: Tensor
+    lengths: Tensor
+    paths: list[str]
+    features: Tensor | None = None
+    feature_lengths: Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.paths)
+
+
+def collate(waves: Sequence[Tensor], paths: Sequence[str], spec: InputSpec | None = None) -> Batch:
+    """Pads waveforms (and their filterbanks for a features ``spec``) into a :class:`Batch`."""
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, : w.numel()] = w
+    batch = Batch(out, lengths, list(paths))
+    if spec is not None and spec.kind == "features":
+        feats = [fbank_features(w, spec) for w in waves]
+        flens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        fb = torch.zeros(len(feats), int(flens.max()), spec.n_mels or 0)
+        for i, f in enumerate(feats):
+            fb[i, : f.shape[0]] = f
+        batch.features, batch.feature_lengths = fb, flens
+    return batch
+
+
+class BatchStream:
+    """An endless, deterministic, resumable stream of length-bucketed batches.
+
+    Each epoch sorts the utterances by length (ties broken by a seeded shuffle), cuts them into batches
+    holding at most ``batch_seconds`` of padded audio, and shuffles the batch order with a generator seeded
+    by ``(seed, epoch)``. Utterances longer than ``max_seconds`` are cropped to a window whose offset is
+    drawn from ``(seed, epoch, utterance)``.
+
+    Args:
+        manifests: manifest files.
+        sample_rate: the training rate; audio is resampled to it when read. Bucketing uses the manifest's
+            sample counts as they are (exact when the files are at ``sample_rate``).
+        batch_seconds, max_seconds, min_seconds: see :class:`~trainers.recipe.DataConfig`.
+        seed: the stream's seed.
+        spec: the student's input spec (features are computed for a ``features`` input).
+
+    Example:
+        >>> stream = BatchStream(["train.tsv"], batch_seconds=60, seed=0)  # doctest: +SKIP
+        >>> batch = next(stream); stream.position  # doctest: +SKIP
+        (0, 1)
+    """
+
+    def __init__(self, manifests: Sequence[str], *, sample_rate: int = 16000, batch_seconds: float = 120.0,
+                 max_seconds: float = 15.0, min_seconds: float = 0.0, seed: int = 0,
+                 spec: InputSpec | None = None) -> None:  # fmt: skip
+        utts: list[Utterance] = []
+        for m in manifests:
+            utts.extend(read_manifest(m).utterances)
+        self.sample_rate = sample_rate
+        self.max_samples = int(max_seconds * sample_rate)
+        self.batch_samples = int(batch_seconds * sample_rate)
+        self.utterances = [u for u in utts if u.samples >= int(min_seconds * sample_rate)]
+        if not self.utterances:
+            raise DataError(f"{', '.join(manifests)}: no utterance of at least {min_seconds} s")
+        self.seed = seed
+        self.spec = spec
+        self.epoch, self.index = 0, 0
+        self._batches: list[list[int]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Utterance indices of every batch of ``epoch``, in order."""
+        rng = random.Random(f"{self.seed}:{epoch}")
+        ties = [rng.random() for _ in self.utterances]
+        order = sorted(range(len(self.utterances)), key=lambda i: (min(self.utterances[i].samples, self.max_samples), ties[i]))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            length = min(self.utterances[i].samples, self.max_samples)
+            if cur and length * (len(cur) + 1) > self.batch_samples:
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        rng.shuffle(batches)
+        return batches
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(epoch, index of the next batch)``: save it to resume."""
+        return self.epoch, self.index
+
+    def seek(self, position: Sequence[int]) -> None:
+        """Continues from a saved :attr:`position`."""
+        self.epoch, self.index = int(position[0]), int(position[1])
+        self._batches = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._batches is None:
+            self._batches = self.epoch_batches(self.epoch)
+        if self.index >= len(self._batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            self._batches = self.epoch_batches(self.epoch)
+        ids = self._batches[self.index]
+        self.index += 1
+        waves = [self._load(i) for i in ids]
+        return collate(waves, [self.utterances[i].path for i in ids], self.spec)
+
+    def _load(self, i: int) -> Tensor:
+        wav = read_audio(self.utterances[i].path, self.sample_rate)
+        if wav.numel() > self.max_samples:
+            rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+            start = rng.randrange(wav.numel() - self.max_samples + 1)
+            wav = wav[start : start + self.max_samples]
+        return wav

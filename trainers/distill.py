@@ -1,0 +1,82 @@
+"""One distillation step's forward: student and teacher runs, masks, and the loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from planner.errors import ConfigError, FieldError
+from planner.ir.graph import EncoderGraph
+from trainers.data import Batch
+from trainers.losses import LossResult, distillation_loss, layer_pairs
+from trainers.masking import compute_span_mask, mask_frame_lengths, resample_mask
+from trainers.recipe import Recipe
+from trainers.teacher import Teacher
+
+__all__ = ["Distiller"]
+
+
+class Distiller:
+    """Computes the recipe's loss for a batch (student in train mode, teacher frozen).
+
+    Masks are drawn from a generator seeded with ``(recipe.seed, step)``, so a resumed run draws the
+    masks an uninterrupted run would.
+
+    Raises:
+        ConfigError: the recipe and the architectures do not fit (no projection heads, masking without a
+            mask embedding, a mapped layer that does not exist).
+    """
+
+    def __init__(self, graph: EncoderGraph, teacher: Teacher, recipe: Recipe) -> None:
+        self.graph, self.teacher, self.recipe = graph, teacher, recipe
+        # a self teacher (the float twin) has the student's widths: hidden states pair without projections
+        self.same_input = bool(getattr(teacher, "same_input", False))
+        heads = [n for n in graph.nodes("heads") if n.kind == "projection_heads"]
+        if self.same_input:
+            head_layers = list(range(len(graph.nodes("layers"))))
+        elif not heads:
+            raise ConfigError([FieldError("heads", "layer-to-layer distillation needs a projection_heads head")], graph.name)
+        else:
+            head_layers = heads[0].config.layer_indices(len(graph.nodes("layers")))
+        try:
+            self.pairs = layer_pairs(recipe.loss, head_layers, teacher.num_layers)
+        except ValueError as err:
+            raise ConfigError([FieldError("loss.layers", str(err).removeprefix("loss.layers: "))]) from None
+        self.masking = recipe.loss.masking
+        if self.masking is not None:
+            if not any(n.kind == "mask_embedding" for n in graph.nodes("frontend")):
+                raise ConfigError([FieldError("loss.masking", f"the student {graph.name} has no mask_embedding frontend node")])
+            if not teacher.supports_mask:
+                raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")])
+        self.teacher_layers = max(t for _, t, _ in self.pairs) + 1
+
+    def _features(self, out) -> dict[int, Tensor]:
+        return dict(enumerate(out.hidden_states)) if self.same_input else out.projections
+
+    def draw_mask(self, samples: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """The student's ``(B, T)`` mask and its ``(B,)`` valid frames for ``step``."""
+        assert self.masking is not None
+        lengths, frames = mask_frame_lengths(self.graph, samples)
+        gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step)
+        prob = self.masking.prob_at(step, self.recipe.steps)
+        return compute_span_mask(lengths, frames, prob, self.masking.span, self.masking.min_masks, gen), lengths
+
+    def __call__(self, student: nn.Module, batch: Batch, step: int) -> LossResult:
+        x, xl = (batch.features, batch.feature_lengths) if batch.features is not None else (batch.waveforms, batch.lengths)
+        dtype = next(student.parameters()).dtype
+        x = x.to(dtype)
+        wav, wl = batch.waveforms, batch.lengths
+        tx, tl = (x, xl) if self.same_input else (wav, wl)
+        clean = self.teacher(tx, tl, num_layers=self.teacher_layers)
+        if self.masking is None:
+            out = student(x, xl)
+            return distillation_loss(self._features(out), out.hidden_lengths, clean.hidden, clean.lengths, self.pairs,
+                                     self.recipe.loss)  # fmt: skip
+        mask, mask_len = self.draw_mask(wl, step)
+        out = student(x, xl, mask=mask)
+        t_len, t_frames = self.teacher.mask_lengths(wl)
+        t_mask = resample_mask(mask, mask_len, t_len, t_frames)
+        noisy = self.teacher(tx, tl, mask=t_mask, num_layers=self.teacher_layers)
+        return distillation_loss(self._features(out), out.hidden_lengths, clean.hidden, clean.lengths, self.pairs,
+                                 self.recipe.loss, teacher_masked=noisy.hidden, masked_teacher_lengths=noisy.lengths,
+                                 mask=mask, mask_lengths=mask_len)  # fmt: skip

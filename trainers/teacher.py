@@ -1,0 +1,213 @@
+"""The frozen teacher: a torchaudio wav2vec 2.0 / HuBERT model or a planner architecture.
+
+Both return per-layer hidden states (layer ``i`` is the output of the ``i+1``-th transformer block) and
+take an optional frame mask at their own extractor's frame rate:
+
+* torchaudio teachers have no mask embedding in ``Wav2Vec2Model`` (``HuBERTPretrainModel`` keeps it in its
+  ``mask_generator``). The masked teacher input is formed where HuBERT masks: after the feature
+  projection, before the positional convolution, masked frames are replaced by the checkpoint's
+  ``mask_generator.mask_embedding`` when the file holds one (a ``HuBERTPretrainModel`` state dict), else by
+  zeros.
+* planner teachers are run as ``model(x, lengths, mask=mask)``, so their own ``mask_embedding`` node
+  replaces the frames; a planner teacher without one cannot be used with masking distillation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from planner.errors import ConfigError, FieldError, WeightMappingError
+from trainers.masking import mask_frame_lengths
+from trainers.recipe import Recipe, TeacherConfig
+
+__all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher", "TORCHAUDIO_BASE"]
+
+# torchaudio.models.hubert_base() / wav2vec2_base(): one architecture; dropouts are irrelevant in eval.
+TORCHAUDIO_BASE: dict[str, Any] = dict(
+    extractor_mode="group_norm", extractor_conv_layer_config=None, extractor_conv_bias=False,
+    encoder_embed_dim=768, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=128,
+    encoder_pos_conv_groups=16, encoder_num_layers=12, encoder_num_heads=12, encoder_attention_dropout=0.0,
+    encoder_ff_interm_features=3072, encoder_ff_interm_dropout=0.0, encoder_dropout=0.0,
+    encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None,
+)  # fmt: skip
+
+
+@dataclass
+class TeacherOutput:
+    """``hidden``: ``(B, T, D)`` per layer; ``lengths``: ``(B,)`` valid frames (every layer)."""
+
+    hidden: list[Tensor]
+    lengths: Tensor
+
+
+class Teacher(nn.Module):
+    """Interface: ``forward(waveforms, lengths, mask=None) -> TeacherOutput`` with gradients off."""
+
+    num_layers: int
+    supports_mask: bool = True
+
+    def mask_lengths(self, samples: Tensor) -> tuple[Tensor, int]:
+        """Valid and padded frame counts where the teacher's mask acts, for ``(B,)`` sample lengths."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> Teacher:  # a teacher never leaves eval mode
+        return super().train(False)
+
+
+class TorchaudioTeacher(Teacher):
+    """A ``torchaudio.models.Wav2Vec2Model`` teacher.
+
+    Args:
+        model: the torchaudio model (set to eval, gradients off).
+        mask_embedding: ``(D,)`` vector for masked frames; None means zeros.
+    """
+
+    def __init__(self, model: nn.Module, mask_embedding: Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        dim = model.encoder.feature_projection.projection.out_features
+        emb = mask_embedding if mask_embedding is not None else torch.zeros(dim)
+        self.register_buffer("mask_embedding", emb.detach().float().clone())
+        self.num_layers = len(model.encoder.transformer.layers)
+        self._convs = [(blk.conv.kernel_size[0], blk.conv.stride[0]) for blk in model.feature_extractor.conv_layers]
+        self.eval()
+
+    def mask_lengths(self, samples: Tensor) -> tuple[Tensor, int]:
+        lengths, padded = samples.clone(), int(samples.max())
+        for k, s in self._convs:
+            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+            padded = (padded - k) // s + 1
+        return lengths.clamp(min=0), padded
+
+    @torch.no_grad()
+    def forward(self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> TeacherOutput:
+        """Args: waveforms ``(B, samples)``; lengths ``(B,)``; mask ``(B, T)`` at the extractor rate."""
+        x, out_lengths = self.model.feature_extractor(waveforms, lengths)
+        x, attn = self.model.encoder._preprocess(x, out_lengths)
+        if mask is not None:
+            if mask.shape != x.shape[:2]:
+                raise ValueError(f"mask has shape {tuple(mask.shape)}, the teacher's frames are {tuple(x.shape[:2])}")
+            x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
+        hidden = self.model.encoder.transformer.get_intermediate_outputs(x, attention_mask=attn, num_layers=num_layers)
+        return TeacherOutput(list(hidden), out_lengths)
+
+
+class PlannerTeacher(Teacher):
+    """A materialized planner architecture as teacher (waveform input; ``same_input``: the student's input,
+    waveform or features, for a ``self`` teacher)."""
+
+    def __init__(self, model: nn.Module, same_input: bool = False) -> None:
+        super().__init__()
+        self.same_input = same_input
+        self.model = model.eval().requires_grad_(False)
+        self.graph = model.graph
+        self.num_layers = len(model.layers)
+        self.supports_mask = any(n.kind == "mask_embedding" for n in self.graph.nodes("frontend"))
+        self.eval()
+
+    def mask_lengths(self, samples: Tensor) -> tuple[Tensor, int]:
+        return mask_frame_lengths(self.graph, samples)
+
+    @torch.no_grad()
+    def forward(self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> TeacherOutput:
+        out = self.model(waveforms, lengths, mask=mask)
+        return TeacherOutput(list(out.hidden_states), out.hidden_lengths[-1])
+
+
+def _read_state(path: str, where: str) -> dict[str, Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError([FieldError(where, f"{path}: no such file")]) from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
+    if isinstance(state, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), Mapping):
+                state = state[wrapper]
+                break
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightMappingError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
+    return dict(state)
+
+
+def float_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A compressed model's state dict as the float model's: ``P.parametrizations.weight.original`` ->
+    ``P.weight``; quantizer, mask and mask-clock state dropped. A float state dict is returned as is."""
+    out = {}
+    for key, t in state.items():
+        if key.startswith("mask_schedule.") or ".parametrizations.weight.0." in key or ".input_quantizer." in key:
+            continue
+        out[key.replace(".parametrizations.weight.original", ".weight")] = t
+    return out
+
+
+def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
+    """Builds the recipe's teacher and loads its checkpoint (frozen, eval, no gradients).
+
+    Args:
+        recipe: the recipe.
+        student: the student's :class:`~planner.ir.EncoderGraph`, for ``kind: self``.
+
+    Raises:
+        ConfigError: a missing file or an unknown ``overrides`` argument, located in the recipe.
+        WeightMappingError: the checkpoint does not fit the teacher.
+    """
+    cfg: TeacherConfig = recipe.teacher
+    ckpt = recipe.resolve(cfg.checkpoint)
+    if ckpt is None:
+        raise ConfigError([FieldError("teacher.checkpoint", "a teacher needs its weights (a torch.save'd state dict)")])
+    if cfg.kind == "self":
+        from planner.nn.model import Encoder
+
+        if student is None:
+            raise ConfigError([FieldError("teacher.kind", "self needs the student architecture")])
+        model = Encoder(student)  # the same modules without compress_: the float model
+        state = float_state(_read_state(ckpt, "teacher.checkpoint"))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise WeightMappingError(f"{ckpt}: does not fit the float {student.name} ({err})") from err
+        return PlannerTeacher(model, same_input=True)
+    if cfg.kind == "architecture":
+        import planner
+        from planner.pretrained import load_torchaudio_weights
+
+        graph = planner.load(recipe.resolve(cfg.arch))
+        if graph.spec.input.kind != "waveform":
+            raise ConfigError([FieldError("teacher.arch", f"{cfg.arch} takes {graph.spec.input.kind}; a teacher takes waveforms")])
+        model = planner.materialize(graph)
+        state = _read_state(ckpt, "teacher.checkpoint")
+        if set(state) == set(model.state_dict()):
+            model.load_state_dict(state)
+        else:
+            load_torchaudio_weights(model, state)
+        return PlannerTeacher(model)
+
+    import torchaudio
+
+    kwargs = dict(TORCHAUDIO_BASE)
+    for key, value in cfg.overrides:
+        if key not in kwargs:
+            raise ConfigError([FieldError(f"teacher.overrides.{key}",
+                                          f"not a torchaudio.models.wav2vec2_model argument (allowed: {', '.join(kwargs)})")])  # fmt: skip
+        kwargs[key] = value
+    model = torchaudio.models.wav2vec2_model(**kwargs)
+    state = _read_state(ckpt, "teacher.checkpoint")
+    state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
+    mask_emb = state.pop("mask_generator.mask_embedding", None)
+    state = {k: v for k, v in state.items() if not k.startswith(("mask_generator.", "logit_generator."))}
+    legacy = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+    state = {(k.rsplit(".", 1)[0] + "." + legacy[k.rsplit(".", 1)[1]] if k.rsplit(".", 1)[-1] in legacy else k): v
+             for k, v in state.items()}  # fmt: skip
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightMappingError(f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher"
+                                 f"{' with overrides' if cfg.overrides else ''}: missing {result.missing_keys[:5]}, "
+                                 f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
+    return TorchaudioTeacher(model, mask_emb)
