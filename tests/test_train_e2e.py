@@ -70,16 +70,16 @@ def _evaluate(run: Path, task: Path, capsys: pytest.CaptureFixture[str]) -> dict
     return json.loads(capsys.readouterr().out)
 
 
-def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, speeds: list[int], teacher_steps: int,
-              distill_steps: int, qat_steps: int, probe_steps: int) -> dict[str, float]:  # fmt: skip
+def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, speeds: list[int], batch_seconds: float,
+              teacher_steps: int, distill_steps: int, qat_steps: int, probe_steps: int) -> dict[str, float]:  # fmt: skip
     exe = _espeak()
     train_rows = _synthesize(exe, tmp_path / "audio" / "train", TRAIN_VOICES, speeds)
-    held_rows = _synthesize(exe, tmp_path / "audio" / "held", HELD_OUT_VOICES, [150])
+    held_rows = _synthesize(exe, tmp_path / "audio" / "held", HELD_OUT_VOICES, [130, 170])
     manifest = tmp_path / "train.tsv"
     scan_folder(tmp_path / "audio" / "train", manifest)
     labels = _tsv(tmp_path / "audio" / "train" / "labels.tsv", train_rows)
     held = _tsv(tmp_path / "audio" / "held" / "labels.tsv", held_rows)
-    data = f"{{train: [{manifest}], labels: {labels}, batch_seconds: 12.0, max_seconds: 1.5, min_seconds: 0.1}}"
+    data = f"{{train: [{manifest}], labels: {labels}, batch_seconds: {batch_seconds}, max_seconds: 1.0, min_seconds: 0.1}}"
     common = "schedule: {warmup_ratio: 0.1}\nlogging: {every: 10}\nseed: 0\n"
     figures: dict[str, float] = {}
 
@@ -128,14 +128,14 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, speeds: lis
 
 
 def test_spoken_digits_reduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = _pipeline(tmp_path, capsys, speeds=[140], teacher_steps=60, distill_steps=30, qat_steps=12, probe_steps=200)
+    f = _pipeline(tmp_path, capsys, speeds=[140], batch_seconds=4.0, teacher_steps=50, distill_steps=60, qat_steps=12, probe_steps=200)
     assert f["distill_loss_last"] < f["distill_loss_first"]
     assert f["probe_qat"] > 2 * 0.2  # chance is 1/5 on the balanced held-out voices
 
 
 @pytest.mark.slow
 def test_spoken_digits_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = _pipeline(tmp_path, capsys, speeds=[120, 160], teacher_steps=300, distill_steps=200, qat_steps=80, probe_steps=400)
+    f = _pipeline(tmp_path, capsys, speeds=[120, 160], batch_seconds=12.0, teacher_steps=300, distill_steps=200, qat_steps=80, probe_steps=400)
     assert f["teacher_train_accuracy"] > 0.6
     assert f["distill_loss_last"] < f["distill_loss_first"] and f["qat_loss_last"] < f["qat_loss_first"]
     assert f["probe_teacher"] > 2 * 0.2 and f["probe_qat"] > 2 * 0.2

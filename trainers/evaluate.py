@@ -188,4 +188,4 @@ def evaluate(run: str | os.PathLike[str], task_file: str | os.PathLike[str], *, 
     return {"run": str(run), "task": str(task_file), "features": task.features, "accuracy": acc,
             "chance": float(torch.bincount(yte, minlength=len(classes)).max()) / len(yte),
             "train_accuracy": train_acc, "classes": classes, "n_train": len(ytr), "n_test": len(yte),
-            "steps": task.steps, "layer_weights": [round(float(w), 4) for w in layer_logits.softmax(0)]}  # fmt: skip
+            "steps": task.steps, "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip

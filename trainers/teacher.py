@@ -143,7 +143,8 @@ def float_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, t in state.items():
         if key.startswith("mask_schedule.") or ".parametrizations.weight.0." in key or ".input_quantizer." in key:
             continue
-        out[key.replace(".parametrizations.weight.original", ".weight")] = t
+        suffix = ".parametrizations.weight.original"  # not original0/1: weight norm stays as it is
+        out[key.removesuffix(suffix) + ".weight" if key.endswith(suffix) else key] = t
     return out
 
 
