@@ -7,6 +7,8 @@ interned node keys, so pricing a graph is one dictionary look-up and a few addit
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import weakref
 from collections.abc import Iterable
@@ -18,7 +20,7 @@ from planner.cost.hardware import Hardware, load_hardware, precision_of
 from planner.cost.storage import leaf_storage_bytes
 from planner.errors import FieldError
 from planner.ir.compression import FLOAT32, Compression
-from planner.ir.graph import EncoderGraph, GraphNode
+from planner.ir.graph import EncoderGraph, GraphNode, compression_id, node_key
 from planner.ir.kinds.layers import TimeRecovery
 
 __all__ = ["estimate", "price_node"]
@@ -77,34 +79,88 @@ def price_node(node: GraphNode, t: int, sources: tuple[int, ...], mode: Attentio
 class _Plan:
     """A graph turned into interned node keys (built once per graph object)."""
 
-    __slots__ = ("entries", "lengths", "graph_ref", "__weakref__")
+    __slots__ = ("entries", "lengths", "shape", "__weakref__")
 
     def __init__(self, graph: EncoderGraph) -> None:
         self.entries: list[tuple[GraphNode, int, str, str | tuple[str, ...] | None, dict[str, Compression]]] = []
-        main = [n for n in graph.nodes() if n.section != "heads"]
-        prev: dict[str, str | None] = {}
-        for a, b in zip([None, *main], main):
-            prev[b.name] = a.name if a is not None else None
-        for n in graph.nodes():
-            comps = {lf.path: graph.compression[f"{n.name}.{lf.path}"] for lf in n.leaves
-                     if f"{n.name}.{lf.path}" in graph.compression}  # fmt: skip
-            static = (n.config, n.context, tuple(sorted(comps.items())))
-            sid = _INTERN.setdefault(static, len(_INTERN))
-            if n.section == "heads":
-                src: Any = tuple(graph.head_sources(n))
-                inp: str | None = main[-1].name
-            else:
-                src = n.name if isinstance(n.config, TimeRecovery) else None
-                inp = prev[n.name]
-            self.entries.append((n, sid, n.name, (inp, src), comps))  # type: ignore[arg-type]
+        nodes = graph.nodes()
+        keys = graph._node_keys if graph._node_keys is not None else [node_key(n) for n in nodes]
+        # The wiring (which node's length feeds which) and the frame counts depend only on the node keys and
+        # sections (names are section.index), so graphs of the same shape share them.
+        self.shape = (tuple(keys), tuple(map(_SECTION, nodes)))
+        wiring = _WIRING.get(self.shape)
+        if wiring is None:
+            wiring = _wiring(graph, nodes)
+            _trim(_WIRING, _CAP // 10)
+            _WIRING[self.shape] = wiring
+        per_node = graph._node_compression
+        sigs = graph._node_signatures
+        if per_node is None or sigs is None:  # a graph not made by build_graph: split "layers.3.ffn.fc1"
+            per_node, lists = {}, {}
+            ids: dict[int, int] = {}  # by id: graph.compression keeps the objects alive, so ids stay unique
+            for key, comp in graph.compression.items():
+                section, index, leaf = key.split(".", 2)
+                cid = ids.get(id(comp)) or ids.setdefault(id(comp), compression_id(comp))
+                per_node.setdefault(f"{section}.{index}", {})[leaf] = comp
+                lists.setdefault(f"{section}.{index}", []).append((leaf, cid))
+            sigs = {name: tuple(sig) for name, sig in lists.items()}
+        # A node's prices depend on its config and context (node_key) and on its leaves' compression (the
+        # signature ((leaf, compression_id), ...), in the order the rules assigned them: equal nodes under
+        # equal rules give equal keys); both are computed once, when the graph is built.
+        for n, nkey, (inp, src) in zip(nodes, keys, wiring):
+            name = n.name
+            comps = per_node.get(name, _NONE)
+            sig = sigs.get(name, ())
+            sid = _intern(_INTERN, (nkey, sig))
+            self.entries.append((n, sid, n.name, (inp, src), comps))
         self.lengths: dict[int, dict[str, int]] = {}
 
 
-_INTERN: dict[tuple[Any, ...], int] = {}
+def _wiring(graph: EncoderGraph, nodes: list[GraphNode]) -> list[tuple[str | None, str | tuple[str, ...] | None]]:
+    """Per node: the node whose output length it receives (None: the input) and its length sources."""
+    main = [n for n in nodes if n.section != "heads"]
+    prev: dict[str, str | None] = {}
+    for a, b in zip([None, *main], main):
+        prev[b.name] = a.name if a is not None else None
+    out: list[tuple[str | None, str | tuple[str, ...] | None]] = []
+    for n in nodes:
+        if n.section == "heads":
+            out.append((main[-1].name, tuple(graph.head_sources(n))))
+        else:
+            out.append((prev[n.name], n.name if isinstance(n.config, TimeRecovery) else None))
+    return out
+
+
+_SECTION = operator.attrgetter("section")
+
+
+# Global memos, shared by every graph (a search meets the same layer configs again and again). Each is
+# capped: past its cap the older half is dropped (insertion order), so a long search keeps bounded memory.
+# Interned ids come from a counter and are never reused, so a dropped entry only costs a recomputation.
+_CAP = 200_000
+_COUNTER = itertools.count(1)  # from 1: never a false int
+_INTERN: dict[tuple[Any, ...], int] = {}  # (node_key, ((leaf, compression_id), ...)) -> node id
 _PLANS: dict[int, _Plan] = {}
-_MEMO: dict[tuple[Any, ...], tuple[Row, ...]] = {}
-_TOTALS: dict[tuple[Any, ...], tuple[int, int, int, int, int, float | None]] = {}
+_MEMO: dict[tuple[Any, ...], tuple[tuple[int, int, int, int, int, float | None], tuple[Row, ...]]] = {}
 _HW_IDS: dict[Hardware, int] = {}
+_WIRING: dict[tuple[Any, ...], list[tuple[str | None, str | tuple[str, ...] | None]]] = {}  # plan shape ->
+_LENGTHS: dict[tuple[Any, ...], dict[str, int]] = {}  # (plan shape, input spec, samples) -> frames per node
+_NONE: dict[str, Compression] = {}  # shared by the nodes without compression (never written to)
+
+
+def _trim(memo: dict[Any, Any], cap: int = _CAP) -> None:
+    """Drops the older half of ``memo`` once it holds more than ``cap`` entries."""
+    if len(memo) > cap:
+        for key in list(itertools.islice(memo, len(memo) - cap // 2)):
+            del memo[key]
+
+
+def _intern(table: dict[Any, int], key: Any) -> int:
+    value = table.get(key)
+    if value is None:
+        _trim(table)
+        value = table[key] = next(_COUNTER)
+    return value
 
 
 def _plan(graph: EncoderGraph) -> _Plan:
@@ -166,7 +222,7 @@ def estimate(graph: EncoderGraph, *, seconds: float | None = None, samples: int 
         raise FieldError("attention", f"{attention!r} is not allowed (allowed: exact, dense)")
     utterances = _samples(graph, seconds, samples)
     hw = load_hardware(hardware) if hardware is not None else None
-    hw_id = None if hw is None else _HW_IDS.setdefault(hw, len(_HW_IDS))
+    hw_id = None if hw is None else _intern(_HW_IDS, hw)
     plan = _plan(graph)
     params = storage = macs = flops = bops = 0
     latency = 0.0
@@ -174,7 +230,13 @@ def estimate(graph: EncoderGraph, *, seconds: float | None = None, samples: int 
     for u, s in enumerate(utterances):
         lengths = plan.lengths.get(s)
         if lengths is None:
-            lengths = graph.lengths(s)
+            lkey = (plan.shape, graph.spec.input, s)
+            lengths = _LENGTHS.get(lkey)
+            if lengths is None:
+                lengths = graph.lengths(s)
+                _trim(_LENGTHS, _CAP // 10)
+                _LENGTHS[lkey] = lengths  # shared by graphs of this shape; only read
+            _trim(plan.lengths, 4096)
             plan.lengths[s] = lengths
         first = graph.spec.input.frames(s)
         part = []
@@ -187,14 +249,15 @@ def estimate(graph: EncoderGraph, *, seconds: float | None = None, samples: int 
             else:
                 sources = tuple(lengths[x] for x in src)
             key = (sid, t, sources, attention, hw_id)
-            tot = _TOTALS.get(key)
-            if tot is None:
+            hit = _MEMO.get(key)
+            if hit is None:
                 rows = price_node(node, t, sources, attention, comps, hw)
-                _MEMO[key] = rows
                 lat = None if hw is None else sum(r[10] for r in rows)  # type: ignore[misc]
                 tot = (sum(r[2] for r in rows), sum(r[3] for r in rows), sum(r[4] for r in rows),
                        sum(r[5] for r in rows), sum(r[6] for r in rows), lat)  # fmt: skip
-                _TOTALS[key] = tot
+                _trim(_MEMO)
+                hit = _MEMO[key] = (tot, rows)
+            tot = hit[0]
             if u == 0:
                 params += tot[0]
                 storage += tot[1]
@@ -204,7 +267,7 @@ def estimate(graph: EncoderGraph, *, seconds: float | None = None, samples: int 
             if tot[5] is not None:
                 latency += tot[5]
             if layers:
-                part.append((name, _MEMO[key]))
+                part.append((name, hit[1]))
         parts.append(tuple(part))
     return Cost(params, storage, macs, flops, bops, latency if hw is not None else None, utterances, attention,
                 hw.name if hw is not None else None, tuple(parts) if layers else ())  # fmt: skip

@@ -24,6 +24,7 @@ __all__ = ["from_data", "to_data", "join", "describe", "field"]
 T = TypeVar("T")
 
 _TYPE_HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, dict[str, dataclasses.Field]] = {}  # init fields per class (dataclasses.fields is slow)
 
 
 def join(path: str, key: str | int) -> str:
@@ -141,7 +142,10 @@ def from_data(cls: type[T], data: Any, path: str = "") -> T:
     if not isinstance(data, dict):
         raise FieldError(path, f"expected a mapping, got {_kind(data)} {data!r}")
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        _FIELDS[cls] = fields
     unknown = [k for k in data if k not in fields]
     if unknown:
         allowed = ", ".join(sorted(fields))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -75,8 +76,25 @@ class EncoderGraph:
     def __init__(self, spec: ArchSpec, nodes: list[GraphNode], compression: dict[str, Compression]) -> None:
         self.spec = spec
         self._nodes = nodes
+        self._by_name = {n.name: n for n in nodes}
         self.compression = compression
-        g = nx.DiGraph(name=spec.name)
+        # set by build_graph, for the cost model: node_key per node, compression by node then leaf path
+        self._node_keys: list[int] | None = None
+        self._node_compression: dict[str, dict[str, Compression]] | None = None
+        self._node_signatures: dict[str, tuple[tuple[str, int], ...]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # node keys and compression ids name entries of this process's memo tables: another process (a
+        # spawned search worker) recomputes them
+        state = dict(self.__dict__)
+        state.update(_node_keys=None, _node_signatures=None)
+        return state
+
+    @cached_property
+    def nx(self) -> nx.DiGraph:
+        """The networkx DiGraph, built on first access (a search prices graphs without ever reading it)."""
+        g = nx.DiGraph(name=self.spec.name)
+        nodes = self._nodes
         for n in nodes:
             g.add_node(n.name, node=n, kind=n.kind, section=n.section)
         main = [n for n in nodes if n.section != "heads"]
@@ -91,7 +109,7 @@ class EncoderGraph:
             if n.section == "heads":
                 for src in self.head_sources(n):
                     g.add_edge(src, n.name, type="head")
-        self.nx = g
+        return g
 
     # -- structure -----------------------------------------------------------------------------------
     @property
@@ -107,7 +125,10 @@ class EncoderGraph:
         return [n for n in self._nodes if section is None or n.section == section]
 
     def node(self, name: str) -> GraphNode:
-        return self.nx.nodes[name]["node"]
+        try:
+            return self._by_name[name]
+        except KeyError:
+            return self.nx.nodes[name]["node"]  # the error networkx gives for an unknown node
 
     def layer_input(self, index: int) -> str:
         """Name of the node whose output feeds ``layers.index``."""
@@ -221,10 +242,14 @@ def _leaf_matches(leaf: Leaf, selectors: tuple[str, ...]) -> bool:
     return any(s in leaf.tags or fnmatch.fnmatchcase(leaf.path, s) for s in selectors)
 
 
-def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[FieldError]) -> dict[str, Compression]:
+def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[FieldError]
+                         ) -> tuple[dict[str, Compression], dict[str, dict[str, Compression]],
+                                    dict[str, tuple[tuple[str, int], ...]]]:  # fmt: skip
+    """The compression of every compressed leaf, by module path and by node name then leaf path, and per node
+    its signature ``((leaf path, compression_id), ...)`` (what the cost model keys a node's prices on)."""
     plan: dict[str, Compression] = {}
     origin: dict[tuple[str, str], int] = {}  # (leaf, field) -> index of the rule that set it last
-    leaves = {f"{n.name}.{lf.path}": lf for n in nodes for lf in n.leaves if lf.compressible}
+    where: dict[str, tuple[str, Leaf]] = {}  # module path -> (node name, leaf), for the leaves rules touch
     layer_count = len([n for n in nodes if n.section == "layers"])
     for r, rule in enumerate(spec.compression):
         rpath = f"compression[{r}]"
@@ -234,14 +259,27 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
             errors.append(err)
             continue
         hit = 0
+        fields = [name for name in ("weight", "sparsity") if getattr(rule, name) is not None]
+        matches: dict[tuple[str, frozenset[str]], bool] = {}  # leaves of repeated layers share path and tags
+        applied: dict[int, tuple[Compression, Compression]] = {}  # id(base) -> (base kept alive, rule.apply(base))
         for node in targets:
             for lf in node.leaves:
-                if lf.compressible and _leaf_matches(lf, rule.modules):
+                if not lf.compressible:
+                    continue
+                mkey = (lf.path, lf.tags)
+                match = matches.get(mkey)
+                if match is None:
+                    match = matches[mkey] = _leaf_matches(lf, rule.modules)
+                if match:
                     key = f"{node.name}.{lf.path}"
-                    plan[key] = rule.apply(plan.get(key, FLOAT32))
-                    for name in ("weight", "sparsity"):
-                        if getattr(rule, name) is not None:
-                            origin[key, name] = r
+                    base = plan.get(key, FLOAT32)
+                    done = applied.get(id(base))
+                    if done is None:
+                        done = applied[id(base)] = (base, rule.apply(base))
+                    plan[key] = done[1]
+                    where[key] = (node.name, lf)
+                    for name in fields:
+                        origin[key, name] = r
                     hit += 1
         if hit == 0:
             tags = sorted({t for n in targets for lf in n.leaves if lf.compressible for t in lf.tags})
@@ -249,7 +287,7 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
                                      f"layers {rule.layers!r} (tags there: {', '.join(tags) or 'none'})"))  # fmt: skip
     problems: dict[tuple[str, str], list[str]] = {}
     for key, comp in plan.items():
-        lf = leaves[key]
+        lf = where[key][1]
         if comp.sparsity is not None and lf.fan_in % comp.sparsity.m:
             msg = (f"N:M sparsity {comp.sparsity} needs the inputs per output channel to be a multiple of "
                    f"{comp.sparsity.m}, but {{leaves}} have {lf.fan_in} (exclude them with modules:, or choose another M)")
@@ -265,7 +303,63 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
     for (path, msg), keys in problems.items():
         shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
         errors.append(FieldError(path, msg.format(leaves=shown)))
-    return {k: v for k, v in plan.items() if not v.is_identity}
+    flat: dict[str, Compression] = {}
+    per_node: dict[str, dict[str, Compression]] = {}
+    sigs: dict[str, list[tuple[str, int]]] = {}
+    ids: dict[int, int] = {}  # by id (the values are the few objects the rules produced, alive in plan) -> 0 if
+    for key, comp in plan.items():  # it is the identity, else compression_id
+        cid = ids.get(id(comp))
+        if cid is None:
+            cid = ids[id(comp)] = 0 if comp.is_identity else compression_id(comp)
+        if cid:
+            flat[key] = comp
+            name, lf = where[key]
+            per_node.setdefault(name, {})[lf.path] = comp
+            sigs.setdefault(name, []).append((lf.path, cid))
+    return flat, per_node, {name: tuple(sig) for name, sig in sigs.items()}
+
+
+_COMPRESSION_IDS: dict[Compression, int] = {}
+
+
+def compression_id(comp: Compression) -> int:
+    """An int (never 0) equal for equal compressions while cached (capped like the leaves below)."""
+    cid = _COMPRESSION_IDS.get(comp)
+    if cid is None:
+        if len(_COMPRESSION_IDS) >= _LEAVES_CAP:
+            for old in list(itertools.islice(_COMPRESSION_IDS, _LEAVES_CAP // 2)):
+                del _COMPRESSION_IDS[old]
+        cid = _COMPRESSION_IDS[comp] = next(_KEYS)
+    return cid
+
+
+_LEAVES: dict[tuple[Any, NodeContext], tuple[tuple[Leaf, ...], int]] = {}
+_LEAVES_CAP = 4096
+_KEYS = itertools.count(1)
+
+
+def _leaves_and_key(cfg: Any, ctx: NodeContext) -> tuple[tuple[Leaf, ...], int]:
+    """``cfg.leaves(ctx)`` and an int naming ``(cfg, ctx)`` by value, memoized.
+
+    Leaves are a pure function of the frozen config and its context, and a search builds the same few
+    layer configs in every candidate. Equal ``(cfg, ctx)`` get the same int while their entry is cached; past
+    the cap the older half is dropped, and a new entry gets a new int (never reused), so the cost model's
+    memo keyed on it only misses.
+    """
+    key = (cfg, ctx)
+    hit = _LEAVES.get(key)
+    if hit is None:
+        leaves = tuple(cfg.leaves(ctx))
+        if len(_LEAVES) >= _LEAVES_CAP:
+            for old in list(itertools.islice(_LEAVES, _LEAVES_CAP // 2)):
+                del _LEAVES[old]
+        hit = _LEAVES[key] = (leaves, next(_KEYS))
+    return hit
+
+
+def node_key(node: GraphNode) -> int:
+    """An int equal for nodes of equal config and context (what the cost model memoizes prices on)."""
+    return _leaves_and_key(node.config, node.context)[1]
 
 
 def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
@@ -282,6 +376,7 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
     domain = inp.kind
     width = 1 if domain == "waveform" else int(inp.n_mels or 0)
     nodes: list[GraphNode] = []
+    keys: list[int] = []  # node_key of each node, known once its leaves are
     layer_meta: dict[int, tuple[str, int | None, int]] = {}  # index -> (kind, heads, time-resolution id)
     resolution = resolutions = 0  # a time reduction opens a new sequence rate; reuse needs the same one
     before: dict[int, int] = {}  # time_reduction index -> the rate before it, restored by its recovery
@@ -297,7 +392,8 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
                 cfg.validate(ctx)
                 if section == "layers":
                     _check_layer_refs(cfg, i, layer_meta, resolution)
-                leaves = tuple(cfg.leaves(ctx))
+                leaves, nkey = _leaves_and_key(cfg, ctx)
+                keys.append(nkey)
             except FieldError as err:
                 errors.append(FieldError(join(path, err.path) if err.path else path, err.message))
                 leaves = ()
@@ -316,11 +412,15 @@ def build_graph(spec: ArchSpec, source: str | None = None) -> EncoderGraph:
                 last_main_width, last_domain = width, domain
     if not errors and domain != "hidden":
         errors.append(FieldError("frontend", "no frontend turns the input into hidden states"))
-    compression = _resolve_compression(spec, nodes, errors) if not errors else {}
+    compression, per_node, sigs = _resolve_compression(spec, nodes, errors) if not errors else ({}, {}, {})
     if errors:
         unique = {str(e): e for e in errors}  # a repeated block reports its problem once
         raise GraphError(unique.values(), source)
-    return EncoderGraph(spec, nodes, compression)
+    graph = EncoderGraph(spec, nodes, compression)
+    graph._node_keys = keys
+    graph._node_compression = per_node
+    graph._node_signatures = sigs
+    return graph
 
 
 def _check_layer_refs(cfg: Any, index: int, meta: dict[int, tuple[str, int | None, int]], resolution: int) -> None:

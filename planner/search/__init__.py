@@ -29,6 +29,7 @@ __all__ = [
     "SearchOptions",
     "SearchSpace",
     "StudyConfig",
+    "architecture_yaml",
     "export_pareto",
     "load_space",
     "loads_space",
@@ -47,4 +48,8 @@ def __getattr__(name: str):  # noqa: ANN202
         from planner.search import _pareto
 
         return getattr(_pareto, name)
+    if name == "architecture_yaml":
+        from planner.search import _optuna
+
+        return _optuna.architecture_yaml
     raise AttributeError(f"module 'planner.search' has no attribute {name!r}")

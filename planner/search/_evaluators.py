@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Protocol
 from planner.errors import FieldError, PlannerError
 from planner.registry import Registry
 
-__all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "NullContext"]
+__all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "DistillEvaluator",
+           "NullContext"]  # fmt: skip
 
 EVALUATORS: Registry[type] = Registry("evaluator")
 
@@ -114,6 +115,69 @@ class NaswotEvaluator:
             if ctx.should_prune():
                 raise Pruned(f"pruned after batch {step}")
         return {"naswot": sum(scores) / len(scores)}
+
+
+@EVALUATORS.register("distill")
+@dataclass(frozen=True)
+class DistillEvaluator:
+    """The distillation proxy: a short masking / layer-to-layer distillation run, lower held-out loss is better.
+
+    Each feasible candidate is materialized and distilled for ``steps`` steps with the recipe's teacher, data,
+    loss and optimizer (:func:`trainers.distill_proxy`); the held-out distillation loss is reported every
+    ``eval_every`` steps, so a pruner (median, Hyperband) stops poor candidates early. The teacher is loaded
+    once per worker process and shared by its trials.
+
+    Attributes:
+        recipe: the training recipe file (relative paths resolve against the working directory); it needs a
+            ``data.valid`` manifest for the held-out loss.
+        steps: training steps per candidate.
+        eval_every: steps between held-out evaluations (intermediate values); default ``steps // 5``.
+        eval_batches: held-out batches per evaluation.
+    """
+
+    recipe: str
+    steps: int = 100
+    eval_every: int | None = None
+    eval_batches: int = 4
+
+    metrics: ClassVar[tuple[str, ...]] = ("distill_loss",)
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise FieldError("steps", f"{self.steps} must be at least 1")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise FieldError("eval_every", f"{self.eval_every} must be at least 1")
+        if self.eval_batches < 1:
+            raise FieldError("eval_batches", f"{self.eval_batches} must be at least 1")
+
+    def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
+        from trainers import distill_proxy
+
+        recipe, teacher = _recipe_and_teacher(self.recipe, graph)
+        value = float("nan")
+        for step, value in distill_proxy(graph, recipe, self.steps, eval_every=self.eval_every,
+                                         eval_batches=self.eval_batches, teacher=teacher):  # fmt: skip
+            ctx.report(value, step)
+            if ctx.should_prune():
+                raise Pruned(f"pruned at step {step} (held-out distillation loss {value:.4g})")
+        return {"distill_loss": value}
+
+
+_TEACHERS: dict[str, tuple[Any, Any]] = {}
+
+
+def _recipe_and_teacher(path: str, graph: Any) -> tuple[Any, Any]:
+    """The recipe and its frozen teacher, loaded once per worker process (the teacher does not depend on the
+    student: only its layer outputs are read)."""
+    from trainers import load_recipe
+    from trainers.teacher import load_teacher
+
+    if path not in _TEACHERS:
+        recipe = load_recipe(path)
+        if recipe.teacher is not None and recipe.teacher.kind == "self":  # depends on the student: not shared
+            return recipe, load_teacher(recipe, graph)
+        _TEACHERS[path] = (recipe, load_teacher(recipe, graph))
+    return _TEACHERS[path]
 
 
 def build_evaluator(kind: str, kwargs: dict[str, Any]) -> Any:

@@ -20,7 +20,8 @@ from planner.search._domains import Categorical, FloatRange, IntRange
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
 
-__all__ = ["suggest", "make_sampler", "open_storage", "default_storage", "Objective", "constraints_of"]
+__all__ = ["suggest", "make_sampler", "open_storage", "default_storage", "Objective", "constraints_of",
+           "architecture_text", "architecture_yaml"]
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
@@ -52,6 +53,60 @@ def _set_constraints(trial: Any, keys: list[str], values: list[float]) -> None:
     for key, value in zip(keys, values):
         trial.set_constraint(key, value)
     trial.set_user_attr("constraints", values)
+
+
+def _record(trial: Any, attrs: dict[str, Any], constraints: tuple[list[str], list[float]] | None = None) -> None:
+    """Sets the user attributes ``attrs`` (and the constraints ``(keys, values)``) of a running trial at once.
+
+    On an SQL storage every ``set_user_attr`` / ``set_constraint`` is its own transaction (a commit, on SQLite
+    a file sync), which made these writes most of the planner's time per trial; here they are one
+    transaction with the same rows. Other storages (journal files) take the public calls one by one.
+    """
+    batch = _rdb_batch(trial)
+    if batch is None:
+        if constraints is not None:
+            _set_constraints(trial, *constraints)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    backend, models, session_scope, constraints_key = batch
+    system: dict[str, float] = {}
+    user = dict(attrs)
+    if constraints is not None:
+        keys, values = constraints
+        for key, value in zip(keys, values):
+            value = float(value)
+            if math.isnan(value):
+                raise ValueError(f"Attempted to set a constraint for {key!r}, but NaN is not allowed.")
+            system[f"{constraints_key}:{key}"] = value  # as trial.set_constraint names it
+        user = {"constraints": values, **attrs}
+    tid = trial._trial_id
+    with session_scope(backend.scoped_session, True) as session:
+        for key, value in system.items():
+            backend._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, tid, key, value)
+        for key, value in user.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, tid, key, value)
+    cached = trial._cached_frozen_trial  # what trial.user_attrs / set_user_attr keep in step with the storage
+    cached.system_attrs.update(system)
+    cached.user_attrs.update(user)
+
+
+def _rdb_batch(trial: Any) -> tuple[Any, Any, Any, str] | None:
+    """What :func:`_record` needs to write in one transaction, or None (not an SQL storage, or an Optuna
+    whose internals differ from 4.x/5.x: then the public calls are used)."""
+    try:
+        from optuna.storages import RDBStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+    except ImportError:
+        return None
+    storage = getattr(trial, "storage", None)
+    backend = getattr(storage, "_backend", storage)
+    if (not isinstance(backend, RDBStorage) or not hasattr(backend, "_set_trial_attr_without_commit")
+            or not hasattr(trial, "_cached_frozen_trial") or not hasattr(trial, "_trial_id")):  # fmt: skip
+        return None
+    return backend, models, _create_scoped_session, _CONSTRAINTS_KEY
 
 
 def make_sampler(cfg: StudyConfig, space: SearchSpace, worker: int = 0) -> Any:
@@ -121,6 +176,29 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEA
     return RDBStorage(url, **kwargs)
 
 
+def architecture_text(graph: Any) -> str:
+    """The frozen architecture of a trial as stored in ``user_attrs["architecture"]``: compact JSON of the
+    architecture document (a tenth of the time of YAML, which a search paid per trial);
+    :func:`architecture_yaml` turns it into the architecture file."""
+    import json
+
+    from planner.ir.spec import dump_spec
+
+    return json.dumps(dump_spec(graph.spec), separators=(",", ":"))
+
+
+def architecture_yaml(stored: str) -> str:
+    """The architecture file (exactly :func:`planner.dumps`) of a stored ``user_attrs["architecture"]``: the
+    JSON :func:`architecture_text` writes, or the YAML that earlier planners stored (returned as it is)."""
+    import json
+
+    import yaml
+
+    if not stored.startswith("{"):
+        return stored  # YAML text of an older study
+    return yaml.safe_dump(json.loads(stored), sort_keys=False, default_flow_style=None, width=110)
+
+
 class Objective:
     """The Optuna objective of one study: freeze, validate, price, check budgets, evaluate.
 
@@ -150,7 +228,7 @@ class Objective:
     def __call__(self, trial: Any) -> list[float] | float:
         import optuna
 
-        from planner.ir.io import dumps, from_dict
+        from planner.ir.io import from_dict
         from planner.search._cost import price
         from planner.search._evaluators import Pruned
 
@@ -159,13 +237,9 @@ class Objective:
         try:
             graph = from_dict(self.space.freeze(values), f"{self.space.source} (trial {trial.number})")
         except ConfigError as err:
-            trial.set_user_attr("feasible", False)
-            trial.set_user_attr("invalid", str(err))
-            _set_constraints(trial, keys, [1.0] * len(keys))
+            _record(trial, {"feasible": False, "invalid": str(err)}, (keys, [1.0] * len(keys)))
             return self._ret(self._worst())
-        trial.set_user_attr("architecture", dumps(graph))
         cost = price(graph, self.cfg.seconds)
-        trial.set_user_attr("cost", cost)
         constraints = [0.0]
         over = []
         for metric, bound in self.cfg.budgets.items():
@@ -174,22 +248,21 @@ class Objective:
             constraints.append(c)
             if c > 0:
                 over.append(f"{metric} {v} > {bound:g}")
-        _set_constraints(trial, keys, constraints)
         objective = [cost.get(o.metric) for o in self.cfg.objectives]
+        attrs: dict[str, Any] = {"architecture": architecture_text(graph), "cost": cost}
         if over:
-            trial.set_user_attr("feasible", False)
-            trial.set_user_attr("over_budget", ", ".join(over))
+            _record(trial, {**attrs, "feasible": False, "over_budget": ", ".join(over)}, (keys, constraints))
             worst = self._worst()
             return self._ret([worst[i] if v is None else float(v) for i, v in enumerate(objective)])
-        trial.set_user_attr("feasible", True)
+        # written before the evaluation, so a worker killed while training leaves its cost behind
+        _record(trial, {**attrs, "feasible": True}, (keys, constraints))
         ctx = _TrialContext(trial, len(self.cfg.objectives) > 1)
         t0 = time.perf_counter()
         try:
             quality = self.evaluator.evaluate(graph, ctx)
         except Pruned:
             raise optuna.TrialPruned() from None
-        trial.set_user_attr("eval_s", round(time.perf_counter() - t0, 4))
-        trial.set_user_attr("quality", quality)
+        _record(trial, {"eval_s": round(time.perf_counter() - t0, 4), "quality": quality})
         both = {**cost, **quality}
         return self._ret([float(both[o.metric]) for o in self.cfg.objectives])
 

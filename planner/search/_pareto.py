@@ -38,6 +38,7 @@ def export_pareto(study: Any, out: str | Path) -> dict[str, Any]:
         the ``pareto.json`` document.
     """
     from planner.ir.io import write_text_atomic
+    from planner.search._optuna import architecture_yaml
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def export_pareto(study: Any, out: str | Path) -> dict[str, Any]:
     points = []
     for t in front:
         arch = f"trial-{t.number:04d}.yaml"
-        write_text_atomic(out / arch, t.user_attrs["architecture"])
+        write_text_atomic(out / arch, architecture_yaml(t.user_attrs["architecture"]))
         points.append({"trial": t.number, "objectives": dict(zip(names, t.values)),
                        "cost": t.user_attrs.get("cost", {}), "quality": t.user_attrs.get("quality", {}),
                        "params": t.params, "architecture": arch})  # fmt: skip

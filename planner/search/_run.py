@@ -65,7 +65,7 @@ def _create(cfg: StudyConfig, url: str) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, cfg.heartbeat)
     directions = cfg.directions
-    study = optuna.create_study(study_name=cfg.name, storage=storage, load_if_exists=True,
+    study = optuna.create_study(study_name=cfg.name, storage=storage, load_if_exists=True, pruner=cfg.pruner.build(),
                                 directions=directions if len(directions) > 1 else None,
                                 direction=directions[0] if len(directions) == 1 else None)  # fmt: skip
     if "objectives" not in study.user_attrs:
@@ -109,7 +109,8 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, n: int, worker: int, wo
             pass
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_path)
-    study = optuna.load_study(study_name=cfg.name, storage=open_storage(url, cfg.heartbeat), sampler=make_sampler(cfg, space, worker))
+    study = optuna.load_study(study_name=cfg.name, storage=open_storage(url, cfg.heartbeat), sampler=make_sampler(cfg, space, worker),
+                              pruner=cfg.pruner.build())
     study.optimize(Objective(space, cfg), n_trials=n, timeout=cfg.timeout, catch=(),
                    callbacks=[_Progress(cfg.n_trials, worker, workers, progress)])  # fmt: skip
 

@@ -23,7 +23,7 @@ from planner.errors import ConfigError, FieldError
 from planner.ir._schema import field, from_data, join
 
 __all__ = ["StudyConfig", "Objective", "Budgets", "SamplerConfig", "EvaluatorConfig", "HeartbeatConfig",
-           "study_from_dict", "COST_METRICS"]  # fmt: skip
+           "PrunerConfig", "study_from_dict", "COST_METRICS"]  # fmt: skip
 
 COST_METRICS = ("params", "storage_bytes", "macs", "flops", "bops", "latency_s")
 SamplerKind = Literal["tpe", "nsga2", "nsga3", "random", "grid", "gp"]
@@ -102,6 +102,51 @@ class HeartbeatConfig:
             raise FieldError("retries", f"{self.retries} must be >= 0")
 
 
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Optuna pruner for evaluators that report intermediate values (``distill``, ``naswot``).
+
+    Pruning applies to single-objective studies (Optuna cannot prune multi-objective trials).
+
+    Attributes:
+        kind: ``none``, ``median`` (MedianPruner) or ``hyperband`` (HyperbandPruner).
+        n_startup_trials: median: trials that finish before pruning starts.
+        n_warmup_steps: median: steps of a trial before it can be pruned.
+        min_resource: hyperband: the smallest step budget of a bracket.
+        reduction_factor: hyperband: the factor between brackets.
+    """
+
+    kind: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+    def check(self) -> None:
+        for name in ("n_startup_trials", "n_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"{getattr(self, name)} must be >= 0")
+        if self.min_resource < 1:
+            raise FieldError("min_resource", f"{self.min_resource} must be >= 1")
+        if self.reduction_factor < 2:
+            raise FieldError("reduction_factor", f"{self.reduction_factor} must be >= 2")
+
+    def build(self) -> Any:
+        import optuna
+
+        if self.kind == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.n_startup_trials, n_warmup_steps=self.n_warmup_steps)
+        if self.kind == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_resource, reduction_factor=self.reduction_factor)
+        return optuna.pruners.NopPruner()
+
+
+def _parse_pruner(value: Any, path: str) -> PrunerConfig:
+    if isinstance(value, str):
+        value = {"kind": value}
+    return from_data(PrunerConfig, value, path)
+
+
 def _parse_sampler(value: Any, path: str) -> SamplerConfig:
     if isinstance(value, str):
         value = {"kind": value}
@@ -157,6 +202,7 @@ class StudyConfig:
         seconds: audio length the costs are priced for.
         evaluator: the registered evaluator that scores feasible candidates.
         heartbeat: heartbeat interval, grace period and retries of SQL storages.
+        pruner: stops poor candidates early from the evaluator's intermediate values.
     """
 
     name: str
@@ -170,6 +216,7 @@ class StudyConfig:
     seconds: float = 1.0
     evaluator: EvaluatorConfig = field(EvaluatorConfig(), parse=_parse_evaluator, dump=_dump_evaluator)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    pruner: PrunerConfig = field(PrunerConfig(), parse=_parse_pruner)
 
     def check(self) -> None:
         if not self.name.strip() or any(c in self.name for c in "/\\ "):
@@ -195,6 +242,8 @@ class StudyConfig:
             raise FieldError("timeout", f"{self.timeout} must be positive")
         if self.seconds <= 0:
             raise FieldError("seconds", f"{self.seconds} must be positive")
+        if self.pruner.kind != "none" and len(self.objectives) > 1:
+            raise FieldError("pruner", "Optuna prunes single-objective studies only (use one objective, or pruner: none)")
         if self.sampler.kind == "grid" and self.timeout is None and self.n_trials is None:
             raise FieldError("sampler", "grid needs n_trials")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,22 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=256)
+def _flow_yaml(text: str) -> Any:
+    """``text`` parsed as YAML (``"[256, 3, 2]"``), memoized: a search parses the same few strings per trial."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _flow_list(text: str) -> Any:
+    value = _flow_yaml(text)
+    return list(value) if isinstance(value, list) else value  # a copy: the cached value stays unchanged
+
+
 def _parse_conv_layers(value: Any, path: str) -> tuple[tuple[int, int, int], ...]:
     """Parses ``[[c, k, s], "4 x [c, k, s]", ...]``."""
     if not isinstance(value, list) or not value:
@@ -31,11 +48,9 @@ def _parse_conv_layers(value: Any, path: str) -> tuple[tuple[int, int, int], ...
         if isinstance(item, str):
             head, sep, rest = item.partition("x")
             try:
-                import yaml
-
                 count = int(head.strip())
-                item = yaml.safe_load(rest) if sep else None
-            except (ValueError, yaml.YAMLError):
+                item = _flow_list(rest) if sep else None
+            except ValueError:
                 item = None
             if count < 1 or item is None:
                 raise FieldError(ipath, f"{value[i]!r} is not 'N x [channels, kernel, stride]'")
