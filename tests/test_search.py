@@ -209,3 +209,15 @@ def test_shipped_capacity_space_full_study(name: str, tmp_path: Path) -> None:
     study = _run(ROOT / "searchspaces" / name, str(tmp_path / "s.journal"))  # the file's 20 trials
     assert len(study.trials) == 20
     assert export_pareto(study, tmp_path / "out")["points"]
+
+
+def test_a_budget_no_candidate_meets_gives_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from planner.cli import main
+
+    space = tmp_path / "impossible.yaml"
+    space.write_text(SMALL.replace("budgets: {params: 300000}", "budgets: {params: 1000}").replace("n_trials: 8", "n_trials: 4"))
+    code = main(["search", str(space), "--storage", str(tmp_path / "s.journal")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no candidate met the budgets: params <= 1000 (the smallest of 4 candidates:" in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -24,12 +25,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from planner.search import SearchOptions, run_search, summarize
+    from planner.search._run import infeasibility_report
 
     opts = SearchOptions(n_trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
                          seed=args.seed, workers=args.workers)  # fmt: skip
     t0 = time.perf_counter()
     study = run_search(args.space, opts, study_file=args.study_file)
     print(summarize(study))
+    impossible = infeasibility_report(study)
+    if impossible is not None:
+        print(impossible, file=sys.stderr)
+        return 1
     storage = f" --storage {args.storage}" if args.storage else ""
     print(f"wall time {time.perf_counter() - t0:.1f} s; export: planner pareto --study {study.study_name}{storage} --export DIR")
     if args.export:

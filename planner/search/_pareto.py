@@ -90,11 +90,20 @@ def _plots(study: Any, front: list[Any], names: list[str], out: Path) -> None:
             "Pareto": front,
         }
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        for (label, group), style in zip(groups.items(), [dict(c="0.7", marker="x"), dict(c="tab:blue", alpha=0.5),
-                                                          dict(c="tab:red")]):  # fmt: skip
-            pts = [(t.values[0], t.values[1]) for t in group if t.values and all(abs(v) != float("inf") for v in t.values[:2])]
+        for label, style in (("dominated", dict(c="tab:blue", alpha=0.5)), ("Pareto", dict(c="tab:red"))):
+            pts = [(t.values[0], t.values[1]) for t in groups[label] if t.values]
             if pts:
-                ax.scatter(*zip(*pts), label=f"{label} ({len(group)})", **style)
+                ax.scatter(*zip(*pts), label=f"{label} ({len(groups[label])})", **style)
+        # Infeasible candidates were priced but never evaluated: cost axes show their cost, a quality axis
+        # without a value puts them on the bottom/left edge.
+        edge = (ax.get_xlim()[0], ax.get_ylim()[0])
+        pts = []
+        for t in groups["infeasible"]:
+            cost = t.user_attrs.get("cost", {})
+            xy = [cost.get(n, float("nan")) for n in names[:2]]
+            pts.append(tuple(v if v == v and abs(v) != float("inf") else edge[i] for i, v in enumerate(xy)))
+        if pts:
+            ax.scatter(*zip(*pts), c="0.6", marker="x", label=f"infeasible, not evaluated ({len(pts)})")
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
         ax.legend()

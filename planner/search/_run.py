@@ -155,6 +155,22 @@ def run_search(space_path: str, opts: SearchOptions = SearchOptions(), study_fil
     return _create(cfg, url)
 
 
+def infeasibility_report(study: Any) -> str | None:
+    """When no trial met the budgets, says which budget failed and the smallest value seen; else None."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("cost")]
+    if not trials or any(t.user_attrs.get("feasible") for t in trials):
+        return None
+    budgets = study.user_attrs.get("budgets", {})
+    parts = []
+    for metric, bound in budgets.items():
+        best = min(t.user_attrs["cost"].get(metric, float("inf")) for t in trials)
+        if best > bound:
+            parts.append(f"{metric} <= {bound:.6g} (the smallest of {len(trials)} candidates: {best:.6g})")
+    why = "; ".join(parts) or "every candidate was invalid"
+    return (f"study {study.study_name}: no candidate met the budgets: {why}. Loosen the budgets in study.budgets "
+            "or make the space smaller (fewer/narrower layers, lower bits).")
+
+
 def summarize(study: Any, limit: int = 10) -> str:
     """A table of the Pareto (or best) feasible trials and the trial counts."""
     from planner.search._pareto import pareto_trials
