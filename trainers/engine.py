@@ -8,6 +8,7 @@ Adam would be JIT-compiled first).
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import socket
@@ -45,23 +46,27 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
 
 
-class Engine:
+class Engine(abc.ABC):
     """``step(loss_fn)`` runs forward (``loss_fn(module)``), backward and an optimizer step."""
 
     module: nn.Module
 
+    @abc.abstractmethod
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
-        raise NotImplementedError
+        ...
 
     @property
+    @abc.abstractmethod
     def lr(self) -> float:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def save(self, folder: Path) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def load(self, folder: Path) -> None:
-        raise NotImplementedError
+        ...
 
 
 class TorchEngine(Engine):

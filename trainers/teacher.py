@@ -14,6 +14,7 @@ take an optional frame mask at their own extractor's frame rate:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,15 +46,16 @@ class TeacherOutput:
     lengths: Tensor
 
 
-class Teacher(nn.Module):
+class Teacher(nn.Module, abc.ABC):
     """Interface: ``forward(waveforms, lengths, mask=None) -> TeacherOutput`` with gradients off."""
 
     num_layers: int
     supports_mask: bool = True
 
+    @abc.abstractmethod
     def mask_lengths(self, samples: Tensor) -> tuple[Tensor, int]:
         """Valid and padded frame counts where the teacher's mask acts, for ``(B,)`` sample lengths."""
-        raise NotImplementedError
+        ...
 
     def train(self, mode: bool = True) -> Teacher:  # a teacher never leaves eval mode
         return super().train(False)

@@ -11,6 +11,7 @@ what :func:`dequantize` recomputes from the packed integers, so a reloaded model
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -124,7 +125,7 @@ class _GradScale(torch.autograd.Function):
         return grad * ctx.g, None
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(nn.Module, abc.ABC):
     """Base of weight fake quantizers on a ``(out, fan_in)`` view.
 
     ``scale`` / ``zero_point`` buffers hold the quantization parameters of the last :meth:`freeze`; while
@@ -144,9 +145,10 @@ class WeightQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(rows, groups))
         self.register_buffer("frozen", torch.tensor(False))
 
+    @abc.abstractmethod
     def qparams(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Scale and zero point ``(rows, G)`` for the ``(out, fan_in)`` weight ``w`` (zero point None if symmetric)."""
-        raise NotImplementedError
+        ...
 
     def freeze(self, scale: Tensor, zero_point: Tensor | None) -> None:
         """Pins the quantization parameters (used when loading packed weights)."""
