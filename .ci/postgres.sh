@@ -6,7 +6,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 _pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 _pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-_pg_dir=$(mktemp -d /tmp/planner-pg.XXXXXX)
+_pg_dir=$(mktemp -d -t planner-pg.XXXXXX)
 chown postgres "$_pg_dir"
 su postgres -s /bin/sh -c "'$_pg_bin/initdb' -D '$_pg_dir/data' -A trust -U postgres >'$_pg_dir/initdb.log'"
 su postgres -s /bin/sh -c "'$_pg_bin/pg_ctl' -D '$_pg_dir/data' -l '$_pg_dir/server.log' -w \

@@ -50,7 +50,7 @@ from planner.errors import WeightMappingError
 if TYPE_CHECKING:
     from planner.nn import Encoder
 
-__all__ = ["load_torchaudio_weights", "load_checkpoint_file", "map_torchaudio_state_dict"]
+__all__ = ["load_torchaudio_weights", "load_checkpoint_file", "map_torchaudio_state_dict", "read_state_dict"]
 
 _CONV = re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(.+)$")
 _LAYER = re.compile(r"^encoder\.transformer\.layers\.(\d+)\.(.+)$")
@@ -207,17 +207,18 @@ def load_torchaudio_weights(model: Encoder, source: nn.Module | Mapping[str, Any
         model.load_state_dict(usable, strict=False)
 
 
-def load_checkpoint_file(model: Encoder, path: str | os.PathLike[str], strict: bool = True) -> None:
-    """Loads a ``torch.save``'d torchaudio state dict file into ``model`` (see :func:`load_torchaudio_weights`).
-
-    The file is read with ``weights_only=True``: a state dict (optionally wrapped as ``{"state_dict": ...}``
-    or ``{"model": ...}``), not a pickled module.
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Reads a ``torch.save``'d state dict with ``weights_only=True``, unwrapping ``{"state_dict": ...}`` or
+    ``{"model": ...}``.
 
     Raises:
-        WeightMappingError: the file cannot be read, holds no state dict, or does not fit ``model``.
+        FileNotFoundError: no such file.
+        WeightMappingError: the file cannot be read or holds no state dict.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
     except (OSError, RuntimeError, EOFError) as err:
         raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
     if isinstance(state, Mapping):
@@ -227,6 +228,19 @@ def load_checkpoint_file(model: Encoder, path: str | os.PathLike[str], strict: b
                 break
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightMappingError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
+    return dict(state)
+
+
+def load_checkpoint_file(model: Encoder, path: str | os.PathLike[str], strict: bool = True) -> None:
+    """Loads a ``torch.save``'d torchaudio state dict file into ``model`` (see :func:`load_torchaudio_weights`).
+
+    The file is read with ``weights_only=True``: a state dict (optionally wrapped as ``{"state_dict": ...}``
+    or ``{"model": ...}``), not a pickled module.
+
+    Raises:
+        WeightMappingError: the file cannot be read, holds no state dict, or does not fit ``model``.
+    """
+    state = read_state_dict(path)
     try:
         load_torchaudio_weights(model, state, strict=strict)
     except WeightMappingError as err:

@@ -3,7 +3,6 @@ the valid frames, and the lengths."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,7 @@ MAX_PARAMS = 120_000_000
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny: with several threads, synchronisation costs more than the work (50x on a
-    # busy 2-core machine), and one thread also makes the float summation order repeatable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL_VARIANTS = {

@@ -3,8 +3,6 @@ the weights copied over, the same outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -21,14 +19,7 @@ torchaudio_models = pytest.importorskip("torchaudio.models")
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny: with several threads, synchronisation costs more than the work (50x on a
-    # busy 2-core machine), and one thread also makes the float summation order repeatable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONFIGS = [

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from planner.errors import ConfigError, FieldError, WeightMappingError
+from planner.pretrained import read_state_dict
 from trainers.masking import mask_frame_lengths
 from trainers.recipe import Recipe, TeacherConfig
 
@@ -123,19 +124,9 @@ class PlannerTeacher(Teacher):
 
 def _read_state(path: str, where: str) -> dict[str, Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return read_state_dict(path)
     except FileNotFoundError:
         raise ConfigError([FieldError(where, f"{path}: no such file")]) from None
-    except (OSError, RuntimeError, EOFError) as err:
-        raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
-    if isinstance(state, Mapping):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightMappingError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
-    return dict(state)
 
 
 def float_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -75,7 +75,7 @@ def _number(data: dict[str, Any], key: str, path: str, default: float | None = N
     if isinstance(value, str):
         try:
             value = float(value)
-        except ValueError:
+        except ValueError:  # not a number: reported just below with the field path
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError(path, f"{value!r} is not a number")

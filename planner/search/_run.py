@@ -105,7 +105,7 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, n: int, worker: int, wo
             import torch
 
             torch.set_num_threads(1)  # K processes share the cores
-        except ImportError:
+        except ImportError:  # a capacity-only search runs without torch
             pass
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_path)
