@@ -25,7 +25,7 @@ def describe_graph(graph: EncoderGraph, seconds: float = 1.0) -> dict[str, Any]:
                 "op": lf.op,
                 "params": lf.params,
                 "weight_bits": comp.weight.bits if lf.compressible else None,
-                "act_bits": comp.activation.bits if lf.compressible else None,
+                "act_bits": comp.activation.bits if lf.quantizable else None,
                 "granularity": comp.weight.granularity if lf.compressible and not comp.weight.is_float else None,
                 "sparsity": str(comp.sparsity) if comp.sparsity else None,
             })  # fmt: skip
@@ -62,9 +62,14 @@ def _node_summary(node: dict[str, Any]) -> str:
 def _bits(node: dict[str, Any]) -> str:
     seen = []
     for lf in node["leaves"]:
-        if lf["weight_bits"] is None:
+        if lf["act_bits"] is None:
             continue
-        text = f"w{lf['weight_bits']}a{lf['act_bits']}" + (f" {lf['sparsity']}" if lf["sparsity"] else "")
+        if lf["weight_bits"] is None:  # an attention product: both inputs at the activation width
+            if lf["act_bits"] >= 32:
+                continue
+            text = f"matmul a{lf['act_bits']}"
+        else:
+            text = f"w{lf['weight_bits']}a{lf['act_bits']}" + (f" {lf['sparsity']}" if lf["sparsity"] else "")
         if text not in seen:
             seen.append(text)
     return ", ".join(seen) or "-"

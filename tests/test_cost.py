@@ -128,6 +128,38 @@ def test_sparse_and_quantized_bops():
     assert row.bops == row.macs * 4 * 32 // 2
 
 
+def _conformer_block(rules: list) -> planner.EncoderGraph:
+    return from_dict({
+        "name": "t", "input": {"kind": "features", "n_mels": 8}, "width": 16,
+        "frontend": [{"kind": "conv2d_subsampling", "channels": [4]}],
+        "layers": [{"kind": "conformer", "heads": 2, "ffn": 32, "kernel": 3}],
+        "compression": rules,
+    })  # fmt: skip
+
+
+def test_binarized_attention_products_and_quantizer_storage():
+    # BiT W1A1 on a conformer block: the products take the rule's activation width on both inputs, and
+    # storage holds each input quantizer (alpha + a beta per channel) and batch norm's running statistics
+    d, heads = 16, 2
+    rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "weight": "binary", "activation": "binary"}]), seconds=1).layers}
+    scores, context = rows["layers.0.attention.scores"], rows["layers.0.attention.context"]
+    assert (scores.weight_bits, scores.act_bits, context.weight_bits, context.act_bits) == (1, 1, 1, 1)
+    assert scores.bops == scores.macs and context.bops == context.macs
+    assert scores.storage_bytes == 2 * 4 * (1 + d)  # Q and K: alpha + beta per model channel
+    assert context.storage_bytes == 4 * (1 + heads) + 4 * (1 + d)  # P: beta per head; V: per channel
+    fc1 = rows["layers.0.ffn1.fc1"]  # 1 bit per weight, one scale, float bias, input alpha + beta
+    assert fc1.storage_bytes == 32 * d // 8 + 4 + 4 * 32 + 4 * (1 + d)
+    assert rows["layers.0.conv.batch_norm"].storage_bytes == 4 * 4 * d  # weight, bias, running mean, var
+    # a rule without an activation leaves the products in float; int8 inputs add a scale and a zero point
+    rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "weight": "int8"}]), seconds=1).layers}
+    assert rows["layers.0.attention.scores"].bops == rows["layers.0.attention.scores"].macs * 32 * 32
+    assert rows["layers.0.attention.scores"].storage_bytes == 0
+    rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "modules": ["matmul"], "activation": 8}]), seconds=1).layers}
+    assert rows["layers.0.attention.context"].bops == rows["layers.0.attention.context"].macs * 8 * 8
+    assert rows["layers.0.attention.context"].storage_bytes == 2 * (4 + 4)
+    assert rows["layers.0.ffn1.fc1"].act_bits == 32  # modules: [matmul] selects the products alone
+
+
 def test_input_spec_errors():
     graph = load(ARMHUBERT)
     with pytest.raises(FieldError):

@@ -5,23 +5,26 @@ so every leaf keeps its class (a ``Parametrized*`` subclass of ``nn.Linear`` / `
 ``nn.Conv2d``) and its module path: the cost model's leaf paths still name the same modules.
 
 Inputs: the activation quantizer is registered as a child ``input_quantizer`` of the leaf and run by a
-forward pre-hook. A pre-hook rather than a wrapper module because a wrapper would move the leaf to
+forward pre-hook; an attention product (:class:`~planner.nn.attention.Product`) gets one per input,
+``input_quantizer`` and ``other_quantizer``. A pre-hook rather than a wrapper module because a wrapper would move the leaf to
 ``path.module`` and break the path contract; the child registration puts the quantizer's learnable
 ``alpha`` / ``beta`` in ``model.parameters()`` and its calibration in the state dict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from planner.compress._quant import WeightQuantizer, make_act_quantizer, make_weight_quantizer
+from planner.compress._quant import WeightQuantizer, fake_compress, make_act_quantizer, make_weight_quantizer, mask_only
 from planner.compress._sparsity import MaskSchedule, NMSparsifier, SparsitySchedule
 from planner.errors import PlannerError
 from planner.ir.compression import Compression
+from planner.nn.attention import Product
 
 __all__ = ["compress_", "FakeCompressedWeight", "compressed_leaves", "CompressionError"]
 
@@ -36,8 +39,12 @@ class FakeCompressedWeight(nn.Module):
     """Parametrization of one weight: N:M mask first, then quantization of the kept weights (Algorithm 1).
 
     The weight is viewed as ``(out, fan_in)`` (conv kernels flattened in their natural order), the axis
-    along which N:M groups and sub-channel scales run. Pruned weights are zeros, which lie on every grid
-    (symmetric grids have no zero point; asymmetric ones keep 0 inside the range), so they stay zero.
+    along which N:M groups and sub-channel scales run. Pruned weights are zeros, which lie on every integer
+    grid (symmetric grids have no zero point; asymmetric ones keep 0 inside the range), so they stay zero.
+
+    Mask, quantizer and straight-through gradient run as one autograd node (:func:`fake_compress`), with
+    the mask kept as a 0/1 float multiplier: the same numbers as ``quantizer(sparsifier(w))``, fewer passes
+    over the weight.
     """
 
     def __init__(self, compression: Compression, shape: tuple[int, ...], schedule: MaskSchedule) -> None:
@@ -51,16 +58,34 @@ class FakeCompressedWeight(nn.Module):
         self.quantizer: WeightQuantizer | None = make_weight_quantizer(compression.weight, self.out, self.fan_in)
 
     def forward(self, w: Tensor) -> Tensor:
+        """Fake-compressed ``w`` (any leaf weight shape), one autograd node: mask, quantizer and STE fused."""
         v = w.reshape(self.out, self.fan_in)
+        keep = lam = None
         if self.sparsifier is not None:
-            v = self.sparsifier(v)
-        if self.quantizer is not None:
-            v = self.quantizer(v)
-        return v.reshape(w.shape)
+            keep, lam = self.sparsifier.multiplier(v), self.sparsifier.sr_ste()
+        fake = mask_only if self.quantizer is None else self.quantizer.fake
+        return fake_compress(v, fake, keep, lam).reshape(w.shape)
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:
     return (module.input_quantizer(args[0]), *args[1:])
+
+
+def _quantize_operands(module: nn.Module, args: tuple) -> tuple:
+    return (module.input_quantizer(args[0]), module.other_quantizer(args[1]))
+
+
+def _quantize_product(product: Product, comp: Compression) -> None:
+    """Hooks the quantizers of both inputs of an attention product (BiT: Q, K, V signed; P unsigned)."""
+    quantizers = []
+    for channels, view, signed in product.operands():
+        act = comp.activation if comp.activation.is_float else dataclasses.replace(comp.activation, symmetric=signed)
+        quantizers.append(make_act_quantizer(act, channels, -1, view))
+    if quantizers[0] is None:
+        return
+    product.add_module("input_quantizer", quantizers[0])
+    product.add_module("other_quantizer", quantizers[1])
+    product.register_forward_pre_hook(_quantize_operands)
 
 
 def compressed_leaves(model: nn.Module) -> dict[str, tuple[nn.Module, FakeCompressedWeight]]:
@@ -117,8 +142,11 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
             leaf = model.get_submodule(path)
         except AttributeError as err:
             raise CompressionError(f"compression plan names {path!r}, which the model does not have") from err
+        if isinstance(leaf, Product):
+            _quantize_product(leaf, comp)
+            continue
         if not isinstance(leaf, _LEAF_TYPES):
-            raise CompressionError(f"{path}: {type(leaf).__name__} is not a linear or convolution")
+            raise CompressionError(f"{path}: {type(leaf).__name__} is not a linear, convolution or attention product")
         if comp.sparsity is not None or comp.weight.bits != 32:
             param = FakeCompressedWeight(comp, tuple(leaf.weight.shape), sched)
             # unsafe: skips the trial forward torch runs to check shapes (ours keep them), which would

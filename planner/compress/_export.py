@@ -8,11 +8,13 @@ A packed directory holds three files:
   value in the lowest bits; fp16 / fp32 values as such; with N:M sparsity only the kept values, row-major),
   ``P.weight.mask`` (N:M: one bit per weight, packed), ``P.weight.scale`` (float32, ``(out, groups)`` or
   ``(1, 1)``) and ``P.weight.zero_point`` (asymmetric grids: uint8, ``(out, groups)``). Every other tensor
-  is stored as it is in the state dict (floats are float32).
+  is stored as it is in the state dict (floats are float32). A weight-normalised convolution is packed as its
+  product ``g v / ||v||`` (what its compression receives); the loader sets ``v`` to it and ``g`` to ``||v||``.
 * ``manifest.json``: the format name and version, each stored tensor's encoding, and the payload byte
-  counts: ``weights`` (the parameters the cost model prices, see :mod:`planner.cost.storage`) and ``state``
-  (buffers and quantizer state it does not price: batch-norm statistics, activation-quantizer ranges, BiT's
-  ``alpha`` / ``beta``, the mask clock).
+  counts: ``weights`` (what inference needs and the cost model prices, see :mod:`planner.cost.storage`:
+  parameters, batch-norm running statistics, BiT's ``alpha`` / ``beta``, integer input grids' scale and
+  zero point) and ``state`` (training state it does not price: observer ranges, initialisation flags,
+  batch counters, the mask clock).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from torch import Tensor, nn
 
 from planner.compress._apply import CompressionError, FakeCompressedWeight, compressed_leaves
 from planner.compress._pack import pack_bits, unpack_bits
-from planner.compress._quant import BinaryWeightQuantizer, HalfWeightQuantizer, IntWeightQuantizer, dequantize
+from planner.compress._quant import (
+    BinaryWeightQuantizer,
+    ElasticBinarizer,
+    HalfWeightQuantizer,
+    IntActQuantizer,
+    IntWeightQuantizer,
+    dequantize,
+)
 
 __all__ = ["export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
 
@@ -60,7 +69,7 @@ def _encode_weight(path: str, param: FakeCompressedWeight, original: Tensor) -> 
             parts["values"] = keep(v).to(dtype).contiguous()
             entry["encoding"] = "float32" if q is None else "float16"
         elif isinstance(q, BinaryWeightQuantizer):
-            bits, scale, _ = q.codes(v)
+            bits, scale, _ = q.codes(v, None if mask is None else mask.to(v.dtype))  # means over kept weights
             parts["values"] = pack_bits(keep(bits), 1)
             parts["scale"] = scale.to(torch.float32).contiguous()
             entry["encoding"] = "binary"
@@ -132,6 +141,67 @@ def _decode_weight(entry: dict[str, Any], parts: dict[str, Tensor], param: FakeC
     return w
 
 
+def _weight_norm(mod: nn.Module) -> Any:
+    """The ``_WeightNorm`` parametrization ahead of the compression on ``mod.weight``, or None."""
+    plist = mod.parametrizations.weight
+    return plist[0] if len(plist) == 2 and type(plist[0]).__name__ == "_WeightNorm" else None
+
+
+def _uncompressed_weight(path: str, mod: nn.Module) -> Tensor:
+    """The float weight the compression parametrization receives: the raw one, or ``g v / ||v||`` under
+    weight normalisation (folded: the packed weight is the product, and ``g`` is not stored)."""
+    plist = mod.parametrizations.weight
+    if len(plist) == 1 and hasattr(plist, "original"):
+        return plist.original
+    norm = _weight_norm(mod)
+    if norm is not None:
+        return norm(plist.original0, plist.original1)
+    raise CompressionError(f"{path}: the compressed weight has parametrizations "
+                           f"{[type(p).__name__ for p in plist]} this format cannot pack")  # fmt: skip
+
+
+def _set_uncompressed_weight(mod: nn.Module, path: str, w: Tensor, sd: dict[str, Tensor]) -> None:
+    """State-dict entries that make ``mod``'s compression parametrization receive exactly ``w``.
+
+    Under weight normalisation: ``v = w`` and ``g`` = the norms the weight-norm kernel itself computes for
+    ``v`` (``torch._weight_norm_interface``), so that ``v * (g / ||v||)`` is ``v * 1.0``, bitwise ``w``.
+    """
+    norm = _weight_norm(mod)
+    prefix = f"{path}.parametrizations.weight."
+    if norm is None:
+        sd[prefix + "original"] = w
+        return
+    g_shape = mod.parametrizations.weight.original0.shape
+    _, norms = torch._weight_norm_interface(w, torch.ones(g_shape, dtype=w.dtype), norm.dim)
+    sd[prefix + "original0"] = norms.reshape(g_shape)
+    sd[prefix + "original1"] = w
+
+
+def _priced_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the raw tensors :mod:`planner.cost.storage` prices: the parameters of the
+    architecture, batch norm's running statistics, and what the input quantizers need at inference
+    (BiT's ``alpha`` / ``beta``; an integer grid's scale and zero point). Not priced: training state
+    (observer ranges, initialisation flags, batch counters, the mask clock)."""
+    keys = set()
+    for name, mod in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(mod, (ElasticBinarizer, IntActQuantizer)):
+            names = ("alpha", "beta") if isinstance(mod, ElasticBinarizer) else ("scale", "zero_point")
+            keys.update(prefix + n for n in names)
+            continue
+        if any(isinstance(m, (ElasticBinarizer, IntActQuantizer)) for m in _ancestors(model, name)):
+            continue
+        keys.update(prefix + n for n, _ in mod.named_parameters(recurse=False))
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            keys.update((prefix + "running_mean", prefix + "running_var"))
+    return keys
+
+
+def _ancestors(model: nn.Module, name: str) -> list[nn.Module]:
+    parts = name.split(".") if name else []
+    return [model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
+
+
 def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
     """Writes ``model`` packed to ``out_dir`` (``weights.safetensors``, ``architecture.yaml``, ``manifest.json``).
 
@@ -171,13 +241,9 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         state = model.state_dict()
         tensors: dict[str, Tensor] = {}
         entries: dict[str, Any] = {}
-        param_names = {n for n, _ in model.named_parameters()}
+        priced = _priced_keys(model)
         for path, (mod, param) in leaves.items():
-            plist = mod.parametrizations.weight
-            if len(plist) != 1 or not hasattr(plist, "original"):
-                raise CompressionError(f"{path}: a compressed weight with another parametrization (weight norm) "
-                                       "cannot be packed; exclude it from the compression rules")  # fmt: skip
-            parts, entry = _encode_weight(path, param, plist.original)
+            parts, entry = _encode_weight(path, param, _uncompressed_weight(path, mod))
             entry["role"] = "weights"
             tensors.update(parts)
             entries[f"{path}.weight"] = entry
@@ -188,7 +254,7 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
             t = t.detach().contiguous()
             if t.is_floating_point():
                 t = t.to(torch.float32)
-            counted = key in param_names and ".input_quantizer." not in key
+            counted = key in priced
             tensors[key] = t
             entries[key] = {"encoding": "raw", "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
                             "role": "weights" if counted else "state"}  # fmt: skip
@@ -245,7 +311,7 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
                 raise CompressionError(f"{src}: {key} is packed but the architecture does not compress {path}")
             mod, param = leaves[path]
             parts = {name: stored[full] for name, full in entry["parts"].items()}
-            sd[f"{path}.parametrizations.weight.original"] = _decode_weight(entry, parts, param).reshape(param.shape)
+            _set_uncompressed_weight(mod, path, _decode_weight(entry, parts, param).reshape(param.shape), sd)
     full = model.state_dict()
     missing = [k for k in full if k not in sd and not any(k.startswith(f"{p}.parametrizations.weight.") for p in leaves)]
     if missing:

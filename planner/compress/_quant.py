@@ -3,16 +3,19 @@
 Weights are 2-D here: ``(out, fan_in)``, the axis along which per-channel and sub-channel scales run
 (:attr:`planner.ir.leaf.Leaf.fan_in`); :mod:`planner.compress._apply` reshapes conv kernels to that view.
 
-The integer grid is torch's own (``torch.fake_quantize_per_channel_affine`` /
+The integer grid is torch's (``torch.fake_quantize_per_channel_affine`` /
 ``torch.fake_quantize_per_tensor_affine``): it rounds, clamps and passes the gradient straight through
 (STE, zero outside the clamp range), and it returns exactly ``float(q - zero_point) * scale``, which is
 what :func:`dequantize` recomputes from the packed integers, so a reloaded model sees bitwise the same weights.
+Inputs call those kernels; weights repeat their arithmetic with vectorized tensor operations, fused with
+the N:M mask into one autograd node (:func:`fake_compress`), which returns the same bits several times faster.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -86,30 +89,71 @@ class _StepSTE(torch.autograd.Function):
         return grad * ((x >= 0) & (x <= 1)).to(grad.dtype)
 
 
-class _BinaryWeightSTE(torch.autograd.Function):
-    """Returns a precomputed binary weight; gradient to ``w`` where ``|w| <= 1`` (BiT ``BinaryQuantizer``)."""
+FakeFn = Callable[[Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"]]
+
+# Normal float32 range: a scale outside it (subnormal, infinite, NaN) voids the in-range argument of
+# IntWeightQuantizer.fake, which then takes its general path.
+_TINY = torch.finfo(torch.float32).tiny
+_HUGE = torch.finfo(torch.float32).max
+
+
+class _FakeCompress(torch.autograd.Function):
+    """One autograd node for a whole weight: N:M mask, fake quantization and their straight-through gradient.
+
+    ``fake(w, keep)`` returns the fake-compressed weight and the STE multiplier of the quantizer with respect
+    to the masked weight (None where it passes everything); ``keep`` is the N:M mask as 0/1 in the weight's
+    dtype. The gradient to ``w`` is ``grad * ste * keep`` (what autograd computes through ``w * mask``
+    followed by the quantizer's STE), or with SR-STE (``lam``) ``grad * ste + lam * (1 - keep) * w``.
+    Multiplying by 0/1 in one step or two gives the same bits, so this equals the unfused composition.
+    """
 
     @staticmethod
-    def forward(ctx, w: Tensor, wb: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(w)
-        return wb
+    def forward(ctx, w: Tensor, fake: FakeFn, keep: Tensor | None, lam: float | None) -> Tensor:  # type: ignore[override]
+        out, ste = fake(w, keep)
+        if lam is not None:
+            ctx.save_for_backward(ste, 1 - keep, w)  # keep is not None: SR-STE is a property of N:M masks
+        elif keep is not None:
+            ctx.save_for_backward(keep if ste is None else ste * keep, None, None)
+        else:
+            ctx.save_for_backward(ste, None, None)
+        ctx.lam = lam
+        return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (w,) = ctx.saved_tensors
-        return grad * (w.abs() <= 1).to(grad.dtype), None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        mult, pruned, w = ctx.saved_tensors
+        g = grad if mult is None else grad * mult
+        if ctx.lam is not None:
+            g = g + ctx.lam * pruned * w
+        return g, None, None, None
 
 
-class _HalfSTE(torch.autograd.Function):
-    """Rounds to float16 and back; identity gradient."""
+def fake_compress(w: Tensor, fake: FakeFn, keep: Tensor | None = None, lam: float | None = None) -> Tensor:
+    """Applies ``fake`` (see :class:`_FakeCompress`) with its STE gradient; a plain call when no gradient is needed.
 
-    @staticmethod
-    def forward(ctx, w: Tensor) -> Tensor:  # type: ignore[override]
-        return w.to(torch.float16).to(w.dtype)
+    Args:
+        w: ``(out, fan_in)`` weight.
+        fake: ``(w, keep) -> (fake-compressed weight, STE multiplier or None)``, run without autograd.
+        keep: N:M mask as 0/1 in ``w``'s dtype, or None.
+        lam: SR-STE decay, or None; without ``keep`` no weight is pruned and its term is 0.
+    """
+    if keep is None:
+        lam = None
+    if torch.is_grad_enabled() and w.requires_grad:
+        return _FakeCompress.apply(w, fake, keep, lam)
+    with torch.no_grad():
+        return fake(w, keep)[0]
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad
+
+def mask_only(w: Tensor, keep: Tensor | None) -> tuple[Tensor, None]:
+    """The ``fake`` of a weight that is masked but not quantized (float32 N:M)."""
+    return (w if keep is None else w * keep), None
+
+
+def _host_checks(t: Tensor) -> bool:
+    """Whether a host-side test of a few values is cheaper than an elementwise mask (it is on the CPU, where
+    reading a scalar is not a device synchronisation)."""
+    return t.device.type == "cpu"
 
 
 class _GradScale(torch.autograd.Function):
@@ -150,6 +194,26 @@ class WeightQuantizer(nn.Module, abc.ABC):
         """Scale and zero point ``(rows, G)`` for the ``(out, fan_in)`` weight ``w`` (zero point None if symmetric)."""
         ...
 
+    @abc.abstractmethod
+    def fake(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Fake-compressed ``w * keep`` and the STE multiplier with respect to it (None: all ones); no autograd.
+
+        Args:
+            w: ``(out, fan_in)`` weight.
+            keep: N:M mask as 0/1 in ``w``'s dtype, applied before quantization, or None.
+        """
+        ...
+
+    def forward(self, w: Tensor, keep: Tensor | None = None, sr_ste: float | None = None) -> Tensor:
+        """Fake-quantizes ``w * keep`` (``(out, fan_in)``, same shape out) in one autograd node with its STE.
+
+        Args:
+            w: ``(out, fan_in)`` weight.
+            keep: N:M mask as 0/1 in ``w``'s dtype (None: dense).
+            sr_ste: SR-STE decay for the pruned weights (with ``keep``), or None.
+        """
+        return fake_compress(w, self.fake, keep, sr_ste)
+
     def freeze(self, scale: Tensor, zero_point: Tensor | None) -> None:
         """Pins the quantization parameters (used when loading packed weights)."""
         with torch.no_grad():
@@ -170,37 +234,52 @@ class IntWeightQuantizer(WeightQuantizer):
     Symmetric: ``s = max|W_g| / qmax``, zero point 0. Asymmetric (int2): ``s = (max - min) / (2^b - 1)``
     over each group with 0 inside the range (as torch.ao's observers do), so zero (and every pruned weight)
     stays exactly representable; zero point ``round(-min / s)``.
+
+    The grid arithmetic is that of torch's fake-quant kernels, written as vectorized tensor operations
+    (the kernels run one scalar loop per element, about ten times slower on the CPU):
+    ``q = clamp(round(w * (1 / s)) + zp, qmin, qmax)``, output ``(q - zp) * s``, STE mask
+    ``qmin <= round(w * (1 / s)) + zp <= qmax``, with ``1 / s`` in float32 as the kernels compute it. Output
+    and STE equal the kernels' bit for bit (tests compare them) wherever those are defined: finite weights,
+    and ``1 / s`` finite (``s >= 2^-128``; below, the kernels convert an infinity to an integer).
     """
 
     def qparams(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         rows, groups = self.scale.shape
         v = w.detach().reshape(rows * groups, -1)
         qmin, qmax = qrange(self.config.bits, self.config.symmetric)
+        lo, hi = v.amin(dim=1), v.amax(dim=1)  # two vectorized passes: aminmax(dim=) is slower on the CPU
         if self.config.symmetric:
-            lo, hi = torch.aminmax(v, dim=1)  # one pass over the weight instead of abs() then amax()
             scale = torch.maximum(-lo, hi) / qmax
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            return scale.reshape(rows, groups), None
+            return torch.where(scale > 0, scale, 1.0).reshape(rows, groups), None
         # pruned weights are zeros, and 0 is always inside the range: they never move the scale
-        lo = v.amin(dim=1).clamp(max=0)
-        hi = v.amax(dim=1).clamp(min=0)
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
         scale = (hi - lo) / (qmax - qmin)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         zp = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
         return scale.reshape(rows, groups), zp.reshape(rows, groups)
 
-    def forward(self, w: Tensor, keep: Tensor | None = None) -> Tensor:
-        """Fake-quantizes ``w`` ``(out, fan_in)``; returns the same shape."""
-        scale, zp = self.current_qparams(w, keep)
+    def fake(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        v = w.detach() if keep is None else w.detach() * keep
+        frozen = bool(self.frozen)
+        scale, zp = self.current_qparams(v)
         qmin, qmax = qrange(self.config.bits, self.config.symmetric)
         rows, groups = self.scale.shape
-        scale = scale.reshape(-1).to(torch.float32)
-        zp_i = torch.zeros_like(scale, dtype=torch.int32) if zp is None else zp.reshape(-1).to(torch.int32)
-        if rows == 1 and groups == 1:
-            return torch.fake_quantize_per_tensor_affine(w, scale, zp_i, qmin, qmax)
-        v = w.reshape(rows * groups, -1)
-        out = torch.fake_quantize_per_channel_affine(v, scale, zp_i, 0, qmin, qmax)
-        return out.reshape(w.shape)
+        s32 = scale.reshape(-1, 1).to(torch.float32)  # the kernels take float32 scales
+        s, inv = s32.to(v.dtype), torch.reciprocal(s32).to(v.dtype)
+        x = v.reshape(rows * groups, -1)
+        q = x.mul_(inv) if keep is not None else x * inv  # v is ours when it was masked here
+        q.round_()  # half to even, as the kernels' nearbyint
+        if zp is None and not frozen and _host_checks(s32) and torch.equal(s32.clamp(_TINY, _HUGE), s32):
+            # s = max|w| / qmax from these very weights: |w / s| <= qmax up to a few ulps, so nothing is
+            # clamped and the STE passes everything. The kernels go through an integer, which has no -0.
+            return q.add_(0.0).mul_(s).reshape(v.shape), None
+        zpf = None if zp is None else zp.reshape(-1, 1).to(v.dtype)
+        q.add_(0.0 if zpf is None else zpf)
+        ste = ((q >= qmin) & (q <= qmax)).to(v.dtype).reshape(v.shape)
+        q.clamp_(qmin, qmax)
+        if zpf is not None:
+            q.sub_(zpf)
+        return q.mul_(s).reshape(v.shape), ste
 
     def codes(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Integer codes ``(out, fan_in)`` int64, scale and zero point of the weight as :meth:`forward` sees it.
@@ -220,39 +299,66 @@ class IntWeightQuantizer(WeightQuantizer):
 
 
 class BinaryWeightQuantizer(WeightQuantizer):
-    """BiT weight binarization: ``sign(W - mean(W)) * mean(|W|)`` with a clipped STE.
+    """BiT weight binarization: ``sign(W - mean(W)) * mean(|W|)`` with a clipped STE (gradient where ``|W| <= 1``).
 
     ``per_tensor`` uses one mean and one scale (the ``binary`` shorthand); ``per_channel`` one per output
     channel. Once frozen (reloaded), the weight is already ``+-scale`` and is only re-signed around 0.
+    The sign of 0 is ``+1``.
+
+    With an N:M mask the means run over the kept weights only and pruned weights stay exactly 0: the layer
+    is a binary matrix on the kept positions, which is what the packed file stores (one bit per kept weight
+    plus the mask). Averaging the pruned zeros in would halve a 2:4 layer's scale and shift its center.
     """
 
-    def qparams(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        v = w.detach()
+    def _mean(self, t: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Mean of ``t`` per tensor or per row; over the kept positions when ``keep`` is given (``t`` is
+        then already masked, so a sum over all positions is the sum over the kept ones)."""
         if self.config.granularity == "per_tensor":
-            return v.abs().mean().reshape(1, 1), None
-        return v.abs().mean(dim=1, keepdim=True), None
+            if keep is None:
+                return t.mean().reshape(1, 1)
+            return (t.sum() / keep.sum()).reshape(1, 1)
+        if keep is None:
+            return t.mean(dim=1, keepdim=True)
+        return t.sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
 
-    def signs(self, w: Tensor) -> Tensor:
-        """``+1`` / ``-1`` of each weight (sign of ``W - mean(W)``; sign of ``W`` once frozen)."""
-        v = w.detach()
-        if bool(self.frozen):
-            center = torch.zeros((), dtype=v.dtype)
-        elif self.config.granularity == "per_tensor":
-            center = v.mean()
-        else:
-            center = v.mean(dim=1, keepdim=True)
+    def qparams(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        v = w.detach() if keep is None else w.detach() * keep
+        return self._mean(v.abs(), keep), None
+
+    def signs(self, w: Tensor, keep: Tensor | None = None) -> Tensor:
+        """``+1`` / ``-1`` of each weight (sign of ``W - mean(W)``, the mean over kept weights when ``keep``
+        is given; sign of ``W`` once frozen)."""
+        v = w.detach() if keep is None else w.detach() * keep
+        center = torch.zeros((), dtype=v.dtype) if bool(self.frozen) else self._mean(v, keep)
         return torch.where(v - center >= 0, 1.0, -1.0).to(v.dtype)
 
-    def forward(self, w: Tensor, keep: Tensor | None = None) -> Tensor:
-        scale, _ = self.current_qparams(w)
-        wb = self.signs(w) * scale
-        return _BinaryWeightSTE.apply(w, wb)
+    def fake(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        # One buffer: |v| for the scale and the clip test, then v - center, then the output. With a mask,
+        # v = w * keep is computed twice rather than held in a second buffer.
+        w = w.detach()
+        frozen = bool(self.frozen)
+        if keep is None:
+            buf = w.abs()
+            center = None if frozen else self._mean(w)
+        else:
+            buf = w * keep
+            center = None if frozen else self._mean(buf, keep)
+            buf.abs_()
+        scale = self.scale.to(w.dtype) if frozen else self._mean(buf, keep)
+        ste = None if _host_checks(buf) and bool(buf.amax() <= 1) else (buf <= 1).to(w.dtype)
+        src = w if keep is None else torch.mul(w, keep, out=buf)
+        if frozen:
+            torch.add(src, 0.0, out=buf)  # -0 -> +0: its sign is +1
+        else:
+            torch.sub(src, center, out=buf).add_(0.0)
+        out = torch.copysign(scale, buf, out=buf)
+        return (out if keep is None else out.mul_(keep)), ste
 
-    def codes(self, w: Tensor) -> tuple[Tensor, Tensor, None]:
-        """Bits ``(out, fan_in)`` (1 for ``+scale``) and the scale."""
+    def codes(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor, None]:
+        """Bits ``(out, fan_in)`` (1 for ``+scale``) and the scale (``keep``: the N:M mask, as in :meth:`fake`)."""
         with torch.no_grad():
-            scale, _ = self.current_qparams(w)
-            return (self.signs(w) > 0).to(torch.int64), scale.clone(), None
+            scale, _ = self.current_qparams(w, keep)
+            return (self.signs(w, keep) > 0).to(torch.int64), scale.clone(), None
 
 
 class HalfWeightQuantizer(WeightQuantizer):
@@ -261,8 +367,9 @@ class HalfWeightQuantizer(WeightQuantizer):
     def qparams(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, None]:
         return self.scale, None
 
-    def forward(self, w: Tensor, keep: Tensor | None = None) -> Tensor:
-        return _HalfSTE.apply(w)
+    def fake(self, w: Tensor, keep: Tensor | None = None) -> tuple[Tensor, None]:
+        v = w.detach() if keep is None else w.detach() * keep
+        return v.to(torch.float16).to(v.dtype), None
 
 
 def make_weight_quantizer(config: WeightQuant, out: int, fan_in: int) -> WeightQuantizer | None:
@@ -329,17 +436,24 @@ class ElasticBinarizer(nn.Module):
     Gradients: clipped STE to ``x``, and BiT's ``dL/dalpha = sign(x_r) - x_r 1{|x_r| <= 1}`` by autograd.
     """
 
-    def __init__(self, config: ActQuant, channels: int, channel_dim: int) -> None:
+    def __init__(self, config: ActQuant, channels: int, channel_dim: int, view: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.config = config
         self.channel_dim = channel_dim
+        self.view = view
         self.alpha = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Binarizes ``x``: ``(..., C)`` for a linear input, ``(B, C, ...)`` for a conv input."""
-        beta = self.beta if self.channel_dim == -1 else self.beta.reshape(_channel_view(x, self.beta.numel(), self.channel_dim))
+        """Binarizes ``x``: ``(..., C)`` for a linear input, ``(B, C, ...)`` for a conv input, or any
+        layout whose channels ``beta.reshape(view)`` broadcasts over (attention products)."""
+        if self.view is not None:
+            beta = self.beta.reshape(self.view)
+        elif self.channel_dim == -1:
+            beta = self.beta
+        else:
+            beta = self.beta.reshape(_channel_view(x, self.beta.numel(), self.channel_dim))
         if not bool(self.initialized):
             with torch.no_grad():
                 mean_abs = (x.detach() - beta).abs().mean()
@@ -351,10 +465,15 @@ class ElasticBinarizer(nn.Module):
         return q * alpha
 
 
-def make_act_quantizer(config: ActQuant, channels: int, channel_dim: int) -> nn.Module | None:
-    """The input quantizer of an activation format, or None for float."""
+def make_act_quantizer(config: ActQuant, channels: int, channel_dim: int,
+                       view: tuple[int, ...] | None = None) -> nn.Module | None:  # fmt: skip
+    """The input quantizer of an activation format, or None for float.
+
+    ``channels`` / ``channel_dim`` place BiT's per-channel ``beta`` (``view``: a shape it is reshaped to
+    instead, for inputs whose channels are spread over several dims, such as per-head Q/K/V).
+    """
     if config.is_float:
         return None
     if config.bits == 1:
-        return ElasticBinarizer(config, channels, channel_dim)
+        return ElasticBinarizer(config, channels, channel_dim, view)
     return IntActQuantizer(config)

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from planner.compress._quant import fake_compress, mask_only
 from planner.errors import FieldError
 from planner.ir.compression import Sparsity
 
@@ -90,26 +91,15 @@ def nm_mask(w: Tensor, n: int, m: int) -> Tensor:
     return mask.reshape(w.shape)
 
 
-class _MaskSRSTE(torch.autograd.Function):
-    """``w * mask`` forward; dense gradient plus ``lam * (1 - mask) * w`` backward (SR-STE)."""
-
-    @staticmethod
-    def forward(ctx, w: Tensor, mask: Tensor, lam: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(w, mask)
-        ctx.lam = lam
-        return w * mask
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        w, mask = ctx.saved_tensors
-        return grad + ctx.lam * (~mask).to(w.dtype) * w, None, None
-
-
 class NMSparsifier(nn.Module):
     """Holds the N:M mask of one weight ``(out, fan_in)`` and applies it (eq. 4).
 
     The mask is computed from the weight magnitudes at the first forward pass (``ready`` false), and again
-    at training forward passes while the shared :class:`MaskSchedule` says so.
+    at training forward passes while the shared :class:`MaskSchedule` says so. The ``mask`` buffer is bool
+    (what checkpoints and the packed export store); :meth:`multiplier` also keeps it as 0/1 in the weight's
+    dtype, rebuilt only when the buffer changes (its version counter moves on every in-place write: a mask
+    update, ``load_state_dict``, the packed loader), because multiplying a float tensor by a bool one
+    converts the bools first, which on the CPU costs more than the multiplication.
     """
 
     def __init__(self, config: Sparsity, out: int, fan_in: int, schedule: MaskSchedule) -> None:
@@ -118,14 +108,25 @@ class NMSparsifier(nn.Module):
         self.register_buffer("mask", torch.ones(out, fan_in, dtype=torch.bool))
         self.register_buffer("ready", torch.tensor(False))
         object.__setattr__(self, "_schedule", schedule)  # shared, not a child: saved once, at the model root
+        self._keep: tuple[Tensor, int, Tensor] | None = None  # (mask buffer, its version, 0/1 copy)
 
-    def forward(self, w: Tensor) -> Tensor:
-        """Returns ``w * mask``; recomputes the mask first if the schedule says so."""
+    def multiplier(self, w: Tensor) -> Tensor:
+        """The mask as 0/1 in ``w``'s dtype and device; recomputes the mask from ``w`` first if the schedule says so."""
         if not bool(self.ready) or (self.training and self._schedule.updating()):
             with torch.no_grad():
                 self.mask.copy_(nm_mask(w, self.config.n, self.config.m))
                 self.ready.fill_(True)
-        lam = self._schedule.config.sr_ste
-        if lam is not None and self.training:
-            return _MaskSRSTE.apply(w, self.mask, lam)
-        return w * self.mask
+        cached = self._keep
+        if (cached is None or cached[0] is not self.mask or cached[1] != self.mask._version
+                or cached[2].dtype != w.dtype or cached[2].device != w.device):  # fmt: skip
+            # a new tensor, never written in place: autograd may still hold the previous one for a backward
+            self._keep = cached = (self.mask, self.mask._version, self.mask.to(device=w.device, dtype=w.dtype))
+        return cached[2]
+
+    def sr_ste(self) -> float | None:
+        """The SR-STE decay in force: the schedule's ``sr_ste`` in training mode, else None."""
+        return self._schedule.config.sr_ste if self.training else None
+
+    def forward(self, w: Tensor) -> Tensor:
+        """Returns ``w * mask``; recomputes the mask first if the schedule says so."""
+        return fake_compress(w, mask_only, self.multiplier(w), self.sr_ste())

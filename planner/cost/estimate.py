@@ -28,7 +28,11 @@ __all__ = ["estimate", "price_node"]
 _MODES = ("exact", "dense")
 
 
-def _bits(comp: Compression) -> tuple[int, int, float, str | None]:
+def _bits(comp: Compression, product: bool = False) -> tuple[int, int, float, str | None]:
+    """Bit widths of the two operands (weight and input; a product's second input has its input's width),
+    density and N:M text."""
+    if product:
+        return comp.activation.bits, comp.activation.bits, 1.0, None
     sp = comp.sparsity
     return comp.weight.bits, comp.activation.bits, (sp.n / sp.m if sp else 1.0), (str(sp) if sp else None)
 
@@ -61,8 +65,8 @@ def price_node(node: GraphNode, t: int, sources: tuple[int, ...], mode: Attentio
     rows: list[Row] = []
     for op in COST_FORMULAS[node.kind](node, t, sources, mode):
         leaf = op.leaf
-        comp = compression.get(op.path, FLOAT32) if leaf is not None and leaf.compressible else FLOAT32
-        wb, ab, density, sp = _bits(comp)
+        comp = compression.get(op.path, FLOAT32) if leaf is not None and leaf.quantizable else FLOAT32
+        wb, ab, density, sp = _bits(comp, leaf is not None and leaf.is_product)
         params = leaf.params if leaf is not None else 0
         storage = leaf_storage_bytes(leaf, comp) if leaf is not None else 0
         flops = 2 * op.macs + op.extra_flops

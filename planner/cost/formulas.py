@@ -43,7 +43,8 @@ class Op:
     Attributes:
         path: path inside the node (a leaf's path, or ``attention.scores`` ... for products).
         kind: the leaf op, or ``attention_scores`` / ``attention_position`` / ``attention_context``.
-        leaf: the IR leaf (None for attention products).
+        leaf: the IR leaf (the ``matmul`` leaf for the ``scores`` / ``context`` products; None for the
+            relative-position product, which has no leaf and stays in float).
         macs: multiply-accumulates.
         extra_flops: FLOPs that are not MACs (norms, softmax).
         act_in: activation elements read (for the memory side of the latency roofline).
@@ -107,6 +108,8 @@ def attention_ops(node: Any, t: int, mode: AttentionMode, prefix: str = "attenti
     pairs = t * t if mode == "dense" else attended_pairs(att, t)
     ops: list[Op] = []
     for name, lf in leaves.items():
+        if lf.is_product:
+            continue  # priced below, as the products
         if name == f"{prefix}.pos_proj":
             ops.append(_linear(lf, 2 * t - 1 if t > 0 else 0))
         elif lf.op == "linear":
@@ -115,13 +118,15 @@ def attention_ops(node: Any, t: int, mode: AttentionMode, prefix: str = "attenti
             ops.append(_param(lf))
     heads = cfg.heads
     if att.computes_map:
-        ops.append(Op(f"{prefix}.scores", "attention_scores", None, pairs * d, heads * pairs, 2 * t * d, heads * pairs))
+        ops.append(Op(f"{prefix}.scores", "attention_scores", leaves.get(f"{prefix}.scores"), pairs * d, heads * pairs,
+                      2 * t * d, heads * pairs))  # fmt: skip
         if rel:
             full = mode == "dense" or att.kind == "full"
             rp = t * (2 * t - 1) if full else pairs
             ops.append(Op(f"{prefix}.position_scores", "attention_position", None, rp * d, 0,
                           t * d + max(2 * t - 1, 0) * d, heads * rp))  # fmt: skip
-    ops.append(Op(f"{prefix}.context", "attention_context", None, pairs * d, 0, heads * pairs + t * d, t * d))
+    ops.append(Op(f"{prefix}.context", "attention_context", leaves.get(f"{prefix}.context"), pairs * d, 0,
+                  heads * pairs + t * d, t * d))  # fmt: skip
     return ops
 
 

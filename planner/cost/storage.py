@@ -11,7 +11,7 @@ import math
 from planner.ir.compression import FLOAT32, Compression
 from planner.ir.leaf import Leaf
 
-__all__ = ["leaf_storage_bytes", "weight_storage_bytes", "scale_groups"]
+__all__ = ["leaf_storage_bytes", "weight_storage_bytes", "input_quantizer_bytes", "scale_groups"]
 
 _FLOAT_BYTES = 4  # float32: scales, biases, norms, free parameters, unquantized weights
 
@@ -44,6 +44,29 @@ def weight_storage_bytes(leaf: Leaf, comp: Compression, *, zero_points: bool = T
     return math.ceil(kept * w.bits / 8) + mask + _FLOAT_BYTES * groups + zp
 
 
+def _quantizer_bytes(bits: int, channels: int) -> int:
+    """One input quantizer: BiT's ``alpha`` and ``channels`` ``beta`` (float32), or an integer grid's scale
+    (float32) and zero point (int32); nothing for floats."""
+    if bits >= 16:
+        return 0
+    if bits == 1:
+        return _FLOAT_BYTES * (1 + channels)
+    return _FLOAT_BYTES + 4
+
+
+def input_quantizer_bytes(leaf: Leaf, comp: Compression) -> int:
+    """Bytes of the input quantizers of a leaf (what inference needs to quantize its inputs again).
+
+    A linear or convolution has one (``beta`` per input channel); a product has two: ``scores`` quantizes
+    Q and K (``beta`` per model channel each), ``context`` the probabilities (``beta`` per head) and V.
+    """
+    bits = comp.activation.bits
+    if leaf.is_product:
+        second = leaf.in_dim if leaf.path.endswith("scores") else leaf.groups
+        return _quantizer_bytes(bits, leaf.in_dim) + _quantizer_bytes(bits, second)
+    return _quantizer_bytes(bits, leaf.in_dim) if leaf.compressible else 0
+
+
 def leaf_storage_bytes(leaf: Leaf, compression: Compression = FLOAT32) -> int:
     """Bytes one leaf occupies in a packed checkpoint.
 
@@ -59,8 +82,13 @@ def leaf_storage_bytes(leaf: Leaf, compression: Compression = FLOAT32) -> int:
       channel (``subchannel``). BiT stores ``mean(|W|)`` as its scale; nothing else.
     * **Zero points**: asymmetric integer grids (int2 by default) store one ``uint8`` (1 byte) per scale
       group. Symmetric grids and binary weights have none.
-    * **Bias**, the weight-norm magnitude ``g`` (``kernel`` entries), norm weights/biases and free
-      parameters (mask embedding, relative-position biases, Squeezeformer scalings): float32, 4 bytes each.
+    * **Bias**, the weight-norm magnitude ``g`` (``kernel`` entries; not stored when the weight is
+      quantized or sparse, which packs the normalised product ``g v / ||v||``), norm weights/biases, batch norm's
+      running mean and variance, and free parameters (mask embedding, relative-position biases,
+      Squeezeformer scalings): float32, 4 bytes each.
+    * **Input quantizers** (:func:`input_quantizer_bytes`): BiT's elastic binarizer keeps ``alpha`` and a
+      ``beta`` per input channel, an integer input grid its scale (float32) and zero point (int32). An
+      attention product (``matmul`` leaf) has no weight, only the quantizers of its two inputs.
 
     Args:
         leaf: the IR leaf.
@@ -76,7 +104,11 @@ def leaf_storage_bytes(leaf: Leaf, compression: Compression = FLOAT32) -> int:
         >>> leaf_storage_bytes(linear("fc", 1536, 6144, set()), Compression(weight=WeightQuant(bits=8)))
         9486336
     """
+    if leaf.is_product:
+        return input_quantizer_bytes(leaf, compression)
     if not leaf.compressible:
-        return _FLOAT_BYTES * leaf.params
+        return _FLOAT_BYTES * (leaf.params + leaf.buffer_numel)
     extra = leaf.params - leaf.weight_numel  # bias and weight-norm g, kept float32
-    return weight_storage_bytes(leaf, compression) + _FLOAT_BYTES * extra
+    if leaf.weight_norm and (compression.sparsity is not None or compression.weight.bits != 32):
+        extra -= leaf.kernel[-1]  # a compressed weight-normalised weight is packed as g v / ||v||: no g
+    return weight_storage_bytes(leaf, compression) + _FLOAT_BYTES * extra + input_quantizer_bytes(leaf, compression)

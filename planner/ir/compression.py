@@ -284,8 +284,13 @@ class CompressionRule:
         layers: ``all`` (every node), ``frontend``, ``heads``, ``post``, a layer index, an inclusive range
             ``"4-11"`` or a list of indices into ``layers``.
         modules: selectors of leaves inside the selected nodes: tag names (``attention``, ``q``, ``k``,
-            ``v``, ``out``, ``ffn``, ``conv``, ``pointwise``, ``depthwise``, ``extractor``, ``head``...) or
-            shell-style globs on a leaf's path inside its node (``ffn1.*``). Empty means every leaf.
+            ``v``, ``out``, ``ffn``, ``conv``, ``pointwise``, ``depthwise``, ``extractor``, ``head``,
+            ``matmul``, ``scores``, ``context``...) or shell-style globs on a leaf's path inside its node
+            (``ffn1.*``). Empty means every leaf. The attention products ``attention.scores`` (``Q K^T``)
+            and ``attention.context`` (``P V``) are leaves too (tags ``attention``, ``matmul`` and
+            ``scores`` / ``context``): a rule's ``activation`` quantizes both of their inputs (Q, K, V
+            on a signed grid, the probabilities P on an unsigned one, as BiT does), and its ``weight`` and
+            ``sparsity`` pass them by.
         weight: weight format for the selected leaves.
         activation: activation format for the selected leaves.
         sparsity: N:M sparsity (``"2:4"``) or ``none`` to make them dense again.
@@ -303,6 +308,10 @@ class CompressionRule:
         for i, sel in enumerate(self.modules):
             if not sel:
                 raise FieldError(f"modules[{i}]", "empty selector")
+
+    def for_products(self) -> CompressionRule:
+        """This rule as it applies to attention products: its activation format alone."""
+        return dataclasses.replace(self, weight=None, sparsity=None)
 
     def apply(self, base: Compression) -> Compression:
         """Returns ``base`` with this rule's fields overriding it."""

@@ -262,9 +262,16 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
         fields = [name for name in ("weight", "sparsity") if getattr(rule, name) is not None]
         matches: dict[tuple[str, frozenset[str]], bool] = {}  # leaves of repeated layers share path and tags
         applied: dict[int, tuple[Compression, Compression]] = {}  # id(base) -> (base kept alive, rule.apply(base))
+        # attention products take only the activation format (they have no weight to quantize or prune)
+        product_rule = rule.for_products() if rule.activation is not None else None
+        product_applied: dict[int, tuple[Compression, Compression]] = {}
         for node in targets:
             for lf in node.leaves:
-                if not lf.compressible:
+                if lf.compressible:
+                    this_rule, memo = rule, applied
+                elif lf.is_product and product_rule is not None:
+                    this_rule, memo = product_rule, product_applied
+                else:
                     continue
                 mkey = (lf.path, lf.tags)
                 match = matches.get(mkey)
@@ -273,17 +280,20 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
                 if match:
                     key = f"{node.name}.{lf.path}"
                     base = plan.get(key, FLOAT32)
-                    done = applied.get(id(base))
+                    done = memo.get(id(base))
                     if done is None:
-                        done = applied[id(base)] = (base, rule.apply(base))
+                        done = memo[id(base)] = (base, this_rule.apply(base))
                     plan[key] = done[1]
                     where[key] = (node.name, lf)
-                    for name in fields:
-                        origin[key, name] = r
+                    if lf.compressible:
+                        for name in fields:
+                            origin[key, name] = r
                     hit += 1
         if hit == 0:
-            tags = sorted({t for n in targets for lf in n.leaves if lf.compressible for t in lf.tags})
-            errors.append(FieldError(join(rpath, "modules"), f"{list(rule.modules)} selects no linear or convolution in "
+            selectable = (lambda lf: lf.quantizable) if product_rule is not None else (lambda lf: lf.compressible)  # noqa: E731
+            what = "linear, convolution or attention product" if product_rule is not None else "linear or convolution"
+            tags = sorted({t for n in targets for lf in n.leaves if selectable(lf) for t in lf.tags})
+            errors.append(FieldError(join(rpath, "modules"), f"{list(rule.modules)} selects no {what} in "
                                      f"layers {rule.layers!r} (tags there: {', '.join(tags) or 'none'})"))  # fmt: skip
     problems: dict[tuple[str, str], list[str]] = {}
     for key, comp in plan.items():

@@ -96,5 +96,10 @@ def norm(path: str, op: str, dim: int, groups: int = 1) -> Leaf:
     return Leaf(path, op, in_dim=dim, out_dim=dim, groups=groups)  # type: ignore[arg-type]
 
 
+def product(path: str, width: int, heads: int, tags: set[str]) -> Leaf:
+    """An attention product (``matmul``) over ``heads`` heads of a width-``width`` model."""
+    return Leaf(path, "matmul", in_dim=width, out_dim=width, groups=heads, bias=False, tags=frozenset(tags))
+
+
 def param(path: str, *shape: int) -> Leaf:
     return Leaf(path, "param", shape=tuple(shape))

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from planner.errors import FieldError
 from planner.ir._schema import field
 from planner.ir.attention import AttentionConfig, FullAttention, dump_attention, parse_attention
-from planner.ir.kinds.base import NODE_KINDS, NodeContext, NodeKind, conv1d, linear, norm, param
+from planner.ir.kinds.base import NODE_KINDS, NodeContext, NodeKind, conv1d, linear, norm, param, product
 from planner.ir.leaf import Leaf
 
 __all__ = ["TransformerLayer", "ConformerLayer", "SqueezeformerLayer", "TimeReduction", "TimeRecovery"]
@@ -19,13 +19,20 @@ Positional = Literal["absolute", "relative"]
 
 def attention_leaves(prefix: str, width: int, heads: int, attention: AttentionConfig,
                      positional: Positional) -> list[Leaf]:  # fmt: skip
-    """Q/K/V/out projections (no Q/K when reusing a map) and relative-position parameters."""
+    """Q/K/V/out projections (no Q/K when reusing a map), relative-position parameters, and the products.
+
+    The products ``scores`` (``Q K^T``, not when reusing a map) and ``context`` (``P V``) carry no
+    parameters; compression rules quantize their inputs (BiT: Q, K, V signed, probabilities P unsigned).
+    """
     out: list[Leaf] = []
     if attention.computes_map:
         out.append(linear(f"{prefix}.q_proj", width, width, {"attention", "q"}))
         out.append(linear(f"{prefix}.k_proj", width, width, {"attention", "k"}))
     out.append(linear(f"{prefix}.v_proj", width, width, {"attention", "v"}))
     out.append(linear(f"{prefix}.out_proj", width, width, {"attention", "out"}))
+    if attention.computes_map:
+        out.append(product(f"{prefix}.scores", width, heads, {"attention", "matmul", "scores"}))
+    out.append(product(f"{prefix}.context", width, heads, {"attention", "matmul", "context"}))
     if positional == "relative" and attention.computes_map:
         out.append(linear(f"{prefix}.pos_proj", width, width, {"attention", "pos"}, bias=False))
         out.append(param(f"{prefix}.pos_bias_u", heads, width // heads))
