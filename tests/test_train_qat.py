@@ -4,21 +4,17 @@ resume after SIGKILL), task losses (CTC, classification), the self teacher, the 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_after_first_checkpoint
 from test_train_units import DATA, ROOT, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
-from trainers import latest_checkpoint, load_recipe, loads_recipe, train
+from trainers import load_recipe, loads_recipe, train
 from trainers.evaluate import evaluate, load_task
 from trainers.teacher import float_state, load_teacher
 
@@ -98,21 +94,7 @@ def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, c
     reference = tmp_path / "reference"
     assert main(["train", str(QAT), "--recipe", str(recipe_file), "--out", str(reference)]) == 0
     killed = tmp_path / "killed"
-    script = (
-        "import time, planner, trainers\n"
-        f"trainers.train(planner.load({str(QAT)!r}), trainers.load_recipe({str(recipe_file)!r}), {str(killed)!r},\n"
-        "               on_step=lambda step, m: time.sleep(0.4))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while latest_checkpoint(killed) is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    stopped_at = int(latest_checkpoint(killed).name.split("-")[1])
-    assert proc.returncode == -signal.SIGKILL and stopped_at < 6
+    assert kill_after_first_checkpoint(QAT, recipe_file, killed) < 6
     assert main(["train", str(QAT), "--recipe", str(recipe_file), "--out", str(killed)]) == 0
     # Exact: masks, mask clock, quantizer state, optimizer, RNG and data position all come back.
     assert _losses(killed) == _losses(reference)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_after_first_checkpoint
 from test_train_units import DATA, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
 
 import planner
@@ -52,22 +48,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_loss_curve(tmp_path: Path, r
     reference = tmp_path / "reference"
     assert main(["train", str(STUDENT), "--recipe", str(recipe_file), "--out", str(reference)]) == 0
     killed = tmp_path / "killed"
-    script = (
-        "import sys, time, planner, trainers\n"
-        f"trainers.train(planner.load({str(STUDENT)!r}), trainers.load_recipe({str(recipe_file)!r}), {str(killed)!r},\n"
-        "               on_step=lambda step, m: time.sleep(0.4))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while latest_checkpoint(killed) is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    stopped_at = int(latest_checkpoint(killed).name.split("-")[1])
-    assert proc.returncode == -signal.SIGKILL and stopped_at < 6
+    assert kill_after_first_checkpoint(STUDENT, recipe_file, killed) < 6
     assert main(["train", str(STUDENT), "--recipe", str(recipe_file), "--out", str(killed)]) == 0
     # Exact: the same float ops in the same order on the CPU, from restored weights, optimizer, RNG and data position.
     assert _losses(killed) == _losses(reference)

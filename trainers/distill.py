@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
+from planner.nn.model import EncoderOutput
 from trainers.data import Batch
 from trainers.losses import LossResult, distillation_loss, layer_pairs
 from trainers.masking import compute_span_mask, mask_frame_lengths, resample_mask
@@ -61,7 +62,17 @@ class Distiller:
         prob = self.masking.prob_at(step, self.recipe.steps)
         return compute_span_mask(lengths, frames, prob, self.masking.span, self.masking.min_masks, gen), lengths
 
-    def __call__(self, student: nn.Module, batch: Batch, step: int) -> LossResult:
+    def __call__(self, student: nn.Module, batch: Batch, step: int, *, clean_output: EncoderOutput | None = None) -> LossResult:
+        """The distillation loss of ``batch`` at 0-based ``step``.
+
+        Args:
+            student: the student (or a :class:`~trainers.task.TaskModel` around it).
+            batch: the batch.
+            step: the step (seeds the masks).
+            clean_output: the student's output on ``batch``'s unmasked input when the caller already ran
+                it (a task loss combined with distillation); used only without masking, where the
+                student sees the clean input anyway.
+        """
         x, xl = (batch.features, batch.feature_lengths) if batch.features is not None else (batch.waveforms, batch.lengths)
         dtype = next(student.parameters()).dtype
         x = x.to(dtype)
@@ -69,7 +80,7 @@ class Distiller:
         tx, tl = (x, xl) if self.same_input else (wav, wl)
         clean = self.teacher(tx, tl, num_layers=self.teacher_layers)
         if self.masking is None:
-            out = student(x, xl)
+            out = clean_output if clean_output is not None else student(x, xl)
             return distillation_loss(self._features(out), out.hidden_lengths, clean.hidden, clean.lengths, self.pairs,
                                      self.recipe.loss)  # fmt: skip
         mask, mask_len = self.draw_mask(wl, step)

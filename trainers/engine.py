@@ -4,23 +4,52 @@ Both use ``torch.optim.AdamW`` and a ``LambdaLR`` warmup/decay schedule, clip gr
 ``optimizer.clip_norm``, and save/load their whole state in a folder. On a machine without CUDA,
 DeepSpeed runs on its CPU accelerator (``DS_ACCELERATOR=cpu``) with a torch AdamW (DeepSpeed's own CPU
 Adam would be JIT-compiled first).
+
+What works where (DeepSpeed 0.19, one process):
+
+================  ===================================  ==========================================
+precision         CPU accelerator (tested)             CUDA accelerator (allowed, not tested here)
+================  ===================================  ==========================================
+``fp32``          ZeRO 0, 1, 2, 3                      ZeRO 0-3
+``bf16``          ZeRO 0, 1, 2, 3                      ZeRO 0-3 where the GPU has bf16
+``fp16``          refused unless the CPU has           ZeRO 0-3 (dynamic loss scaling)
+                  AVX512-FP16 / AMX-FP16
+================  ===================================  ==========================================
+
+A precision the machine's accelerator lacks is a :class:`~planner.errors.ConfigError` on
+``deepspeed.precision`` (:func:`check_deepspeed_support`), raised before a run folder is claimed.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import io
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from trainers.recipe import Recipe
+from planner.errors import ConfigError, FieldError
+from trainers.recipe import DeepSpeedConfig, Recipe
 
-__all__ = ["Engine", "TorchEngine", "DeepSpeedEngine", "build_engine", "lr_lambda", "single_process_env"]
+__all__ = [
+    "Engine",
+    "TorchEngine",
+    "DeepSpeedEngine",
+    "build_engine",
+    "check_deepspeed_support",
+    "check_engine",
+    "deepspeed_config",
+    "read_deepspeed_checkpoint",
+    "lr_lambda",
+    "single_process_env",
+]
 
 
 def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
@@ -67,6 +96,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def load(self, folder: Path) -> None:
         ...
+
+    def full_weights(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which ``module.state_dict()`` is the plain fp32 model's (what ``student.pt`` holds).
+
+        The torch engine trains the plain model itself; DeepSpeed's engine overrides this.
+        """
+        return contextlib.nullcontext()
 
 
 class TorchEngine(Engine):
@@ -118,49 +154,251 @@ def single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
 
 
+def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
+    """The ``deepspeed.initialize`` config of a recipe: one micro-batch per step, the recipe's ZeRO stage,
+    precision and gradient clipping (the optimizer and schedule are passed as torch objects).
+
+    Example:
+        >>> from trainers import load_recipe
+        >>> deepspeed_config(load_recipe("recipes/distill.yaml"))["zero_optimization"]
+        {'stage': 0}
+    """
+    ds = recipe.deepspeed
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": ds.zero_stage},
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16"},  # loss_scale 0 (DeepSpeed's default): dynamic scaling
+        "steps_per_print": 1 << 30,
+    }
+    if ds.zero_stage == 3:
+        # Otherwise ZeRO-3 replaces torch.nn.functional.linear for the whole process ("memory efficient"
+        # matmul-then-add), which changes 16-bit rounding for every model run afterwards, teachers included.
+        config["zero_optimization"]["memory_efficient_linear"] = False
+    if recipe.optimizer.clip_norm is not None:
+        config["gradient_clipping"] = recipe.optimizer.clip_norm
+    return config
+
+
+def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
+    """Checks that this machine's DeepSpeed accelerator can run ``ds.precision``.
+
+    DeepSpeed refuses the same combinations inside ``deepspeed.initialize`` ("Type fp16 is not supported
+    on your device"); asking its accelerator first turns that into a message naming the recipe field and
+    the fix. The accelerator is DeepSpeed's own choice (CUDA where a GPU is visible, else the CPU), so a
+    recipe that fails here runs unchanged on a GPU machine.
+
+    Raises:
+        ConfigError: ``deepspeed.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...``.
+    """
+    single_process_env()
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    supported = {"fp32": True, "bf16": bool(acc.is_bf16_supported()), "fp16": bool(acc.is_fp16_supported())}
+    if not supported[ds.precision]:
+        usable = ", ".join(p for p, ok in supported.items() if ok)
+        fix = "bf16 (fp32 master weights, no loss scaling) or fp32" if supported["bf16"] else "fp32"
+        raise ConfigError([FieldError(
+            "deepspeed.precision",
+            f"{ds.precision} is not supported by DeepSpeed's {acc.device_name()!r} accelerator on this machine "
+            f"(allowed here: {usable}); use {fix}, or train on a machine whose accelerator has "
+            f"{ds.precision} (a CUDA GPU{', Ampere or newer' if ds.precision == 'bf16' else ''})")])  # fmt: skip
+
+
+def check_engine(recipe: Recipe) -> None:
+    """Raises a :class:`ConfigError` if this machine cannot run the recipe's engine (before a run folder
+    is claimed, so that the fixed recipe can use the same folder)."""
+    if recipe.engine == "deepspeed":
+        check_deepspeed_support(recipe.deepspeed)
+
+
+_TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.pt
+_SHAPES = "planner_param_shapes"  # client state: each parameter's shape in the plain model
+
+
+def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The plain fp32 state dict (parameters and buffers) of a checkpoint written by :class:`DeepSpeedEngine`.
+
+    ZeRO 1-3: DeepSpeed's own consolidation of the fp32 master weights
+    (``deepspeed.utils.zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint``); buffers keep their dtypes
+    (bool masks stay bool). ZeRO-0: the module state DeepSpeed saved (the weights themselves under fp32;
+    under bf16/fp16 the 16-bit weights, widened). Parameters get their plain-model shapes back.
+
+    Example:
+        >>> state = read_deepspeed_checkpoint("runs/a1/checkpoints/step-00001000")  # doctest: +SKIP
+    """
+    single_process_env()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    tag_dir = Path(folder) / _TAG
+    states = sorted(tag_dir.glob("*model_states.pt"))
+    if not states:
+        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states")
+    saved = torch.load(states[0], map_location="cpu", weights_only=False)
+    if any(tag_dir.glob("*optim_states.pt")):
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
+            state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=_TAG)
+    else:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in saved["module"].items()}
+    for name, shape in saved.get(_SHAPES, {}).items():
+        if name in state:
+            state[name] = state[name].reshape(shape)
+    return state
+
+
+def _has_master(ds: DeepSpeedConfig) -> bool:
+    """Whether DeepSpeed keeps fp32 master weights apart from the module's parameters."""
+    return ds.zero_stage > 0 or ds.precision != "fp32"
+
+
+class _StrItemsDict(dict):
+    """A dict whose ``items()`` name its keys as strings; everything else is the dict's own.
+
+    DeepSpeed 0.19's ZeRO-3 post-forward hook (``parameter_offload._post_forward_module_hook``) walks a dict
+    output with ``name.startswith('__')``, which fails on the ``{layer: tensor}`` dict of the projection
+    heads. It only looks for parameters returned as outputs, so string names are all it needs, while
+    ``dict.update`` and indexing (how the encoder reads this dict) still see the integer keys.
+    """
+
+    def items(self):  # noqa: ANN201
+        return [(str(k), v) for k, v in super().items()]
+
+
+def _zero3_output_hook(module: nn.Module, args: Any, output: Any) -> Any:
+    """Forward hook: dict outputs with non-string keys go on as :class:`_StrItemsDict`."""
+    if type(output) is dict and not all(isinstance(k, str) for k in output):
+        return _StrItemsDict(output)
+    return None
+
+
 class DeepSpeedEngine(Engine):
     """``deepspeed.initialize`` with a torch AdamW and the recipe's schedule, ZeRO stage and precision.
 
     A batch is one micro-batch (no gradient accumulation); checkpoints are DeepSpeed's own
-    (``save_checkpoint`` under tag ``state``).
+    (``save_checkpoint`` under tag ``state``: the module, the optimizer with its fp32 master weights
+    and ZeRO partitions, the schedule). Under bf16/fp16 only the parameters become 16-bit: buffers
+    (quantizer scales, N:M masks, flags, the mask clock) keep their dtypes.
+
+    What the engine adds around DeepSpeed:
+
+    * Scalar (0-d) parameters, such as BiT's ``alpha``, are held as 1-element vectors while the engine
+      owns the model (DeepSpeed broadcasts every parameter viewed as bytes, which a 0-d tensor cannot
+      be); :meth:`full_weights` gives them back their shapes.
+    * Parameters that the forward pass changes in place (BiT's ``alpha``, set from the first batch)
+      are copied into DeepSpeed's fp32 master weights before the optimizer step, which would otherwise
+      overwrite them from the stale master copy.
+    * ZeRO-0 with 16-bit weights: the optimizer state DeepSpeed creates with a step on zero gradients
+      is dropped (see ``__init__``).
+    * ZeRO-3: dict outputs keyed by layer index reach DeepSpeed's per-module hooks as
+      :class:`_StrItemsDict`.
     """
 
     def __init__(self, model: nn.Module, recipe: Recipe) -> None:
-        single_process_env()
+        ds = recipe.deepspeed
+        check_deepspeed_support(ds)
         import deepspeed
 
+        self.shapes = {name: p.shape for name, p in model.named_parameters()}
+        for p in model.parameters():
+            if p.dim() == 0:
+                p.data = p.data.reshape(1)
+        self.versions: dict[nn.Parameter, int] = {}
+        self.changed: dict[nn.Parameter, Tensor] = {}
+        for module in model.modules():  # registered before DeepSpeed's own hooks, so these run first
+            if ds.zero_stage == 3:
+                module.register_forward_hook(_zero3_output_hook)
+            if _has_master(ds) and any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.register_forward_hook(self._note_changes)
         opt = _optimizer(model, recipe)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
-        ds = recipe.deepspeed
-        config = {
-            "train_micro_batch_size_per_gpu": 1,
-            "gradient_accumulation_steps": 1,
-            "zero_optimization": {"stage": ds.zero_stage},
-            "bf16": {"enabled": ds.precision == "bf16"},
-            "fp16": {"enabled": ds.precision == "fp16"},
-            "steps_per_print": 1 << 30,
-        }
-        if recipe.optimizer.clip_norm is not None:
-            config["gradient_clipping"] = recipe.optimizer.clip_norm
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=opt, lr_scheduler=sched, config=config)  # fmt: skip
+            model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe))  # fmt: skip
         self.module = self.engine.module
+        if ds.zero_stage == 0 and ds.precision != "fp32":
+            # DeepSpeed's FP16_UnfusedOptimizer (ZeRO-0, 16-bit weights, a torch optimizer) creates the
+            # optimizer state with one AdamW step on zero gradients: the step count (Adam's bias
+            # correction) would run one ahead and weight decay would hit the master weights once. Drop
+            # that step: AdamW builds its state at the first real step, and the fp32 master weights are
+            # copied again from the 16-bit weights they were made from.
+            self.engine.optimizer.optimizer.state.clear()
+            self.engine.optimizer.refresh_fp32_params()
+        self._note_versions()
+
+    def _note_versions(self) -> None:
+        self.versions = {p: p._version for p in self.module.parameters() if p.requires_grad}
+
+    def _note_changes(self, module: nn.Module, args: Any, output: Any) -> None:
+        """Forward hook: keeps the value of each parameter of ``module`` that its forward changed in place
+        (read here, while ZeRO-3 still holds it gathered)."""
+        for p in module.parameters(recurse=False):
+            if p in self.versions and p._version != self.versions[p]:
+                self.changed[p] = p.detach().clone()
+                self.versions[p] = p._version
+
+    def _master(self, p: nn.Parameter) -> Tensor | None:
+        """The fp32 master copy of ``p`` (gathered under ZeRO-3), or None where ``p`` is its own master."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        full = safe_get_full_fp32_param(p)  # ZeRO 1-3 (DeepSpeed's own lookup)
+        if full is not None:
+            return full
+        opt = self.engine.optimizer  # ZeRO-0 with 16-bit weights: FP16_UnfusedOptimizer's paired groups
+        for lp_group, hp_group in zip(getattr(opt, "fp16_groups", ()), getattr(opt, "fp32_groups", ())):
+            for lp, hp in zip(lp_group, hp_group):
+                if lp is p:
+                    return hp
+        return None
+
+    def _set_master(self, p: nn.Parameter, value: Tensor) -> None:
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        if hasattr(p, "ds_id") or getattr(p, "_hp_mapping", None) is not None:
+            safe_set_full_fp32_param(p, value.float())
+            return
+        master = self._master(p)
+        if master is not None:
+            master.data.copy_(value.reshape(master.shape))
 
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
         self.engine.train()
         loss = loss_fn(self.module)
         self.engine.backward(loss)
+        for p, value in self.changed.items():  # the optimizer steps from the master copy: update it first
+            self._set_master(p, value)
+        self.changed.clear()
         self.engine.step()
+        self._note_versions()
 
     @property
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
 
     def save(self, folder: Path) -> None:
-        self.engine.save_checkpoint(str(folder), tag="state", save_latest=False)
+        shapes = {name: list(shape) for name, shape in self.shapes.items()}
+        self.engine.save_checkpoint(str(folder), tag=_TAG, client_state={_SHAPES: shapes}, save_latest=False)
 
     def load(self, folder: Path) -> None:
-        self.engine.load_checkpoint(str(folder), tag="state")
+        self.engine.load_checkpoint(str(folder), tag=_TAG)
+        self._note_versions()
+
+    @contextlib.contextmanager
+    def full_weights(self) -> Iterator[None]:
+        """Within the block, the module's parameters hold their full fp32 master values in the plain
+        model's shapes (ZeRO-3: gathered), so ``module.state_dict()`` loads into ``planner.materialize``'s
+        model; afterwards DeepSpeed's own tensors are put back."""
+        saved = []
+        try:
+            for name, p in self.module.named_parameters():
+                master = self._master(p)
+                value = p.data if master is None else master
+                saved.append((p, p.data))
+                p.data = value.detach().to(torch.float32).reshape(self.shapes[name]).clone()
+            yield
+        finally:
+            for p, data in saved:
+                p.data = data
 
 
 def build_engine(model: nn.Module, recipe: Recipe) -> Engine:

@@ -3,25 +3,39 @@
 Task file (``TASK.yaml``; relative paths against its folder; unknown keys are errors)::
 
     format: 1
-    kind: classification
+    kind: classification    # or ctc: the labels are transcripts
     train: train.tsv        # path<TAB>label per line (paths relative to the TSV's folder)
-    test: test.tsv          # held out: accuracy is reported on it
+    test: test.tsv          # held out: accuracy (classification) or CER/WER (ctc) is reported on it
     features: weighted_sum  # or last (the encoder output)
-    steps: 300              # Adam steps of the linear classifier
+    alphabet: " abc...z'"   # ctc only: the characters (default: the training loss's default)
+    steps: 300              # Adam steps of the linear probe
     lr: 1.0e-2
     batch_size: 32
     seed: 0
 
-Features: each utterance is run alone through the frozen encoder (eval mode, compression as trained), every
-hidden state is mean-pooled over its frames, and the probe is a linear classifier on either the encoder
-output or a softmax-weighted sum of the layers (SUPERB's weighted sum; weights learned with the probe;
-pooling then weighting equals weighting then pooling). Features are standardised with the training set's
-mean and deviation.
+Features: each utterance is run alone through the frozen encoder (eval mode, compression as trained), so a
+feature never depends on which other utterances share a batch (activation quantizers with dynamic ranges
+would see padding); the probe reads either the encoder output or a softmax-weighted sum of every layer's
+hidden state and the output (SUPERB's weighted sum; weights learned with the probe).
+
+* ``classification``: hidden states are mean-pooled over the utterance (pooling then weighting equals
+  weighting then pooling), standardised with the training set's mean and deviation, and a linear
+  classifier is trained with cross-entropy. ``chance`` is the held-out rate of the most frequent class.
+* ``ctc``: hidden states stay per frame, standardised per layer and dimension with the training frames'
+  statistics; the probe is a linear layer frames x ``len(alphabet) + 1`` (blank 0) trained with
+  ``torch.nn.functional.ctc_loss`` on padded minibatches (padding excluded through the lengths), then
+  greedy CTC decoding of the held-out set (:mod:`trainers.ctc`) gives ``cer`` and ``wer``. Baselines no
+  probe of silence can beat: ``baseline_cer`` / ``baseline_wer`` (the empty transcript: exactly 1.0) and
+  ``prior_cer`` / ``prior_wer`` (the most frequent training transcript for every test utterance).
+  Transcripts are lower-cased; a character outside ``alphabet`` is an error naming the TSV line. The
+  frames of the whole training set are held in memory (frames x layers x width floats): a probe-sized
+  set, minutes to a few hours of audio.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,24 +43,41 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from planner.errors import ConfigError, FieldError, PlannerError
 from planner.ir._schema import from_data
 from planner.ir.io import read_yaml
+from trainers.ctc import encode, error_rates, greedy_decode
 from trainers.data import collate, read_audio, read_labels
+from trainers.recipe import DEFAULT_ALPHABET
 from trainers.task import mean_pool
 
 __all__ = ["ProbeTask", "evaluate", "load_task", "load_run_model"]
 
 
+_EXAMPLES = 5  # decoded held-out utterances shown in a ctc result
+
+
 @dataclass(frozen=True)
 class ProbeTask:
-    """A linear-probe task (see the module docstring). ``base_dir`` anchors relative paths."""
+    """A linear-probe task (see the module docstring). ``base_dir`` anchors relative paths.
+
+    Attributes:
+        train, test: ``path<TAB>label`` TSVs (a class name, or a transcript for ``ctc``).
+        kind: ``classification`` or ``ctc``.
+        features: ``weighted_sum`` (every layer, softmax weights learned with the probe) or ``last``.
+        alphabet: the CTC characters (``ctc`` only; default :data:`~trainers.recipe.DEFAULT_ALPHABET`).
+        steps, lr, weight_decay, batch_size: the probe's Adam training.
+        sample_rate, max_seconds: audio is resampled to this rate and cut to this length.
+        seed: the probe's initialisation and minibatch order.
+    """
 
     train: str
     test: str
-    kind: Literal["classification"] = "classification"
+    kind: Literal["classification", "ctc"] = "classification"
     features: Literal["weighted_sum", "last"] = "weighted_sum"
+    alphabet: str | None = None
     steps: int = 300
     lr: float = 1.0e-2
     weight_decay: float = 0.0
@@ -65,6 +96,15 @@ class ProbeTask:
         for name in ("lr", "max_seconds"):
             if getattr(self, name) <= 0:
                 raise FieldError(name, f"{getattr(self, name)} must be positive")
+        if self.alphabet is not None and self.kind != "ctc":
+            raise FieldError("alphabet", f"only allowed with kind: ctc (this task is {self.kind})")
+        if self.alphabet is not None and (not self.alphabet or len(set(self.alphabet)) != len(self.alphabet)):
+            raise FieldError("alphabet", f"{self.alphabet!r} must be non-empty characters, each once")
+
+    @property
+    def characters(self) -> str:
+        """The CTC alphabet in effect (``alphabet``, else the default)."""
+        return self.alphabet if self.alphabet is not None else DEFAULT_ALPHABET
 
 
 def load_task(path: str | os.PathLike[str]) -> tuple[ProbeTask, Path]:
@@ -96,9 +136,14 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
         state = torch.load(run / "student.pt", map_location="cpu", weights_only=True)
     else:
         ckpt = latest_checkpoint(run)
-        if ckpt is None or not (ckpt / "engine.pt").is_file():
-            raise PlannerError(f"{run}: no student.pt and no torch-engine checkpoint to evaluate")
-        state = torch.load(ckpt / "engine.pt", map_location="cpu", weights_only=True)["model"]
+        if ckpt is not None and (ckpt / "state").is_dir():  # a DeepSpeed checkpoint (ZeRO: consolidated in fp32)
+            from trainers.engine import read_deepspeed_checkpoint
+
+            state = read_deepspeed_checkpoint(ckpt)
+        elif ckpt is None or not (ckpt / "engine.pt").is_file():
+            raise PlannerError(f"{run}: no student.pt and no torch-engine or DeepSpeed checkpoint to evaluate")
+        else:
+            state = torch.load(ckpt / "engine.pt", map_location="cpu", weights_only=True)["model"]
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if any(k.startswith("student.") for k in state):  # a TaskModel's state: the encoder part
@@ -110,15 +155,20 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
     return graph, model.eval()
 
 
+def _run_one(model: nn.Module, graph: Any, path: str, task: ProbeTask) -> Any:
+    """The encoder's output on one utterance (its first ``task.max_seconds``), alone in its batch."""
+    wav = read_audio(path, task.sample_rate)[: int(task.max_seconds * task.sample_rate)]
+    b = collate([wav], [path], graph.spec.input)
+    x, xl = (b.features, b.feature_lengths) if b.features is not None else (b.waveforms, b.lengths)
+    return model(x, xl)
+
+
 @torch.no_grad()
 def _pooled(model: nn.Module, graph: Any, paths: list[str], task: ProbeTask) -> Tensor:
     """``(N, L + 1, D)``: every hidden state and the output, mean-pooled, one utterance at a time."""
     rows = []
     for p in paths:
-        wav = read_audio(p, task.sample_rate)[: int(task.max_seconds * task.sample_rate)]
-        b = collate([wav], [p], graph.spec.input)
-        x, xl = (b.features, b.feature_lengths) if b.features is not None else (b.waveforms, b.lengths)
-        out = model(x, xl)
+        out = _run_one(model, graph, p, task)
         feats = [mean_pool(h, hl) for h, hl in zip(out.hidden_states, out.hidden_lengths)]
         feats.append(mean_pool(out.output, out.lengths))
         if len({f.shape[-1] for f in feats}) != 1 and task.features == "weighted_sum":
@@ -128,36 +178,84 @@ def _pooled(model: nn.Module, graph: Any, paths: list[str], task: ProbeTask) -> 
 
 
 def _read(task_file: Path, base: Path, where: str, value: str) -> dict[str, str]:
-    path = Path(value) if os.path.isabs(value) else base / value
+    path = _tsv_path(base, value)
     try:
         return read_labels(path, str(path.parent))
     except OSError as err:
         raise ConfigError([FieldError(where, f"{path}: cannot read ({err.strerror})")], str(task_file)) from None
 
 
+def _tsv_path(base: Path, value: str) -> Path:
+    return Path(value) if os.path.isabs(value) else base / value
+
+
+def _check_transcripts(task_file: Path, tsv: Path, alphabet: str) -> None:
+    """Every transcript of ``tsv`` encodes in ``alphabet``; else ``TSV: line N: problem`` for each bad line."""
+    errors = []
+    for n, line in enumerate(tsv.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) != 2:  # blank lines; read_labels has rejected malformed ones
+            continue
+        try:
+            encode(parts[1].strip(), alphabet)
+        except ValueError as err:
+            errors.append(FieldError(f"line {n}", f"{parts[1].strip()!r}: {err}; add them to alphabet in "
+                                                  f"{task_file.name}, or normalise the transcript"))  # fmt: skip
+    if len(errors) > 20:
+        errors = [*errors[:20], FieldError("", f"... and {len(errors) - 20} more lines")]
+    if errors:
+        raise ConfigError(errors, str(tsv))
+
+
 def evaluate(run: str | os.PathLike[str], task_file: str | os.PathLike[str], *, checkpoint: str | None = None) -> dict[str, Any]:
-    """Trains a linear probe on the run's frozen features and returns its held-out accuracy.
+    """Trains a linear probe on the run's frozen features and scores it on the held-out set.
+
+    Args:
+        run: a training run folder (``arch.yaml`` and ``student.pt`` or a torch-engine checkpoint).
+        task_file: the task file (see the module docstring).
+        checkpoint: a state dict to evaluate instead of the run's own weights.
 
     Returns:
-        ``{"accuracy", "chance", "train_accuracy", "classes", "n_train", "n_test", "features",
-        "layer_weights", "run", "task", "steps"}``; ``chance`` is the held-out rate of its most
-        frequent class.
+        ``classification``: ``{"accuracy", "chance", "train_accuracy", "classes", ...}``; ``chance`` is
+        the held-out rate of its most frequent class. ``ctc``: ``{"cer", "wer", "baseline_cer",
+        "baseline_wer", "prior_cer", "prior_wer", "train_cer", "train_wer", "examples", "n_too_short",
+        "alphabet", ...}``. Both: ``"kind", "features", "layer_weights", "n_train", "n_test", "steps",
+        "run", "task"``.
+
+    Raises:
+        ConfigError: the task file or a TSV is invalid (``FILE: field: problem``, ``TSV: line N: problem``).
+        PlannerError: the run cannot be loaded, or its layers cannot be summed.
 
     Example:
         >>> evaluate("runs/a1", "tasks/digits.yaml")["accuracy"]  # doctest: +SKIP
         0.92
+        >>> evaluate("runs/qat", "tasks/spelling.yaml")["cer"]  # doctest: +SKIP
+        0.31
     """
     task, base = load_task(task_file)
-    train_labels = _read(Path(task_file), base, "train", task.train)
-    test_labels = _read(Path(task_file), base, "test", task.test)
+    task_file = Path(task_file)
+    train_labels = _read(task_file, base, "train", task.train)
+    test_labels = _read(task_file, base, "test", task.test)
+    head = {"run": str(run), "task": str(task_file), "kind": task.kind, "features": task.features, "steps": task.steps}
+    if task.kind == "ctc":
+        for where in (task.train, task.test):
+            _check_transcripts(task_file, _tsv_path(base, where), task.characters)
+        graph, model = load_run_model(run, checkpoint)
+        return head | _ctc_probe(model, graph, task, train_labels, test_labels)
     classes = sorted(set(train_labels.values()))
     unseen = sorted(set(test_labels.values()) - set(classes))
     if unseen:
         raise ConfigError([FieldError("test", f"labels {unseen[:5]} never occur in the training TSV")], str(task_file))
     if len(classes) < 2:
         raise ConfigError([FieldError("train", f"one class only ({classes})")], str(task_file))
-    index = {c: i for i, c in enumerate(classes)}
     graph, model = load_run_model(run, checkpoint)
+    return head | _classification_probe(model, graph, task, train_labels, test_labels, classes)
+
+
+def _classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_labels: dict[str, str],
+                          test_labels: dict[str, str], classes: list[str]) -> dict[str, Any]:  # fmt: skip
+    """Mean-pooled features, a linear classifier; accuracy, chance and the layer weights."""
+    index = {c: i for i, c in enumerate(classes)}
     xtr = _pooled(model, graph, list(train_labels), task)
     xte = _pooled(model, graph, list(test_labels), task)
     ytr = torch.tensor([index[v] for v in train_labels.values()])
@@ -185,7 +283,88 @@ def evaluate(run: str | os.PathLike[str], task_file: str | os.PathLike[str], *, 
     with torch.no_grad():
         acc = float((logits(xte).argmax(-1) == yte).float().mean())
         train_acc = float((logits(xtr).argmax(-1) == ytr).float().mean())
-    return {"run": str(run), "task": str(task_file), "features": task.features, "accuracy": acc,
-            "chance": float(torch.bincount(yte, minlength=len(classes)).max()) / len(yte),
+    return {"accuracy": acc, "chance": float(torch.bincount(yte, minlength=len(classes)).max()) / len(yte),
             "train_accuracy": train_acc, "classes": classes, "n_train": len(ytr), "n_test": len(yte),
-            "steps": task.steps, "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip
+            "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip
+
+
+@torch.no_grad()
+def _frames(model: nn.Module, graph: Any, paths: list[str], task: ProbeTask) -> list[Tensor]:
+    """Per utterance, ``(T, K, D)``: every valid frame of the ``K`` probed states (each utterance run alone)."""
+    rows = []
+    for p in paths:
+        out = _run_one(model, graph, p, task)
+        if task.features == "last":
+            rows.append(out.output[0, : int(out.lengths[0])][:, None])
+            continue
+        states = [*out.hidden_states, out.output]
+        lengths = [*out.hidden_lengths, out.lengths]
+        if len({(s.shape[1], s.shape[2]) for s in states}) != 1 or len({int(n[0]) for n in lengths}) != 1:
+            raise PlannerError(f"{graph.name}: layers of different widths or frame rates cannot be summed "
+                               "frame by frame; use features: last")  # fmt: skip
+        rows.append(torch.stack(states, 2)[0, : int(out.lengths[0])])
+    return rows
+
+
+def _ctc_needs(target: list[int]) -> int:
+    """Frames CTC needs for ``target``: one per character, plus a blank between repeated characters."""
+    return len(target) + sum(a == b for a, b in zip(target, target[1:]))
+
+
+def _ctc_probe(model: nn.Module, graph: Any, task: ProbeTask, train_labels: dict[str, str],
+               test_labels: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """Per-frame features, a linear CTC head, greedy decoding; CER/WER, baselines and examples."""
+    alphabet = task.characters
+    xtr = _frames(model, graph, list(train_labels), task)
+    xte = _frames(model, graph, list(test_labels), task)
+    targets = [torch.tensor(encode(t, alphabet), dtype=torch.long) for t in train_labels.values()]
+    too_short = sum(x.shape[0] < _ctc_needs(t.tolist()) for x, t in zip(xtr, targets))
+    if too_short == len(xtr):
+        raise PlannerError(f"{graph.name}: every training utterance has fewer frames than its transcript needs "
+                           "for CTC; the frame rate is too low for characters")  # fmt: skip
+    every = torch.cat(xtr)  # (frames, K, D)
+    mean, std = every.mean(0), every.std(0).clamp(min=1e-5)
+    xtr = [(x - mean) / std for x in xtr]
+    xte = [(x - mean) / std for x in xte]
+
+    torch.manual_seed(task.seed)
+    gen = torch.Generator().manual_seed(task.seed)
+    probe = nn.Linear(every.shape[-1], len(alphabet) + 1)
+    layer_logits = nn.Parameter(torch.zeros(every.shape[1]))
+    opt = torch.optim.Adam([*probe.parameters(), layer_logits], lr=task.lr, weight_decay=task.weight_decay)
+
+    def logits(xs: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``(B, T, V)`` logits of padded utterances and their ``(B,)`` frames."""
+        x = pad_sequence(xs, batch_first=True)  # (B, T, K, D), zeros (the mean) after each utterance
+        lengths = torch.tensor([u.shape[0] for u in xs])
+        return probe((layer_logits.softmax(0)[None, None, :, None] * x).sum(2)), lengths
+
+    for _ in range(task.steps):
+        idx = torch.randperm(len(xtr), generator=gen)[: task.batch_size].tolist()
+        out, lengths = logits([xtr[i] for i in idx])
+        tgt = [targets[i] for i in idx]
+        loss = F.ctc_loss(out.log_softmax(-1).transpose(0, 1), torch.cat(tgt), lengths,
+                          torch.tensor([t.numel() for t in tgt]), blank=0, zero_infinity=True)  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def decode(xs: list[Tensor]) -> list[str]:
+        step = task.batch_size
+        return [h for i in range(0, len(xs), step) for h in greedy_decode(*logits(xs[i : i + step]), alphabet)]
+
+    refs, train_refs = list(test_labels.values()), list(train_labels.values())
+    hyps = decode(xte)
+    rates, train_rates = error_rates(hyps, refs), error_rates(decode(xtr), train_refs)
+    empty = error_rates([""] * len(refs), refs)
+    counts = Counter(t.lower() for t in train_refs)
+    prior = min(counts, key=lambda t: (-counts[t], t))  # the most frequent training transcript
+    prior_rates = error_rates([prior] * len(refs), refs)
+    shown = list(zip(test_labels, refs, hyps))[:_EXAMPLES]
+    examples = [{"path": p, "reference": r.lower(), "hypothesis": h} for p, r, h in shown]
+    return {"cer": rates.cer, "wer": rates.wer, "baseline_cer": empty.cer, "baseline_wer": empty.wer,
+            "prior_cer": prior_rates.cer, "prior_wer": prior_rates.wer, "train_cer": train_rates.cer,
+            "train_wer": train_rates.wer, "alphabet": alphabet, "n_train": len(xtr), "n_test": len(xte),
+            "n_too_short": too_short, "examples": examples,
+            "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip

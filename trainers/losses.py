@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainers.ctc import BatchDecoding
 from trainers.masking import resample_mask, same_rate
 from trainers.recipe import LossConfig
 
@@ -25,13 +26,26 @@ __all__ = ["LossResult", "align_frames", "frame_distance", "layer_pairs", "disti
 
 @dataclass
 class LossResult:
-    """``total`` (what is minimised) and its parts, as floats, for logging."""
+    """``total`` (what is minimised) and its parts, as floats, for logging.
+
+    Attributes:
+        total: the scalar loss.
+        masked, unmasked: the distillation's two terms of eq. 6 (layer-weighted sums; 0 without masking).
+        per_layer: the distillation loss of each student layer.
+        accuracy: the batch accuracy of a classification loss.
+        task, distill: for a task loss combined with distillation, the two parts of
+            ``total = task + distill_weight * distill`` (``distill`` before the weight).
+        decoding: the greedy CTC paths of a ``ctc`` loss's batch (scored when logged).
+    """
 
     total: Tensor
     masked: float = 0.0
     unmasked: float = 0.0
     per_layer: dict[int, float] = field(default_factory=dict)
     accuracy: float | None = None
+    task: float | None = None
+    distill: float | None = None
+    decoding: BatchDecoding | None = None
 
 
 def frame_distance(student: Tensor, teacher: Tensor, distance: str, cosine_weight: float = 1.0) -> Tensor:

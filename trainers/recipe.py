@@ -7,6 +7,8 @@ Layout (defaults in the dataclasses below follow DistilHuBERT / FitHuBERT / Recy
     teacher: {kind: torchaudio_hubert, checkpoint: hubert_base.pt}
     data: {train: [train.tsv], valid: valid.tsv, batch_seconds: 120, max_seconds: 15}
     loss:
+      kind: layer_to_layer             # or ctc / classification (task losses on data.labels)
+      distill_weight: null             # task kinds: total = task + distill_weight * distillation (needs teacher)
       layers: {3: 3, 7: 7, 11: 11}     # student layer -> teacher layer (0-based); default: every head
       weights: null                    # default 0.1 per layer and 1.0 for the last (Recycle-and-Distill)
       distance: l2                     # or l1_cosine (DistilHuBERT)
@@ -39,6 +41,7 @@ from planner.ir._schema import field, from_data, join
 from planner.ir.io import read_yaml
 
 __all__ = [
+    "DEFAULT_ALPHABET",
     "FORMAT_VERSION",
     "CheckpointConfig",
     "DataConfig",
@@ -58,6 +61,13 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+#: The CTC characters when a recipe or a probe task names none (blank is index 0, ``alphabet[i]`` is ``i + 1``).
+DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
+
+# Fields added after runs were first written: left out of the fingerprint while at their default, so a run
+# started before they existed still resumes with its unchanged recipe (run.json holds the older fingerprint).
+_LATER_FIELDS = {("loss", "distill_weight"): None}
 
 
 def _parse_paths(value: Any, path: str) -> tuple[str, ...]:
@@ -206,7 +216,7 @@ class MaskingConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The training loss: layer-to-layer distillation, or a task loss on ``data.labels``.
+    """The training loss: layer-to-layer distillation, a task loss on ``data.labels``, or both.
 
     Attributes:
         kind: ``layer_to_layer`` (distillation through the student's projection heads; hidden states
@@ -214,6 +224,10 @@ class LossConfig:
             the architecture's ``ctc`` head; blank is index 0, ``alphabet[i]`` is ``i + 1``) or
             ``classification`` (cross-entropy of a trainer-owned ``Linear(width, classes)`` on the
             mean-pooled encoder output).
+        distill_weight: for the task kinds: the total loss is ``task + distill_weight * distillation``,
+            the distillation being the layer-to-layer loss below (``layers``, ``weights``, ``distance``,
+            ``masking``) from the recipe's ``teacher`` (USM-Lite-style QAT with self-distillation). Null:
+            the task loss alone.
         layers: student layer -> teacher layer (0-based: layer ``i`` is the output of the ``i+1``-th
             block); default (``heads``) maps every student layer with a projection head to the same index.
         weights: one per mapped layer in student order; default 0.1 each and 1.0 for the last.
@@ -226,19 +240,33 @@ class LossConfig:
     """
 
     kind: Literal["layer_to_layer", "ctc", "classification"] = "layer_to_layer"
+    distill_weight: float | None = None
     layers: Any = field(None, parse=_parse_layer_map, dump=_dump_layer_map)
     weights: tuple[float, ...] | None = None
     distance: Literal["l2", "l1_cosine"] = "l2"
     cosine_weight: float = 1.0
     masking: MaskingConfig | None = None
-    alphabet: str = " abcdefghijklmnopqrstuvwxyz'"
+    alphabet: str = DEFAULT_ALPHABET
     classes: tuple[str, ...] | None = None
 
+    @property
+    def distills(self) -> bool:
+        """Whether the loss has a layer-to-layer distillation part (alone or next to a task loss)."""
+        return self.kind == "layer_to_layer" or self.distill_weight is not None
+
     def check(self) -> None:
-        if self.kind != "layer_to_layer":
+        if self.distill_weight is not None:
+            if self.kind == "layer_to_layer":
+                raise FieldError("distill_weight", "layer_to_layer is distillation alone; distill_weight adds "
+                                                   "distillation to a task loss (kind: ctc or classification)")  # fmt: skip
+            if not self.distill_weight > 0:
+                raise FieldError("distill_weight", f"{self.distill_weight} must be positive "
+                                                   "(leave it out, and the teacher, for the task loss alone)")  # fmt: skip
+        if not self.distills:
             for name in ("layers", "weights", "masking"):
                 if getattr(self, name) is not None:
-                    raise FieldError(name, f"only allowed with kind: layer_to_layer (this loss is {self.kind})")
+                    raise FieldError(name, f"only allowed with distillation: kind layer_to_layer, or a task loss "
+                                           f"with distill_weight (this loss is {self.kind} alone)")  # fmt: skip
         if self.classes is not None and self.kind != "classification":
             raise FieldError("classes", "only allowed with kind: classification")
         if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
@@ -286,7 +314,16 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class DeepSpeedConfig:
-    """DeepSpeed engine settings (``engine: deepspeed``)."""
+    """DeepSpeed engine settings (``engine: deepspeed``; see :mod:`trainers.engine` for what runs where).
+
+    Attributes:
+        zero_stage: 0 (data parallel), 1 (optimizer state partitioned), 2 (+ gradients), 3 (+ parameters).
+        precision: ``fp32``; ``bf16`` (16-bit weights and activations, fp32 master weights, no loss
+            scaling); ``fp16`` (the same with dynamic loss scaling). Only parameters become 16-bit;
+            buffers (quantizer scales, N:M masks, flags) keep their dtypes. A precision the machine's
+            DeepSpeed accelerator lacks (fp16 on most CPUs) is refused when the run starts, naming this
+            field, not here: the same recipe may run elsewhere.
+    """
 
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -373,8 +410,12 @@ class Recipe:
             raise FieldError("steps", f"{self.steps} must be positive")
         if self.loss.kind == "layer_to_layer" and self.teacher is None:
             raise FieldError("teacher", "distillation (loss.kind: layer_to_layer) needs a teacher")
-        if self.loss.kind != "layer_to_layer" and self.teacher is not None:
-            raise FieldError("teacher", f"loss.kind {self.loss.kind} trains on labels and takes no teacher")
+        if self.loss.distill_weight is not None and self.teacher is None:
+            raise FieldError("loss.distill_weight", f"{self.loss.distill_weight} weighs a distillation loss, "
+                                                    "which needs a teacher: section (e.g. {kind: self, checkpoint: float.pt})")  # fmt: skip
+        if not self.loss.distills and self.teacher is not None:
+            raise FieldError("teacher", f"loss.kind {self.loss.kind} trains on labels and takes no teacher; to add "
+                                        "distillation to it, set loss.distill_weight (task + weight * distillation)")  # fmt: skip
         if self.loss.kind != "layer_to_layer" and self.data.labels is None:
             raise FieldError("data.labels", f"loss.kind {self.loss.kind} needs a labels file (path<TAB>label)")
         if self.teacher is not None and self.teacher.kind == "self" and self.teacher.checkpoint is None:
@@ -391,7 +432,11 @@ class Recipe:
 
     def fingerprint(self) -> str:
         """A hash of the resolved settings (what makes two runs the same run)."""
-        return hashlib.sha256(yaml.safe_dump(dump_recipe(self), sort_keys=True).encode()).hexdigest()[:16]
+        data = dump_recipe(self)
+        for (section, name), default in _LATER_FIELDS.items():
+            if data[section][name] == default:
+                del data[section][name]
+        return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None = None) -> Recipe:

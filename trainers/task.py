@@ -1,11 +1,14 @@
-"""Task losses for fine-tuning (QAT, N:M): CTC over characters, or cross-entropy over class labels.
+"""Task losses for fine-tuning (QAT, N:M): CTC over characters, or cross-entropy over class labels, alone
+or with layer-to-layer distillation added.
 
 * ``ctc``: the architecture's ``ctc`` head gives ``(B, T, vocab)`` logits; transcripts are lower-cased
   and mapped through ``loss.alphabet`` (blank 0, ``alphabet[i]`` -> ``i + 1``); ``vocab`` must be
-  ``len(alphabet) + 1``. ``torch.nn.functional.ctc_loss`` with mean reduction over target lengths.
+  ``len(alphabet) + 1``. ``torch.nn.functional.ctc_loss`` with mean reduction over target lengths. The
+  batch's greedy paths ride along (:class:`~trainers.ctc.BatchDecoding`) so logged steps report a CER.
 * ``classification``: a ``Linear(width, classes)`` owned by the trainer (:class:`TaskModel` holds it next
   to the encoder, so it is optimised and checkpointed with it) on the encoder output mean-pooled over
   each utterance's valid frames.
+* ``distill_weight``: :class:`TaskDistillLoss`, ``task + distill_weight * distillation``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from torch import Tensor, nn
 
 from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
+from planner.nn.model import EncoderOutput
+from trainers.ctc import BatchDecoding, encode
 from trainers.data import Batch, DataError, read_labels, read_manifest
+from trainers.distill import Distiller
 from trainers.losses import LossResult
 from trainers.recipe import Recipe
 
-__all__ = ["TaskLoss", "TaskModel", "mean_pool", "read_task_labels"]
+__all__ = ["TaskDistillLoss", "TaskLoss", "TaskModel", "mean_pool", "read_task_labels"]
 
 
 def mean_pool(x: Tensor, lengths: Tensor) -> Tensor:
@@ -60,7 +66,10 @@ def read_task_labels(recipe: Recipe) -> dict[str, str]:
 
 
 class TaskLoss:
-    """The recipe's task loss for a batch: ``loss(module, batch, step) -> LossResult``.
+    """The recipe's task loss for a batch: ``task_loss(module, batch, step) -> LossResult``.
+
+    :meth:`forward` and :meth:`loss` are the two halves of a call, for :class:`TaskDistillLoss` to share
+    the forward with the distillation.
 
     Raises:
         ConfigError: a ``ctc`` loss on an architecture without a fitting ``ctc`` head, or a label
@@ -79,11 +88,13 @@ class TaskLoss:
             if vocab != len(cfg.alphabet) + 1:
                 raise ConfigError([FieldError("loss.alphabet", f"{len(cfg.alphabet)} characters + blank != the ctc head's "
                                                                f"vocab {vocab} in {graph.name}")])  # fmt: skip
-            self.index = {c: i + 1 for i, c in enumerate(cfg.alphabet)}
+            self.alphabet = cfg.alphabet
+            self.targets: dict[str, list[int]] = {}
             for path, text in self.labels.items():
-                bad = sorted({c for c in text.lower() if c not in self.index})
-                if bad:
-                    raise ConfigError([FieldError("data.labels", f"{path}: characters {bad} are not in loss.alphabet")])
+                try:
+                    self.targets[path] = encode(text, cfg.alphabet)
+                except ValueError as err:
+                    raise ConfigError([FieldError("data.labels", f"{path}: {err} (loss.alphabet)")]) from None
         else:
             self.classes = list(cfg.classes) if cfg.classes is not None else sorted(set(self.labels.values()))
             unknown = sorted(set(self.labels.values()) - set(self.classes))
@@ -97,23 +108,63 @@ class TaskLoss:
         """The trainer's ``Linear(width, classes)`` (None for CTC)."""
         return nn.Linear(width, len(self.classes)) if self.kind == "classification" else None
 
-    def _label(self, path: str) -> str:
-        try:
-            return self.labels[os.path.normpath(path)]
-        except KeyError:
-            raise DataError(f"{path}: no label in data.labels") from None
+    def _key(self, path: str) -> str:
+        key = os.path.normpath(path)
+        if key not in self.labels:
+            raise DataError(f"{path}: no label in data.labels")
+        return key
 
-    def __call__(self, module: nn.Module, batch: Batch, step: int) -> LossResult:
+    @staticmethod
+    def forward(module: nn.Module, batch: Batch) -> EncoderOutput:
+        """The student's forward on the batch's unmasked input (waveform or filterbanks)."""
         x, xl = (batch.features, batch.feature_lengths) if batch.features is not None else (batch.waveforms, batch.lengths)
-        x = x.to(next(module.parameters()).dtype)
-        out = module(x, xl)
+        return module(x.to(next(module.parameters()).dtype), xl)
+
+    def loss(self, module: nn.Module, out: EncoderOutput, batch: Batch) -> LossResult:
+        """The task loss of ``batch`` from the student's output ``out`` (``module`` holds the classifier)."""
         if self.kind == "ctc":
-            targets = [torch.tensor([self.index[c] for c in self._label(p).lower()], dtype=torch.long) for p in batch.paths]
+            targets = [torch.tensor(self.targets[self._key(p)], dtype=torch.long) for p in batch.paths]
             logp = out.logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
             total = F.ctc_loss(logp, torch.cat(targets), out.lengths, torch.tensor([t.numel() for t in targets]),
                                blank=0, zero_infinity=True)  # fmt: skip
-            return LossResult(total)
-        y = torch.tensor([self.index[self._label(p)] for p in batch.paths], dtype=torch.long)
+            decoding = BatchDecoding(out.logits.detach().argmax(-1), out.lengths.detach(),
+                                     tuple(self.labels[self._key(p)] for p in batch.paths), self.alphabet)  # fmt: skip
+            return LossResult(total, decoding=decoding)
+        y = torch.tensor([self.index[self.labels[self._key(p)]] for p in batch.paths], dtype=torch.long)
         logits = module.classifier(mean_pool(out.output, out.lengths))
         total = F.cross_entropy(logits.float(), y)
         return LossResult(total, accuracy=float((logits.argmax(-1) == y).float().mean()))
+
+    def __call__(self, module: nn.Module, batch: Batch, step: int) -> LossResult:
+        return self.loss(module, self.forward(module, batch), batch)
+
+
+class TaskDistillLoss:
+    """A task loss plus weighted layer-to-layer distillation: ``task + distill_weight * distill``.
+
+    How many student forwards: without masking, one. The unmasked output serves both parts, so the task
+    and the distillation see the same forward (the same dropout draw), as one objective should. With
+    masking, two: the task loss on the unmasked forward, the distillation on a forward with the step's
+    span mask (:class:`~trainers.distill.Distiller` exactly as alone). Masking distillation hides about
+    half of the frames; a CTC or classification loss on that input would train the student for heavily
+    corrupted audio rather than for the clean input it is deployed on, and the task gradient should be the
+    one of the clean objective.
+
+    Args:
+        task: the task loss.
+        distiller: the distillation loss (its teacher frozen; nothing of it is checkpointed).
+        weight: ``loss.distill_weight``.
+    """
+
+    def __init__(self, task: TaskLoss, distiller: Distiller, weight: float) -> None:
+        self.task, self.distiller, self.weight = task, distiller, weight
+
+    def __call__(self, module: nn.Module, batch: Batch, step: int) -> LossResult:
+        out = self.task.forward(module, batch)
+        task = self.task.loss(module, out, batch)
+        shared = out if self.distiller.masking is None else None
+        dist = self.distiller(module, batch, step, clean_output=shared)
+        total = task.total + self.weight * dist.total
+        return LossResult(total, dist.masked, dist.unmasked, dist.per_layer, accuracy=task.accuracy,
+                          task=float(task.total.detach()), distill=float(dist.total.detach()),
+                          decoding=task.decoding)  # fmt: skip

@@ -4,7 +4,8 @@ Run folder layout::
 
     OUT/run.json             type, format, architecture name and fingerprints (what this run is)
     OUT/arch.yaml            the student architecture;   OUT/recipe.yaml  the fully resolved recipe
-    OUT/metrics.jsonl        one JSON object per logged step
+    OUT/metrics.jsonl        one JSON object per logged step (loss, its parts, lr, throughput; task, distill for a
+                             task loss with distillation; cer, wer of the batch's greedy paths for ctc)
     OUT/checkpoints/step-N/  engine state (model, optimizer, scheduler) + trainer.pt (step, data position,
                              python/numpy/torch RNG states); written to a temporary folder, then renamed
     OUT/student.pt           the final student state dict (compression buffers included)
@@ -35,17 +36,21 @@ import planner
 from planner.errors import PlannerError
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, write_text_atomic
-from trainers.data import BatchStream
+from trainers.data import Batch, BatchStream
 from trainers.distill import Distiller
-from trainers.engine import build_engine
+from trainers.engine import build_engine, check_engine
+from trainers.losses import LossResult
 from trainers.recipe import Recipe, dump_recipe
-from trainers.task import TaskLoss, TaskModel, read_task_labels
+from trainers.task import TaskDistillLoss, TaskLoss, TaskModel, read_task_labels
 from trainers.teacher import load_teacher
 
-__all__ = ["RunConflictError", "TrainResult", "train", "latest_checkpoint", "build_student", "output_width", "RUN_FORMAT"]
+__all__ = ["RunConflictError", "TrainResult", "train", "latest_checkpoint", "build_loss", "build_student", "output_width",
+           "RUN_FORMAT"]
 
 RUN_FORMAT = 1
 _CKPT = "step-"
+
+LossFn = Callable[[torch.nn.Module, Batch, int], LossResult]
 
 
 class RunConflictError(PlannerError):
@@ -165,6 +170,29 @@ def build_student(graph: EncoderGraph, recipe: Recipe) -> torch.nn.Module:
     return student
 
 
+def build_loss(graph: EncoderGraph, recipe: Recipe, student: torch.nn.Module) -> tuple[LossFn, torch.nn.Module]:
+    """The recipe's loss and the module the engine optimises.
+
+    ``layer_to_layer``: a :class:`~trainers.distill.Distiller` on the student. Task kinds: a
+    :class:`~trainers.task.TaskLoss` on the student (a :class:`~trainers.task.TaskModel` with the trainer's
+    classifier for ``classification``), wrapped in a :class:`~trainers.task.TaskDistillLoss` with the
+    frozen teacher when ``loss.distill_weight`` is set. The classifier is built before the teacher, so it
+    starts from the same weights with or without distillation.
+
+    Returns:
+        ``(loss(module, batch, step) -> LossResult, module)``.
+    """
+    if recipe.loss.kind == "layer_to_layer":
+        return Distiller(graph, load_teacher(recipe, graph), recipe), student
+    task = TaskLoss(graph, recipe, read_task_labels(recipe))
+    classifier = task.make_classifier(output_width(graph))
+    model = TaskModel(student, classifier) if classifier is not None else student
+    if recipe.loss.distill_weight is None:
+        return task, model
+    distiller = Distiller(graph, load_teacher(recipe, graph), recipe)
+    return TaskDistillLoss(task, distiller, recipe.loss.distill_weight), model
+
+
 def train(
     graph: EncoderGraph | str | os.PathLike[str],
     recipe: Recipe,
@@ -195,6 +223,7 @@ def train(
     if not isinstance(graph, EncoderGraph):
         graph = planner.load(graph)
     out = Path(out)
+    check_engine(recipe)  # before claiming the folder: a recipe fixed after this error may use it
     _claim(out, graph, recipe)
     for tmp in (out / "checkpoints").glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,13 +233,7 @@ def train(
     torch.manual_seed(recipe.seed)
 
     student = build_student(graph, recipe)
-    if recipe.loss.kind == "layer_to_layer":
-        loss_obj: Any = Distiller(graph, load_teacher(recipe, graph), recipe)
-        model: torch.nn.Module = student
-    else:
-        loss_obj = TaskLoss(graph, recipe, read_task_labels(recipe))
-        classifier = loss_obj.make_classifier(output_width(graph))
-        model = TaskModel(student, classifier) if classifier is not None else student
+    loss_obj, model = build_loss(graph, recipe, student)
     data = recipe.data
     stream = BatchStream([recipe.resolve(m) for m in data.train], sample_rate=data.sample_rate,
                          batch_seconds=data.batch_seconds, max_seconds=data.max_seconds,
@@ -252,6 +275,11 @@ def train(
                        "examples_per_s": window_n / max(now - window_t, 1e-9), "batch": batch.size}  # fmt: skip
                 if res.accuracy is not None:
                     row["accuracy"] = res.accuracy
+                if res.task is not None:
+                    row["task"], row["distill"] = res.task, res.distill
+                if res.decoding is not None:
+                    rates = res.decoding.error_rates()
+                    row["cer"], row["wer"] = rates.cer, rates.wer
                 window_t, window_n = now, 0
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
@@ -263,10 +291,12 @@ def train(
                 _save(out, engine, step, stream, recipe.checkpoint.keep)
             if on_step is not None:
                 on_step(step, {"loss": float(res.total.detach())})
-    torch.save(student.state_dict(), out / ".student.pt.tmp")
+    with engine.full_weights():  # fp32 master weights in the plain model's shapes (DeepSpeed: gathered)
+        torch.save(student.state_dict(), out / ".student.pt.tmp")
+        if isinstance(model, TaskModel):
+            torch.save(model.classifier.state_dict(), out / ".classifier.pt.tmp")
     os.replace(out / ".student.pt.tmp", out / "student.pt")
     if isinstance(model, TaskModel):
-        torch.save(model.classifier.state_dict(), out / ".classifier.pt.tmp")
         os.replace(out / ".classifier.pt.tmp", out / "classifier.pt")
     result.step = step
     return result
