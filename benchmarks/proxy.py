@@ -4,6 +4,7 @@ Builds a synthetic corpus, a random-weight torchaudio teacher (``--teacher tiny`
 size) and distils a student architecture for a few steps with the torch engine, then prints the rates
 from the run's metrics (the first step, which warms up, is left out). Ratios, not absolute times, are
 what carry across machines.
+Whether the short proxy's held-out loss ranks candidates at all is measured by ``benchmarks/proxy_rank.py``.
 
     python benchmarks/proxy.py --arch tests/data/tiny-student.yaml --teacher tiny --steps 6
     python benchmarks/proxy.py --arch studies/recycle-and-distill/armhubert-s.yaml --teacher base --steps 3
