@@ -17,17 +17,17 @@ __all__ = ["main"]
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from planner.ir import load
+    from planner.validate import check_file
 
     failed = 0
     for path in args.files:
         try:
-            graph = load(path)
+            checked = check_file(path)
         except PlannerError as err:
             print(err, file=sys.stderr)
             failed = max(failed, err.exit_code)
             continue
-        print(f"{path}: ok ({graph.name}, {graph.param_count:,} parameters)")
+        print(f"{path}: ok ({checked.summary})")
     return failed
 
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="planner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check architecture files; exit 2 on the first invalid one")
+    p = sub.add_parser("validate", help="check architecture, search-space, recipe or task files (kind told by their keys); exit 2 if any is invalid")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=_cmd_validate)
 

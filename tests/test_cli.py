@@ -105,3 +105,62 @@ def test_round_trip(path: Path) -> None:
     assert again == graph
     assert again.param_count == graph.param_count
     assert planner.dumps(again) == text
+
+
+SHIPPED_OTHER = sorted((ROOT / "searchspaces").glob("*.yaml")) + sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_OTHER, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED_OTHER])
+def test_validate_reads_every_shipped_space_and_recipe(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["validate", str(path)], capsys)
+    assert code == 0, err
+    kind = "search space" if path.parent.name == "searchspaces" else "training recipe"
+    assert out.startswith(f"{path}: ok ({kind}, "), out
+
+
+def test_validate_tells_the_kinds_apart() -> None:
+    from planner.validate import file_kind
+
+    assert file_kind({"name": "a", "width": 8, "layers": []}) == "architecture"
+    assert file_kind({"name": "a", "width": {"choice": [8, 16]}, "layers": []}) == "space"
+    assert file_kind({"name": "a", "width": 8, "layers": [], "study": {"name": "s"}}) == "space"
+    assert file_kind({"teacher": {"kind": "self"}, "data": {}}) == "recipe"
+    assert file_kind({"train": "a.tsv", "test": "b.tsv"}) == "task"
+    assert file_kind([1, 2]) == "architecture"
+
+
+def test_validate_space_errors_are_located(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "searchspaces" / "quickstart.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad-space.yaml"
+    bad.write_text(text.replace("study:\n", "study:\n  samplr: tpe\n", 1), encoding="utf-8")
+    code, out, err = _run(["validate", str(bad)], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"{bad}: study.samplr: unknown field"), err
+
+
+def test_validate_space_whose_candidates_never_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # every width choice is odd, and 2 heads never divide it: the search would find nothing to evaluate
+    space = tmp_path / "never.yaml"
+    space.write_text(
+        "format: 1\nname: never\ninput: {kind: waveform, sample_rate: 16000}\nwidth: {choice: [33, 35]}\n"
+        "frontend:\n  - {kind: conv_extractor, conv_layers: [[16, 10, 5], [16, 8, 4]], projection: true}\n"
+        "layers:\n  - {kind: transformer, repeat: 2, heads: 2, ffn: 64}\n", encoding="utf-8")  # fmt: skip
+    code, out, err = _run(["validate", str(space)], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"{space}: none of 16 sampled candidates is a valid architecture"), err
+    assert "not divisible by 2 heads" in err
+
+
+def test_validate_recipe_and_task_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("format: 1\nteacher: {kind: self, checkpoint: f.pt}\ndata: {train: [a.tsv]}\nstepz: 3\n",
+                      encoding="utf-8")  # fmt: skip
+    code, _, err = _run(["validate", str(recipe)], capsys)
+    assert code == 2 and f"{recipe}: stepz: unknown field" in err, err
+    task = tmp_path / "t.yaml"
+    task.write_text("train: a.tsv\ntest: b.tsv\nkind: regression\n", encoding="utf-8")
+    code, _, err = _run(["validate", str(task)], capsys)
+    assert code == 2 and err.startswith(f"{task}: kind: "), err
+    task.write_text("train: a.tsv\ntest: b.tsv\nkind: ctc\n", encoding="utf-8")
+    code, out, _ = _run(["validate", str(task)], capsys)
+    assert code == 0 and out == f"{task}: ok (ctc probe task)\n"
