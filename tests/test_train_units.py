@@ -9,9 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
+import yaml
 
 import planner
-from planner.errors import ConfigError
+from planner.errors import ConfigError, FieldError
 from trainers import (
     BatchStream,
     Distiller,
@@ -219,8 +220,35 @@ def test_alignment_rule() -> None:
 
 def test_default_layer_weights() -> None:
     assert layer_pairs(LossConfig(), [0, 1, 2], 3) == [(0, 0, 0.1), (1, 1, 0.1), (2, 2, 1.0)]
-    with pytest.raises(ValueError, match="no projection head"):
+    with pytest.raises(FieldError, match="no projection head"):
         layer_pairs(LossConfig(layers=((5, 1),)), [0, 1], 3)
+    with pytest.raises(FieldError, match="3 weights for 2 distilled layers"):
+        layer_pairs(LossConfig(weights=(0.1, 0.1, 1.0)), [0, 1], 3)
+
+
+@pytest.mark.parametrize(("student", "teacher", "expected"), [
+    (12, 12, list(range(12))),  # same depth: the identity
+    (4, 12, [2, 5, 8, 11]),  # 3 teacher layers per student layer, ending on the last
+    (3, 12, [3, 7, 11]),
+    (6, 4, [0, 0, 1, 2, 2, 3]),  # deeper student: (s + 1) * 4 / 6 = 0.67, 1.33, 2, 2.67, 3.33, 4 -> round - 1
+    (1, 12, [11]),
+])  # fmt: skip
+def test_proportional_layer_map_ends_on_the_last_teacher_layer(student: int, teacher: int, expected: list[int]) -> None:
+    pairs = layer_pairs(LossConfig(layers="proportional"), list(range(student)), teacher, student)
+    assert [t for _, t, _ in pairs] == expected
+    assert [w for _, _, w in pairs] == [0.1] * (student - 1) + [1.0]
+    # heads on some layers only: each keeps its own proportional target
+    assert layer_pairs(LossConfig(layers="proportional"), [1, 3], 12, 4) == [(1, 5, 0.1), (3, 11, 1.0)]
+
+
+def test_proportional_layer_map_in_a_recipe(tmp_path: Path) -> None:
+    text = recipe_text("{kind: self, checkpoint: f.pt}", tmp_path / "m.tsv",
+                       loss="{layers: proportional, masking: {prob: 0.5, span: 5}}")  # fmt: skip
+    recipe = loads_recipe(text, "r.yaml", str(tmp_path))
+    assert recipe.loss.layers == "proportional"
+    assert loads_recipe(yaml.safe_dump(dump_recipe(recipe)), "again.yaml", str(tmp_path)) == recipe
+    with pytest.raises(ConfigError, match=r"r.yaml: loss.layers: 'last' is not a layer mapping \(allowed: heads, proportional"):
+        loads_recipe(text.replace("layers: proportional", "layers: last"), "r.yaml", str(tmp_path))
 
 
 class RecordingTeacher(torch.nn.Module):

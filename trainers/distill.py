@@ -40,9 +40,9 @@ class Distiller:
         else:
             head_layers = heads[0].config.layer_indices(len(graph.nodes("layers")))
         try:
-            self.pairs = layer_pairs(recipe.loss, head_layers, teacher.num_layers)
-        except ValueError as err:
-            raise ConfigError([FieldError("loss.layers", str(err).removeprefix("loss.layers: "))]) from None
+            self.pairs = layer_pairs(recipe.loss, head_layers, teacher.num_layers, len(graph.nodes("layers")))
+        except FieldError as err:
+            raise ConfigError([err]) from None
         self.masking = recipe.loss.masking
         if self.masking is not None:
             if not any(n.kind == "mask_embedding" for n in graph.nodes("frontend")):

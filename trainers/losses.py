@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from planner.errors import FieldError
 from trainers.ctc import BatchDecoding
 from trainers.masking import resample_mask, same_rate
 from trainers.recipe import LossConfig
@@ -86,22 +87,35 @@ def align_frames(teacher: Tensor, teacher_lengths: Tensor, frames: int, student_
     return out, student_lengths.clone()
 
 
-def layer_pairs(cfg: LossConfig, head_layers: Sequence[int], teacher_layers: int) -> list[tuple[int, int, float]]:
+def layer_pairs(cfg: LossConfig, head_layers: Sequence[int], teacher_layers: int,
+                student_layers: int | None = None) -> list[tuple[int, int, float]]:  # fmt: skip
     """``(student layer, teacher layer, weight)`` for each distilled layer.
 
-    Default mapping: every student layer with a projection head to the same teacher index; default
-    weights 0.1 per layer and 1.0 for the last (Recycle-and-Distill).
+    Mappings: ``cfg.layers`` pairs; default (``heads``) every student layer with a projection head to the
+    same teacher index; ``proportional`` student layer ``s`` of ``student_layers`` (default: the last head
+    layer + 1) to teacher layer ``round((s + 1) * teacher_layers / student_layers) - 1`` (halves round up),
+    so the last student layer learns the last teacher layer. Default weights 0.1 per layer and 1.0 for the
+    last (Recycle-and-Distill).
 
     Raises:
-        ValueError: a mapped student layer has no projection head, or a teacher layer does not exist.
+        FieldError: (``loss.layers``) a mapped student layer has no projection head, or a teacher layer does
+            not exist; (``loss.weights``) not one weight per mapped layer.
     """
-    pairs = list(cfg.layers) if cfg.layers is not None else [(i, i) for i in sorted(head_layers)]
+    heads = sorted(head_layers)
+    if cfg.layers == "proportional":
+        n = student_layers if student_layers is not None else heads[-1] + 1
+        pairs = [(s, max(0, ((s + 1) * 2 * teacher_layers + n) // (2 * n) - 1)) for s in heads]
+    else:
+        pairs = list(cfg.layers) if cfg.layers is not None else [(i, i) for i in heads]
     for s, t in pairs:
         if s not in head_layers:
-            raise ValueError(f"loss.layers: student layer {s} has no projection head "
-                             f"(the architecture's heads cover layers {sorted(head_layers)})")  # fmt: skip
+            raise FieldError("loss.layers", f"student layer {s} has no projection head "
+                                            f"(the architecture's heads cover layers {heads})")  # fmt: skip
         if t >= teacher_layers:
-            raise ValueError(f"loss.layers: teacher layer {t} does not exist (the teacher has layers 0-{teacher_layers - 1})")
+            raise FieldError("loss.layers", f"teacher layer {t} does not exist (the teacher has layers 0-{teacher_layers - 1})")
+    if cfg.weights is not None and len(cfg.weights) != len(pairs):
+        raise FieldError("loss.weights", f"{len(cfg.weights)} weights for {len(pairs)} distilled layers "
+                                         f"(student layers {[s for s, _ in pairs]}); give one per layer, or none")  # fmt: skip
     weights = list(cfg.weights) if cfg.weights is not None else [0.1] * (len(pairs) - 1) + [1.0]
     return [(s, t, w) for (s, t), w in zip(pairs, weights)]
 

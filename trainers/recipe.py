@@ -78,14 +78,17 @@ def _parse_paths(value: Any, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse_layer_map(value: Any, path: str) -> tuple[tuple[int, int], ...] | None:
-    """``{student: teacher}`` (YAML mapping) or ``[[student, teacher], ...]`` -> sorted pairs."""
+def _parse_layer_map(value: Any, path: str) -> tuple[tuple[int, int], ...] | str | None:
+    """``heads`` (None), ``proportional``, ``{student: teacher}`` (YAML mapping) or ``[[student, teacher], ...]``
+    -> sorted pairs."""
     if value is None or value == "heads":
         return None
+    if value == "proportional":
+        return value
     items = list(value.items()) if isinstance(value, dict) else value
     if not isinstance(items, list) or not items:
-        raise FieldError(path, f"{value!r} is not a layer mapping (allowed: heads, {{student: teacher, ...}}, "
-                               "or [[student, teacher], ...] with 0-based layer indices)")  # fmt: skip
+        raise FieldError(path, f"{value!r} is not a layer mapping (allowed: heads, proportional, "
+                               "{student: teacher, ...}, or [[student, teacher], ...] with 0-based layer indices)")  # fmt: skip
     pairs = []
     for i, item in enumerate(items):
         if not (isinstance(item, (list, tuple)) and len(item) == 2):
@@ -100,8 +103,8 @@ def _parse_layer_map(value: Any, path: str) -> tuple[tuple[int, int], ...] | Non
     return tuple(sorted(pairs))
 
 
-def _dump_layer_map(value: tuple[tuple[int, int], ...] | None) -> Any:
-    return None if value is None else {s: t for s, t in value}
+def _dump_layer_map(value: tuple[tuple[int, int], ...] | str | None) -> Any:
+    return value if value is None or isinstance(value, str) else {s: t for s, t in value}
 
 
 def _parse_overrides(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
@@ -229,7 +232,9 @@ class LossConfig:
             ``masking``) from the recipe's ``teacher`` (USM-Lite-style QAT with self-distillation). Null:
             the task loss alone.
         layers: student layer -> teacher layer (0-based: layer ``i`` is the output of the ``i+1``-th
-            block); default (``heads``) maps every student layer with a projection head to the same index.
+            block); default (``heads``) maps every student layer with a projection head to the same index;
+            ``proportional`` maps student layer ``s`` of ``S`` to teacher layer ``round((s + 1) T / S) - 1``
+            of ``T`` (the last to the last, whatever the depths: the mapping for students of searched depth).
         weights: one per mapped layer in student order; default 0.1 each and 1.0 for the last.
         distance: ``l2`` (per-frame mean squared error over the features) or ``l1_cosine``
             (DistilHuBERT: mean absolute error minus ``cosine_weight * log sigmoid(cos)``).
@@ -273,7 +278,7 @@ class LossConfig:
             raise FieldError("classes", f"{list(self.classes)} must be at least two distinct names")
         if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
             raise FieldError("alphabet", f"{self.alphabet!r} must be non-empty characters, each once")
-        if self.weights is not None and self.layers is not None and len(self.weights) != len(self.layers):
+        if self.weights is not None and isinstance(self.layers, tuple) and len(self.weights) != len(self.layers):
             raise FieldError("weights", f"{len(self.weights)} weights for {len(self.layers)} mapped layers")
         if self.weights is not None and any(w < 0 for w in self.weights):
             raise FieldError("weights", f"{list(self.weights)} holds a negative weight")
