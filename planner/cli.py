@@ -63,11 +63,24 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from planner.ir import load
     from trainers import load_recipe, train
+    from trainers.distributed import PeerError
 
-    result = train(load(args.arch), load_recipe(args.recipe), args.out)
-    print(f"{args.out}: trained to step {result.step} (started at {result.resumed_from})")
+    # The deepspeed launcher passes --local_rank=N (before the subcommand) as well as LOCAL_RANK; the
+    # environment wins, the argument stands in where a launcher sets only it.
+    local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    try:
+        result = train(load(args.arch), load_recipe(args.recipe), args.out)
+    except PeerError as err:  # another process of the job printed it
+        return err.exit_code
+    if result.rank == 0:
+        job = f", {result.world_size} processes" if result.world_size > 1 else ""
+        print(f"{args.out}: trained to step {result.step} (started at {result.resumed_from}{job})")
     return 0
 
 
@@ -114,6 +127,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="planner", description=__doc__.splitlines()[0])
+    # `deepspeed ... $(which planner) train ...` runs `planner --local_rank=N train ...` (for train only)
+    parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check architecture, search-space, recipe or task files (kind told by their keys); exit 2 if any is invalid")
@@ -159,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", metavar="ARCH.yaml")
     p.add_argument("--recipe", required=True, metavar="RECIPE.yaml")
     p.add_argument("--out", required=True, metavar="OUT", help="run folder; refused if it holds another run")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="set by launchers (deepspeed); the environment's LOCAL_RANK takes precedence")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("recipe", help="print a training recipe fully resolved (every default filled in)")

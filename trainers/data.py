@@ -6,10 +6,13 @@ tasks is ``relative/path<TAB>label`` per line (paths as in the manifest).
 
 Batches are deterministic functions of ``(seed, epoch)``: the order of an epoch is drawn from a generator
 seeded with both, so a position ``(epoch, batch index)`` is all a checkpoint needs to resume the stream.
+A job of several processes shares one stream: every process builds the same one and takes its own batches
+of each step (:meth:`BatchStream.take`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -179,6 +182,14 @@ class Batch:
     def size(self) -> int:
         return len(self.paths)
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with its tensors on ``device`` (the same batch where they are there already)."""
+        move = [self.waveforms, self.lengths, self.features, self.feature_lengths]
+        if all(t is None or t.device == torch.device(device) for t in move):
+            return self
+        w, lens, f, fl = (None if t is None else t.to(device) for t in move)
+        return dataclasses.replace(self, waveforms=w, lengths=lens, features=f, feature_lengths=fl)
+
 
 def collate(waves: Sequence[Tensor], paths: Sequence[str], spec: InputSpec | None = None) -> Batch:
     """Pads waveforms (and their filterbanks for a features ``spec``) into a :class:`Batch`."""
@@ -267,7 +278,8 @@ class BatchStream:
     def __iter__(self) -> Iterator[Batch]:
         return self
 
-    def __next__(self) -> Batch:
+    def _advance(self) -> list[int]:
+        """Moves past the next batch and returns its utterance indices (nothing is read)."""
         if self._batches is None:
             self._batches = self.epoch_batches(self.epoch)
         if self.index >= len(self._batches):
@@ -275,8 +287,35 @@ class BatchStream:
             self._batches = self.epoch_batches(self.epoch)
         ids = self._batches[self.index]
         self.index += 1
+        return ids
+
+    def __next__(self) -> Batch:
+        ids = self._advance()
         waves = [self._load(i) for i in ids]
         return collate(waves, [self.utterances[i].path for i in ids], self.spec)
+
+    def skip(self, count: int) -> None:
+        """Moves ``count`` batches ahead without reading their audio."""
+        for _ in range(count):
+            self._advance()
+
+    def take(self, rank: int = 0, world_size: int = 1) -> Batch:
+        """One step of a job of ``world_size`` processes: the stream's next ``world_size`` batches are the
+        step's, process ``rank`` reads the ``rank``-th of them, and the stream moves past all of them.
+
+        Every process holds the same stream (same manifests and seed), so they read different batches, the
+        job consumes the one global sequence a single process would, and :attr:`position` is the same
+        everywhere. ``take()`` is ``next(stream)``.
+
+        Example:
+            >>> batch = stream.take(rank=1, world_size=2)  # the stream's second batch  # doctest: +SKIP
+            >>> stream.position  # doctest: +SKIP
+            (0, 2)
+        """
+        self.skip(rank)
+        batch = next(self)
+        self.skip(world_size - 1 - rank)
+        return batch
 
     def _load(self, i: int) -> Tensor:
         wav = read_audio(self.utterances[i].path, self.sample_rate)

@@ -20,8 +20,11 @@ __all__ = ["Distiller"]
 class Distiller:
     """Computes the recipe's loss for a batch (student in train mode, teacher frozen).
 
-    Masks are drawn from a generator seeded with ``(recipe.seed, step)``, so a resumed run draws the
-    masks an uninterrupted run would.
+    Masks are drawn on the CPU from a generator seeded with ``(recipe.seed, step * world_size + rank)``
+    (:attr:`shard` is ``(rank, world_size)``; ``(0, 1)`` in one process, where that is the step), then moved
+    to the batch's device: a resumed run draws the masks an uninterrupted run would, each process of a
+    data-parallel job draws its own (the number of its batch in the job's sequence), and a GPU draws the
+    CPU's.
 
     Raises:
         ConfigError: the recipe and the architectures do not fit (no projection heads, masking without a
@@ -50,17 +53,20 @@ class Distiller:
             if not teacher.supports_mask:
                 raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")])
         self.teacher_layers = max(t for _, t, _ in self.pairs) + 1
+        self.shard = (0, 1)
 
     def _features(self, out) -> dict[int, Tensor]:
         return dict(enumerate(out.hidden_states)) if self.same_input else out.projections
 
     def draw_mask(self, samples: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """The student's ``(B, T)`` mask and its ``(B,)`` valid frames for ``step``."""
+        """The student's ``(B, T)`` mask and its ``(B,)`` valid frames for ``step``, on ``samples``' device."""
         assert self.masking is not None
-        lengths, frames = mask_frame_lengths(self.graph, samples)
-        gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step)
+        lengths, frames = mask_frame_lengths(self.graph, samples.cpu())
+        rank, world_size = self.shard
+        gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step * world_size + rank)
         prob = self.masking.prob_at(step, self.recipe.steps)
-        return compute_span_mask(lengths, frames, prob, self.masking.span, self.masking.min_masks, gen), lengths
+        mask = compute_span_mask(lengths, frames, prob, self.masking.span, self.masking.min_masks, gen)
+        return mask.to(samples.device), lengths.to(samples.device)
 
     def __call__(self, student: nn.Module, batch: Batch, step: int, *, clean_output: EncoderOutput | None = None) -> LossResult:
         """The distillation loss of ``batch`` at 0-based ``step``.

@@ -18,6 +18,18 @@ precision         CPU accelerator (tested)             CUDA accelerator (allowed
 
 A precision the machine's accelerator lacks is a :class:`~planner.errors.ConfigError` on
 ``deepspeed.precision`` (:func:`check_deepspeed_support`), raised before a run folder is claimed.
+
+Data parallelism (a :class:`~trainers.distributed.World` of several processes): each process runs its own
+batch, gradients are averaged (DeepSpeed: its own all-reduce or ZeRO reduce-scatter; torch: one all-reduce
+after backward, see :class:`TorchEngine`), and two kinds of state that a process changes from its own batch
+are made one again before the optimizer step:
+
+* parameters the forward pass sets in place (BiT's ``alpha``, from the first batch) are averaged over the
+  processes (:func:`~trainers.distributed.average_`);
+* buffers (quantizer observers, N:M masks and their flags, BatchNorm statistics, the mask clock) are rank 0's:
+  broadcast from rank 0 at the start of every step, as ``DistributedDataParallel`` does before every forward
+  by default. Buffers computed from the weights (N:M masks) agree anyway; those that follow the data
+  (observers, BatchNorm) follow rank 0's batches.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from planner.errors import ConfigError, FieldError
+from trainers import distributed
+from trainers.distributed import World
 from trainers.recipe import DeepSpeedConfig, Recipe
 
 __all__ = [
@@ -76,9 +90,17 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 class Engine(abc.ABC):
-    """``step(loss_fn)`` runs forward (``loss_fn(module)``), backward and an optimizer step."""
+    """``step(loss_fn)`` runs forward (``loss_fn(module)``), backward and an optimizer step.
+
+    Attributes:
+        module: the plain model (what ``loss_fn`` gets and what is checkpointed).
+        device: where the model lives; batches and the teacher go there.
+        world: the job's processes (one by default).
+    """
 
     module: nn.Module
+    device: torch.device
+    world: World
 
     @abc.abstractmethod
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
@@ -106,19 +128,54 @@ class Engine(abc.ABC):
 
 
 class TorchEngine(Engine):
-    """Single-process torch training."""
+    """Plain torch training: one process, or one of a data-parallel job.
 
-    def __init__(self, model: nn.Module, recipe: Recipe) -> None:
-        self.module = model
+    In a job of several processes the parameters and buffers start as rank 0's, and after backward every
+    gradient is replaced by its mean over the processes (:func:`~trainers.distributed.average_gradients_`;
+    a parameter no process computed a gradient for keeps ``grad`` None, as in one process), before
+    clipping and AdamW, which then take the same step everywhere.
+
+    Not ``DistributedDataParallel``: its reducer expects a gradient, during the backward of the forward it
+    wrapped, for every parameter reachable from that forward's outputs. The losses here use some of the
+    outputs of a forward that computes them all (a CTC loss leaves the projection heads' outputs unused; a
+    loss on the final state leaves the heads unused; task + masking distillation runs the student twice), and
+    DDP then stops with "Expected to have finished reduction in the prior iteration" (also with
+    ``find_unused_parameters``, which only finds parameters unreachable from the outputs). The price: the
+    all-reduce does not overlap the backward pass.
+
+    Args:
+        model: moved to ``world.device``.
+        recipe: optimizer, schedule and clipping.
+        world: the job's processes (default: this process alone, on the model's current device).
+    """
+
+    def __init__(self, model: nn.Module, recipe: Recipe, world: World | None = None) -> None:
+        if world is None:
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            world = World(device=device, comm_device=device)
+        self.world, self.device = world, world.device
+        self.module = model.to(self.device)
         self.clip = recipe.optimizer.clip_norm
         self.optimizer = _optimizer(model, recipe)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(recipe))
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        distributed.broadcast_(world, [*model.parameters(), *model.buffers()])  # rank 0's start everywhere
 
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
+        distributed.broadcast_buffers_(self.world, self.module)
+        versions = [p._version for p in self.trainable] if self.world.size > 1 else []
         loss = loss_fn(self.module)
         loss.backward()
+        distributed.average_gradients_(self.world, self.trainable)
+        if versions:  # parameters the forward set in place from this process's batch: average them
+            changed = [i for i, (p, v) in enumerate(zip(self.trainable, versions)) if p._version != v]
+            values = distributed.average_(self.world, changed, [self.trainable[i].detach() for i in changed])
+            with torch.no_grad():
+                for i, value in zip(changed, values):
+                    self.trainable[i].copy_(value)
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
         self.optimizer.step()
@@ -129,11 +186,14 @@ class TorchEngine(Engine):
         return float(self.scheduler.get_last_lr()[0])
 
     def save(self, folder: Path) -> None:
+        """Writes ``engine.pt`` (rank 0: every process holds the same model and optimizer state)."""
+        if not self.world.is_main:
+            return
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict()}, folder / "engine.pt")  # fmt: skip
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / "engine.pt", map_location="cpu", weights_only=True)
+        state = torch.load(folder / "engine.pt", map_location=self.device, weights_only=True)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -146,9 +206,14 @@ def _free_port() -> int:
 
 
 def single_process_env() -> None:
-    """Sets what ``deepspeed.initialize`` needs when not started by the deepspeed launcher (kept if set)."""
+    """Sets what ``deepspeed.initialize`` needs in a process that is a job of one (each variable kept if set):
+    ``DS_ACCELERATOR=cpu`` without CUDA, and a process group of one on a free local port. One of several
+    processes a launcher started (``WORLD_SIZE`` or an MPI launcher's world size above 1) keeps the launcher's
+    environment as it is: a default rank or port would be wrong there."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if distributed.launched():
+        return
     for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -288,17 +353,20 @@ class DeepSpeedEngine(Engine):
       be); :meth:`full_weights` gives them back their shapes.
     * Parameters that the forward pass changes in place (BiT's ``alpha``, set from the first batch)
       are copied into DeepSpeed's fp32 master weights before the optimizer step, which would otherwise
-      overwrite them from the stale master copy.
+      overwrite them from the stale master copy; in a job of several processes, averaged over them first.
+    * In a job of several processes, rank 0's buffers are broadcast at the start of every step.
     * ZeRO-0 with 16-bit weights: the optimizer state DeepSpeed creates with a step on zero gradients
       is dropped (see ``__init__``).
     * ZeRO-3: dict outputs keyed by layer index reach DeepSpeed's per-module hooks as
       :class:`_StrItemsDict`.
     """
 
-    def __init__(self, model: nn.Module, recipe: Recipe) -> None:
+    def __init__(self, model: nn.Module, recipe: Recipe, world: World | None = None) -> None:
         ds = recipe.deepspeed
         check_deepspeed_support(ds)
         import deepspeed
+
+        self.world = world if world is not None else World()
 
         self.shapes = {name: p.shape for name, p in model.named_parameters()}
         for p in model.parameters():
@@ -309,13 +377,16 @@ class DeepSpeedEngine(Engine):
         for module in model.modules():  # registered before DeepSpeed's own hooks, so these run first
             if ds.zero_stage == 3:
                 module.register_forward_hook(_zero3_output_hook)
-            if _has_master(ds) and any(p.requires_grad for p in module.parameters(recurse=False)):
+            track = _has_master(ds) or self.world.size > 1  # several processes: to average the changes
+            if track and any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.register_forward_hook(self._note_changes)
         opt = _optimizer(model, recipe)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe))  # fmt: skip
         self.module = self.engine.module
+        self.device = torch.device(self.engine.device)
+        self.order = {p: i for i, p in enumerate(self.module.parameters())}  # one numbering in every process
         if ds.zero_stage == 0 and ds.precision != "fp32":
             # DeepSpeed's FP16_UnfusedOptimizer (ZeRO-0, 16-bit weights, a torch optimizer) creates the
             # optimizer state with one AdamW step on zero gradients: the step count (Adam's bias
@@ -354,18 +425,28 @@ class DeepSpeedEngine(Engine):
     def _set_master(self, p: nn.Parameter, value: Tensor) -> None:
         from deepspeed.utils import safe_set_full_fp32_param
 
-        if hasattr(p, "ds_id") or getattr(p, "_hp_mapping", None) is not None:
+        if hasattr(p, "ds_id"):
+            _set_zero3_master(p, value)
+            return
+        if hasattr(p, "_hp_mapping"):  # ZeRO 1-2 (None in a process that holds no fragment of p: a no-op there)
             safe_set_full_fp32_param(p, value.float())
             return
         master = self._master(p)
         if master is not None:
             master.data.copy_(value.reshape(master.shape))
+        else:  # its own master (ZeRO-0, fp32): only another process's value can differ
+            p.data.copy_(value.reshape(p.shape))
 
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
         self.engine.train()
+        distributed.broadcast_buffers_(self.world, self.module)
         loss = loss_fn(self.module)
         self.engine.backward(loss)
-        for p, value in self.changed.items():  # the optimizer steps from the master copy: update it first
+        changed = sorted(self.changed, key=self.order.__getitem__)
+        values = [self.changed[p] for p in changed]
+        if self.world.size > 1:
+            values = distributed.average_(self.world, [self.order[p] for p in changed], values)
+        for p, value in zip(changed, values):  # the optimizer steps from the master copy: update it first
             self._set_master(p, value)
         self.changed.clear()
         self.engine.step()
@@ -401,6 +482,26 @@ class DeepSpeedEngine(Engine):
                 p.data = data
 
 
-def build_engine(model: nn.Module, recipe: Recipe) -> Engine:
-    """The recipe's engine around ``model``."""
-    return DeepSpeedEngine(model, recipe) if recipe.engine == "deepspeed" else TorchEngine(model, recipe)
+def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
+    """Writes this process's part of a ZeRO-3 parameter's fp32 master copy from its full ``value``.
+
+    DeepSpeed 0.19's ``set_full_hp_param`` reads part ``r`` at ``r * partition size`` of the unpadded value,
+    past its end where the number of processes does not divide the parameter's size (BiT's 1-element
+    ``alpha`` in a job of two: "start (1) + length (1) exceeds dimension size (1)"); here the padding past
+    the end is left as it is.
+    """
+    if not p.requires_grad:
+        return
+    opt = p._z3_optimizer
+    part, _ = opt._get_fp32_opt_state_partition(p, release_swap_buffers=False)
+    start = p.partition_numel() * opt._get_param_partition_rank(p)
+    flat = value.detach().reshape(-1).float()
+    count = max(0, min(part.numel(), flat.numel() - start))
+    part.data[:count].copy_(flat[start : start + count])
+
+
+def build_engine(model: nn.Module, recipe: Recipe, world: World | None = None) -> Engine:
+    """The recipe's engine around ``model``, in ``world`` (default: this process alone)."""
+    if recipe.engine == "deepspeed":
+        return DeepSpeedEngine(model, recipe, world)
+    return TorchEngine(model, recipe, world)

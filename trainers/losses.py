@@ -154,7 +154,7 @@ def distillation_loss(
         mask: ``(B, T0)`` the mask the student saw, at its mask-embedding frame rate.
         mask_lengths: ``(B,)`` valid frames of ``mask``.
     """
-    total = torch.zeros(())
+    total = torch.zeros((), device=teacher_lengths.device)
     masked_sum = unmasked_sum = 0.0
     per_layer: dict[int, float] = {}
     for s, t, w in pairs:
@@ -162,7 +162,7 @@ def distillation_loss(
         s_len = student_lengths[s]
         frames = student.shape[1]
         clean, valid_len = align_frames(teacher_clean[t], teacher_lengths, frames, s_len)
-        valid = torch.arange(frames)[None] < valid_len[:, None]
+        valid = torch.arange(frames, device=valid_len.device)[None] < valid_len[:, None]
         d_clean = frame_distance(student, clean, cfg.distance, cfg.cosine_weight)
         if mask is None:
             layer = (d_clean * valid).sum() / valid.sum().clamp(min=1)

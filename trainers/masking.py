@@ -27,7 +27,7 @@ def compute_span_mask(lengths: Tensor, frames: int, prob: float, span: int = 10,
         generator: the random source (seed it per step to make masks reproducible on resume).
 
     Returns:
-        ``(B, T)`` bool, True where masked.
+        ``(B, T)`` bool on the CPU, True where masked.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -68,7 +68,7 @@ def mask_frame_lengths(graph: EncoderGraph, samples: Tensor) -> tuple[Tensor, in
             cache[s] = graph.lengths(int(s))[names[0]]
         out.append(cache[s])
     padded = graph.lengths(int(samples.max()))[names[0]]
-    return torch.tensor(out, dtype=torch.long), padded
+    return torch.tensor(out, dtype=torch.long, device=samples.device), padded
 
 
 def same_rate(a: Tensor, b: Tensor) -> bool:
@@ -84,7 +84,7 @@ def resample_mask(mask: Tensor, from_lengths: Tensor, to_lengths: Tensor, frames
     (nearest-earlier frame). Frames past ``to_lengths`` are False.
     """
     bsz, t_from = mask.shape
-    j = torch.arange(frames)[None].expand(bsz, frames)
+    j = torch.arange(frames, device=mask.device)[None].expand(bsz, frames)
     if same_rate(from_lengths, to_lengths):
         idx = j
     else:

@@ -123,15 +123,17 @@ class TaskLoss:
     def loss(self, module: nn.Module, out: EncoderOutput, batch: Batch) -> LossResult:
         """The task loss of ``batch`` from the student's output ``out`` (``module`` holds the classifier)."""
         if self.kind == "ctc":
-            targets = [torch.tensor(self.targets[self._key(p)], dtype=torch.long) for p in batch.paths]
+            targets = [self.targets[self._key(p)] for p in batch.paths]
+            flat = torch.tensor([c for t in targets for c in t], dtype=torch.long, device=out.logits.device)
+            target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=out.logits.device)
             logp = out.logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
-            total = F.ctc_loss(logp, torch.cat(targets), out.lengths, torch.tensor([t.numel() for t in targets]),
-                               blank=0, zero_infinity=True)  # fmt: skip
+            total = F.ctc_loss(logp, flat, out.lengths, target_lengths, blank=0, zero_infinity=True)
             decoding = BatchDecoding(out.logits.detach().argmax(-1), out.lengths.detach(),
                                      tuple(self.labels[self._key(p)] for p in batch.paths), self.alphabet)  # fmt: skip
             return LossResult(total, decoding=decoding)
-        y = torch.tensor([self.index[self.labels[self._key(p)]] for p in batch.paths], dtype=torch.long)
         logits = module.classifier(mean_pool(out.output, out.lengths))
+        y = torch.tensor([self.index[self.labels[self._key(p)]] for p in batch.paths], dtype=torch.long,
+                         device=logits.device)  # fmt: skip
         total = F.cross_entropy(logits.float(), y)
         return LossResult(total, accuracy=float((logits.argmax(-1) == y).float().mean()))
 
