@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def test_deepspeed_engine_matches_torch_and_resumes(tmp_path: Path, recipe_file:
     ref = train(planner.load(STUDENT), torch_run, tmp_path / "torch", log=None)
     # fp32, ZeRO stage 0, one process: DeepSpeed's step is the torch step (clipping computed its own way)
     assert [r["loss"] for r in result.metrics] == pytest.approx([r["loss"] for r in ref.metrics], rel=1e-4)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_lines_in_a_log(tmp_path: Path, recipe_file: Path) -> None:
+    recipe = loads_recipe(recipe_file.read_text().replace("steps: 6", "steps: 4"), base_dir=str(tmp_path))
+    terminal, logfile = _Terminal(), io.StringIO()
+    train(planner.load(STUDENT), recipe, tmp_path / "tty", log=terminal)
+    train(planner.load(STUDENT), recipe, tmp_path / "file", log=logfile)
+    bar = terminal.getvalue()
+    assert "\r" in bar and "4/4" in bar and "loss=" in bar and "ex_s=" in bar, bar  # tqdm redraws in place
+    lines = logfile.getvalue().splitlines()
+    assert "\r" not in logfile.getvalue() and [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], lines
+    assert _losses(tmp_path / "tty") == _losses(tmp_path / "file")
+    # the same command again resumes: it says so above the bar, which starts at the checkpoint's step
+    terminal = _Terminal()
+    train(planner.load(STUDENT), recipe, tmp_path / "tty", log=terminal)
+    assert terminal.getvalue().startswith(f"resuming {tmp_path / 'tty'} from step 4\n"), terminal.getvalue()
+    assert "4/4" in terminal.getvalue() and "3/4" not in terminal.getvalue()

@@ -301,7 +301,7 @@ def test_masking_distillation_uses_clean_teacher_on_masked_and_masked_teacher_on
         expected_u += w * float((d1 * u).sum() / u.sum())
     assert res.masked == pytest.approx(expected_m, rel=1e-5)  # same arithmetic, summation order may differ
     assert res.unmasked == pytest.approx(expected_u, rel=1e-5)
-    assert float(res.total) == pytest.approx(expected_m + expected_u, rel=1e-5)
+    assert float(res.total.detach()) == pytest.approx(expected_m + expected_u, rel=1e-5)
 
 
 def test_plain_loss_without_masking() -> None:

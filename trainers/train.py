@@ -50,6 +50,7 @@ from trainers.distill import Distiller
 from trainers.distributed import World
 from trainers.engine import Engine, build_engine, check_engine
 from trainers.losses import LossResult
+from trainers.progress import Progress
 from trainers.recipe import Recipe, dump_recipe
 from trainers.task import TaskDistillLoss, TaskLoss, TaskModel, read_task_labels
 from trainers.teacher import load_teacher
@@ -386,14 +387,15 @@ def train(
         stream.seek(state["position"])
         _set_rng_state(state["rng"][world.rank], engine.device)
         step = int(state["step"])
-        if log and world.is_main:
-            print(f"resuming {out} from step {step}", file=log, flush=True)
     metrics_path = out / "metrics.jsonl"
     distributed.agree(world, lambda: _truncate_metrics(metrics_path, step) if world.is_main else None)
     result = TrainResult(step, step, rank=world.rank, world_size=world.size)
 
     with contextlib.ExitStack() as stack:
         metrics_file = stack.enter_context(metrics_path.open("a", encoding="utf-8")) if world.is_main else None
+        resumed = f"resuming {out} from step {step}" if step else None
+        progress = Progress(log if world.is_main else None, recipe.steps, step, note=resumed)
+        stack.callback(progress.close)
         window_t, window_n = time.perf_counter(), 0
         while step < recipe.steps:
             batch = stream.take(world.rank, world.size).to(engine.device)
@@ -410,6 +412,7 @@ def train(
             step += 1
             window_n += batch.size
             res = holder["res"]
+            row = None
             if step % recipe.logging.every == 0 or step == recipe.steps:
                 now = time.perf_counter()
                 row = _metrics_row(world, step, res, engine.lr, batch.size, window_n, now - window_t)
@@ -418,9 +421,7 @@ def train(
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
-                if log and world.is_main:
-                    print(f"step {step}/{recipe.steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
-                          f"{row['examples_per_s']:.1f} examples/s", file=log, flush=True)  # fmt: skip
+            progress.step(row)
             if step % recipe.checkpoint.every == 0 or step == recipe.steps:
                 _save(out, engine, step, stream, recipe.checkpoint.keep)
             if on_step is not None:
