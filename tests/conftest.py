@@ -41,7 +41,9 @@ def kill_after_first_checkpoint(arch: Path | str, recipe: Path | str, out: Path,
     complete, and returns that checkpoint's step.
 
     Each step sleeps ``sleep`` seconds, so the kill lands a few steps in, mid-run. The child gets a
-    ``MASTER_PORT`` of its own (this process's DeepSpeed group may hold the one set here) and one thread.
+    ``MASTER_PORT`` of its own (this process's DeepSpeed group may hold the one set here) and this process's
+    torch thread count: the resumed half of the run is computed here, and a CPU reduction split over another
+    number of threads sums in another order, which the exact comparisons after a resume would see.
     """
     from trainers import latest_checkpoint
 
@@ -50,7 +52,7 @@ def kill_after_first_checkpoint(arch: Path | str, recipe: Path | str, out: Path,
         f"trainers.train(planner.load({str(arch)!r}), trainers.load_recipe({str(recipe)!r}), {str(out)!r},\n"
         f"               on_step=lambda step, m: time.sleep({sleep}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {"OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
