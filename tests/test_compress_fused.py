@@ -13,6 +13,7 @@ the same values, and multiplying a gradient by 0/1 in one step or two gives the 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from planner.compress import (
     _quant,
 )
 from planner.compress._quant import fake_compress, qrange
-from planner.ir.compression import Compression, Sparsity, WeightQuant
+from planner.ir.compression import ActQuant, Compression, Sparsity, WeightQuant
 
 OUT, FAN_IN = 12, 32
 
@@ -300,3 +301,87 @@ def test_mask_update_does_not_touch_a_pending_backward():
     assert not torch.equal(kept, param.sparsifier.mask)
     out.sum().backward()
     assert torch.equal(w.grad, kept.to(w.dtype))
+
+
+# --- BiT's elastic binarization of inputs: the fused node against autograd through the composition ---------
+
+
+class _RefSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+class _RefStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return (x >= 0.5).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= 0) & (x <= 1)).to(grad.dtype)
+
+
+class _RefGradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g):  # type: ignore[override]
+        ctx.g = g
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad * ctx.g, None
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+@pytest.mark.parametrize("layout", ["linear", "conv", "heads"])
+def test_elastic_binarizer_equals_the_autograd_composition(signed: bool, layout: str) -> None:
+    """BiT eq. 4-5 through sub, div, the STE and mul (autograd), against the one fused node.
+
+    Forward: bitwise (the same ``(x - beta) / alpha`` and ``alpha * Q``). Gradients: autograd multiplies by
+    ``alpha`` and divides by it again where the closed form does not, and sums ``dalpha`` in another order,
+    so they agree to float32 rounding: 1e-6 relative (a few ulps of each sum's largest terms).
+    """
+    from planner.compress._quant import ElasticBinarizer
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = {"linear": ((3, 7, 16), 16, -1, None), "conv": ((3, 16, 9), 16, 1, None),
+              "heads": ((3, 4, 7, 8), 32, -1, (1, 4, 1, 8))}  # fmt: skip
+    shape, channels, dim, view = shapes[layout]
+    cfg = ActQuant(bits=1, symmetric=signed)
+    quant = ElasticBinarizer(cfg, channels, dim, view)
+    x = torch.randn(shape, generator=gen) * 1.5 + (0.0 if signed else 1.0)
+    x[0, 0] = 0.0  # sign(0) = +1 on both sides
+    x.requires_grad_(True)
+    with torch.no_grad():
+        quant.beta.copy_(torch.randn(channels, generator=gen) * 0.1)
+    out = quant(x)  # initialises alpha from this batch, as in training
+    upstream = torch.randn(shape, generator=gen)
+    out.backward(upstream)
+
+    alpha = quant.alpha.detach().clone().requires_grad_(True)
+    beta = quant.beta.detach().clone().requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    if view is not None:
+        b = beta.reshape(view)
+    elif dim == -1:
+        b = beta
+    else:
+        b = beta.reshape(1, channels, 1)
+    a = _RefGradScale.apply(alpha, 1.0 / math.sqrt(x2.numel()))
+    xr = (x2 - b) / a
+    ref = (_RefSign.apply(xr) if signed else _RefStep.apply(xr)) * a
+    ref.backward(upstream)
+    assert same_bits(out.detach(), ref.detach())
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(quant.beta.grad, beta.grad, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(quant.alpha.grad, alpha.grad, rtol=1e-6, atol=1e-6)
+    assert x.grad.abs().sum() > 0 and quant.alpha.grad != 0 and quant.beta.grad.abs().sum() > 0

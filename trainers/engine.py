@@ -86,7 +86,8 @@ def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
 def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     opt = recipe.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
+                             fused=opt.fused or None)  # fmt: skip
 
 
 class Engine(abc.ABC):

@@ -61,34 +61,6 @@ def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor | None, out: int
     return w.reshape(out, fan_in)
 
 
-class _SignSTE(torch.autograd.Function):
-    """``+1`` where ``x >= 0`` else ``-1``; gradient passed where ``|x| <= 1`` (BiT's clipped STE)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
-
-
-class _StepSTE(torch.autograd.Function):
-    """``1`` where ``x >= 0.5`` else ``0``; gradient passed where ``0 <= x <= 1`` (BiT's unsigned binarizer)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return (x >= 0.5).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * ((x >= 0) & (x <= 1)).to(grad.dtype)
-
-
 FakeFn = Callable[[Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"]]
 
 # Normal float32 range: a scale outside it (subnormal, infinite, NaN) voids the in-range argument of
@@ -154,19 +126,6 @@ def _host_checks(t: Tensor) -> bool:
     """Whether a host-side test of a few values is cheaper than an elementwise mask (it is on the CPU, where
     reading a scalar is not a device synchronisation)."""
     return t.device.type == "cpu"
-
-
-class _GradScale(torch.autograd.Function):
-    """Identity forward, gradient times ``g`` (LSQ's step-size gradient scale, used by BiT)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, g: float) -> Tensor:  # type: ignore[override]
-        ctx.g = g
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return grad * ctx.g, None
 
 
 class WeightQuantizer(nn.Module, abc.ABC):
@@ -425,6 +384,62 @@ class IntActQuantizer(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
+def _above(t: Tensor) -> Tensor:
+    """``[t > 0]`` as 0/1 in ``t``'s dtype, in place.
+
+    Written as ``sign(relu(t))`` because every op here stays in floating point: on the CPU, comparisons that
+    produce bool tensors, ``torch.where`` and float-times-bool products run 5 to 30 times slower than a
+    float subtraction of the same size (they leave ATen's vectorized float loops), which made them most of
+    BiT's training-step overhead. Exact: ``t`` comes from a subtraction of two distinct floats or of equal
+    ones, whose sign rounding never flips.
+    """
+    return t.clamp_(min=0).sign_()
+
+
+class _ElasticBinarize(torch.autograd.Function):
+    """BiT's elastic binarization in one autograd node (forward and its gradients in closed form).
+
+    ``x_r = (x - beta) / alpha``; output ``alpha * Q(x_r)`` with ``Q = sign`` (signed: ``+-1``, ``sign(0) = +1``)
+    or ``Q = [x_r >= 0.5]`` (unsigned). With ``P`` the STE's pass mask (``|x_r| <= 1`` signed, ``0 <= x_r <= 1``
+    unsigned)::
+
+        dL/dx     = g * P                                  (alpha * P * 1/alpha)
+        dL/dbeta  = -sum(g * P) over the broadcast dims
+        dL/dalpha = scale * sum(g * (Q(x_r) - x_r * P))     (BiT; scale: LSQ's 1 / sqrt(numel))
+
+    These are what autograd computes through the unfused composition (sub, div, STE, mul), up to float
+    rounding (autograd multiplies by ``alpha`` and divides by it again). One node with float-only
+    arithmetic (see :func:`_above`) and one saved tensor (``x_r``) instead of several.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor, beta: Tensor, signed: bool, scale: float) -> Tensor:  # type: ignore[override]
+        xr = (x - beta).div_(alpha).add_(0.0)  # + 0.0: -0 becomes +0, whose sign is +1
+        out = _q(xr, signed).mul_(alpha)
+        ctx.save_for_backward(xr, alpha, beta)
+        ctx.signed, ctx.scale = signed, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:  # type: ignore[override]
+        xr, alpha, beta = ctx.saved_tensors
+        if ctx.signed:  # P = 1 - [|x_r| > 1]
+            passed = _above(xr.abs().sub_(1)).neg_().add_(1)
+        else:  # P = (1 - [x_r < 0]) (1 - [x_r > 1])
+            passed = _above(xr.neg()).neg_().add_(1).mul_(_above(xr - 1).neg_().add_(1))
+        gx = g * passed
+        dalpha = (g * _q(xr, ctx.signed).sub_(passed.mul_(xr))).sum().mul_(ctx.scale).reshape(alpha.shape)
+        dbeta = gx.sum_to_size(beta.shape).neg()
+        return gx, dalpha, dbeta, None, None
+
+
+def _q(xr: Tensor, signed: bool) -> Tensor:
+    """``Q(x_r)``: ``copysign(1, x_r)`` (``x_r`` has no -0), or ``[x_r >= 0.5] = min(sign(x_r - 0.5) + 1, 1)``."""
+    if signed:
+        return torch.copysign(torch.ones((), dtype=xr.dtype), xr)
+    return (xr - 0.5).sign_().add_(1).clamp_(max=1)
+
+
 class ElasticBinarizer(nn.Module):
     """BiT's elastic binarization of a module input (Liu et al. 2022, eq. 4-5).
 
@@ -433,7 +448,8 @@ class ElasticBinarizer(nn.Module):
     ``alpha`` is a learnable scalar, initialised from the first training batch as BiT does
     (``2 mean|x|`` signed, ``4 mean|x|`` unsigned), its gradient scaled by ``1 / sqrt(numel)`` (LSQ);
     ``beta`` is a learnable per-channel bias (channels: last dim for linear inputs, dim 1 for convs).
-    Gradients: clipped STE to ``x``, and BiT's ``dL/dalpha = sign(x_r) - x_r 1{|x_r| <= 1}`` by autograd.
+    Gradients: clipped STE to ``x``, and BiT's ``dL/dalpha = sign(x_r) - x_r 1{|x_r| <= 1}``, in closed form
+    in one autograd node (:class:`_ElasticBinarize`).
     """
 
     def __init__(self, config: ActQuant, channels: int, channel_dim: int, view: tuple[int, ...] | None = None) -> None:
@@ -459,10 +475,7 @@ class ElasticBinarizer(nn.Module):
                 mean_abs = (x.detach() - beta).abs().mean()
                 self.alpha.fill_(float(2 * mean_abs if self.config.symmetric else 4 * mean_abs) or 1.0)
                 self.initialized.fill_(True)
-        alpha = _GradScale.apply(self.alpha, 1.0 / math.sqrt(x.numel()))
-        xr = (x - beta) / alpha
-        q = _SignSTE.apply(xr) if self.config.symmetric else _StepSTE.apply(xr)
-        return q * alpha
+        return _ElasticBinarize.apply(x, self.alpha, beta, self.config.symmetric, 1.0 / math.sqrt(x.numel()))
 
 
 def make_act_quantizer(config: ActQuant, channels: int, channel_dim: int,
