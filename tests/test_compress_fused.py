@@ -341,9 +341,10 @@ class _RefGradScale(torch.autograd.Function):
         return grad * ctx.g, None
 
 
+@pytest.mark.parametrize("negative", [False, True], ids=["alpha>0", "alpha<0"])
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 @pytest.mark.parametrize("layout", ["linear", "conv", "heads"])
-def test_elastic_binarizer_equals_the_autograd_composition(signed: bool, layout: str) -> None:
+def test_elastic_binarizer_equals_the_autograd_composition(signed: bool, layout: str, negative: bool) -> None:
     """BiT eq. 4-5 through sub, div, the STE and mul (autograd), against the one fused node.
 
     Forward: bitwise (the same ``(x - beta) / alpha`` and ``alpha * Q``). Gradients: autograd multiplies by
@@ -363,6 +364,10 @@ def test_elastic_binarizer_equals_the_autograd_composition(signed: bool, layout:
     x.requires_grad_(True)
     with torch.no_grad():
         quant.beta.copy_(torch.randn(channels, generator=gen) * 0.1)
+    if negative:  # a learnable alpha may cross 0: the output is still alpha * Q(x_r)
+        quant(x.detach())
+        with torch.no_grad():
+            quant.alpha.neg_()
     out = quant(x)  # initialises alpha from this batch, as in training
     upstream = torch.randn(shape, generator=gen)
     out.backward(upstream)

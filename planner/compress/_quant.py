@@ -415,7 +415,10 @@ class _ElasticBinarize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, alpha: Tensor, beta: Tensor, signed: bool, scale: float) -> Tensor:  # type: ignore[override]
         xr = (x - beta).div_(alpha).add_(0.0)  # + 0.0: -0 becomes +0, whose sign is +1
-        out = _q(xr, signed).mul_(alpha)
+        if signed and _host_checks(alpha) and bool(alpha > 0):  # alpha * sign(x_r) in one pass
+            out = torch.copysign(alpha, xr)
+        else:
+            out = _q(xr, signed).mul_(alpha)
         ctx.save_for_backward(xr, alpha, beta)
         ctx.signed, ctx.scale = signed, scale
         return out
@@ -427,8 +430,10 @@ class _ElasticBinarize(torch.autograd.Function):
             passed = _above(xr.abs().sub_(1)).neg_().add_(1)
         else:  # P = (1 - [x_r < 0]) (1 - [x_r > 1])
             passed = _above(xr.neg()).neg_().add_(1).mul_(_above(xr - 1).neg_().add_(1))
-        gx = g * passed
-        dalpha = (g * _q(xr, ctx.signed).sub_(passed.mul_(xr))).sum().mul_(ctx.scale).reshape(alpha.shape)
+        gx = passed.mul_(g)
+        # sum(g * (Q - x_r P)) as two dot products (read-only passes): sum(g Q) - sum(gx x_r)
+        dalpha = (torch.dot(g.reshape(-1), _q(xr, ctx.signed).reshape(-1)) - torch.dot(gx.reshape(-1), xr.reshape(-1)))
+        dalpha = dalpha.mul_(ctx.scale).reshape(alpha.shape)
         dbeta = gx.sum_to_size(beta.shape).neg()
         return gx, dalpha, dbeta, None, None
 
