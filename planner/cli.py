@@ -126,7 +126,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="planner", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="planner",
+        description="Declarative architecture search and compression planning for speech encoders. "
+        "Each command reads YAML files; run `planner COMMAND -h` for its options.",
+    )
     # `deepspeed ... $(which planner) train ...` runs `planner --local_rank=N train ...` (for train only)
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
