@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
@@ -59,7 +60,8 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     except KeyError:
         raise PlannerError(f"no study named {args.study!r} in {url} (give --storage)") from None
     doc = export_pareto(study, args.export)
-    print(f"{len(doc['points'])} Pareto points -> {args.export}/pareto.csv, pareto.json, trial-*.yaml")
+    out = Path(args.export)
+    print(f"{len(doc['points'])} Pareto points -> {out / 'pareto.csv'}, pareto.json, trial-*.yaml, pareto.png, pareto.html")
     return 0
 
 
