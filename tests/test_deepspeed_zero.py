@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchaudio
 from conftest import kill_after_first_checkpoint
-from test_train_units import ROOT, TINY_TA, recipe_text, ta_teacher_yaml, write_corpus
+from test_train_units import ROOT, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
-from trainers import latest_checkpoint, load_recipe, loads_recipe, scan_folder, train
+from trainers import latest_checkpoint, load_recipe, loads_recipe, train
 from trainers.engine import check_deepspeed_support, deepspeed_config, read_deepspeed_checkpoint
 from trainers.evaluate import load_run_model
 from trainers.recipe import DeepSpeedConfig
@@ -45,13 +44,9 @@ class Interrupted(Exception):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A corpus, a tiny torchaudio teacher, the student file and the recipe text, shared by the module."""
-    from trainers.teacher import TORCHAUDIO_BASE
-
     root = tmp_path_factory.mktemp("zero")
-    write_corpus(root / "audio", [0.3, 0.4, 0.45, 0.6, 0.25, 0.5])
-    scan_folder(root / "audio", root / "train.tsv")
-    torch.manual_seed(0)
-    torch.save(torchaudio.models.wav2vec2_model(**{**TORCHAUDIO_BASE, **TINY_TA}).state_dict(), root / "teacher.pt")
+    make_corpus(root)
+    save_tiny_teacher(root / "teacher.pt")
     (root / "student.yaml").write_text(STUDENT)
     (root / "base.txt").write_text(recipe_text(ta_teacher_yaml(root / "teacher.pt"), root / "train.tsv", steps=str(STEPS),
                                                compression="{schedule: few_shot, steps: 2}"))  # fmt: skip

@@ -30,13 +30,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchaudio
 from test_deepspeed_zero import STUDENT as MIXED_STUDENT
-from test_train_units import DATA, ROOT, TINY_TA, recipe_text, ta_teacher_yaml, write_corpus
+from test_train_units import DATA, ROOT, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 
 import planner
 from planner.cli import main
-from trainers import latest_checkpoint, load_recipe, scan_folder
+from trainers import latest_checkpoint, load_recipe
 from trainers.engine import TorchEngine
 from trainers.train import _seed_rank, build_loss, build_stream, build_student
 
@@ -51,13 +50,9 @@ assert "dropout: 0.1" in DROPOUT_STUDENT
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A corpus, a tiny torchaudio teacher, the students and recipes, shared by the module."""
-    from trainers.teacher import TORCHAUDIO_BASE
-
     root = tmp_path_factory.mktemp("multiprocess")
-    write_corpus(root / "audio", [0.3, 0.4, 0.45, 0.6, 0.25, 0.5])
-    scan_folder(root / "audio", root / "train.tsv")
-    torch.manual_seed(0)
-    torch.save(torchaudio.models.wav2vec2_model(**{**TORCHAUDIO_BASE, **TINY_TA}).state_dict(), root / "teacher.pt")
+    make_corpus(root)
+    save_tiny_teacher(root / "teacher.pt")
     (root / "dropout.yaml").write_text(DROPOUT_STUDENT)
     (root / "mixed.yaml").write_text(MIXED_STUDENT)
     teacher = ta_teacher_yaml(root / "teacher.pt")

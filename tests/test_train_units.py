@@ -69,23 +69,31 @@ def recipe_text(teacher: str, manifest: Path, **extra: str) -> str:
     return "".join(f"{k}: {v}\n" for k, v in body.items())
 
 
+def make_corpus(root: Path) -> Path:
+    """Six utterances under ``root/audio`` and their manifest ``root/train.tsv`` (returned)."""
+    write_corpus(root / "audio", [0.3, 0.4, 0.45, 0.6, 0.25, 0.5])
+    manifest = root / "train.tsv"
+    scan_folder(root / "audio", manifest)
+    return manifest
+
+
+def save_tiny_teacher(path: Path) -> Path:
+    """A tiny torchaudio HuBERT (:data:`TINY_TA`, seed 0) saved as a state dict at ``path`` (returned)."""
+    from trainers.teacher import TORCHAUDIO_BASE
+
+    torch.manual_seed(0)
+    torch.save(torchaudio.models.wav2vec2_model(**{**TORCHAUDIO_BASE, **TINY_TA}).state_dict(), path)
+    return path
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    write_corpus(tmp_path / "audio", [0.3, 0.4, 0.45, 0.6, 0.25, 0.5])
-    manifest = tmp_path / "train.tsv"
-    scan_folder(tmp_path / "audio", manifest)
-    return manifest
+    return make_corpus(tmp_path)
 
 
 @pytest.fixture
 def ta_teacher_file(tmp_path: Path) -> Path:
-    from trainers.teacher import TORCHAUDIO_BASE
-
-    torch.manual_seed(0)
-    model = torchaudio.models.wav2vec2_model(**{**TORCHAUDIO_BASE, **TINY_TA})
-    path = tmp_path / "teacher.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_tiny_teacher(tmp_path / "teacher.pt")
 
 
 def ta_teacher_yaml(path: Path) -> str:

@@ -182,6 +182,13 @@ class Batch:
     def size(self) -> int:
         return len(self.paths)
 
+    @property
+    def model_input(self) -> tuple[Tensor, Tensor]:
+        """What the student takes, with its valid lengths: the filterbanks if it takes features, else audio."""
+        if self.features is not None:
+            return self.features, self.feature_lengths
+        return self.waveforms, self.lengths
+
     def to(self, device: torch.device | str) -> Batch:
         """The batch with its tensors on ``device`` (the same batch where they are there already)."""
         move = [self.waveforms, self.lengths, self.features, self.feature_lengths]

@@ -79,7 +79,7 @@ class Distiller:
                 it (a task loss combined with distillation); used only without masking, where the
                 student sees the clean input anyway.
         """
-        x, xl = (batch.features, batch.feature_lengths) if batch.features is not None else (batch.waveforms, batch.lengths)
+        x, xl = batch.model_input
         dtype = next(student.parameters()).dtype
         x = x.to(dtype)
         wav, wl = batch.waveforms, batch.lengths

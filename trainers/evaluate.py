@@ -159,7 +159,7 @@ def _run_one(model: nn.Module, graph: Any, path: str, task: ProbeTask) -> Any:
     """The encoder's output on one utterance (its first ``task.max_seconds``), alone in its batch."""
     wav = read_audio(path, task.sample_rate)[: int(task.max_seconds * task.sample_rate)]
     b = collate([wav], [path], graph.spec.input)
-    x, xl = (b.features, b.feature_lengths) if b.features is not None else (b.waveforms, b.lengths)
+    x, xl = b.model_input
     return model(x, xl)
 
 

@@ -117,7 +117,7 @@ class TaskLoss:
     @staticmethod
     def forward(module: nn.Module, batch: Batch) -> EncoderOutput:
         """The student's forward on the batch's unmasked input (waveform or filterbanks)."""
-        x, xl = (batch.features, batch.feature_lengths) if batch.features is not None else (batch.waveforms, batch.lengths)
+        x, xl = batch.model_input
         return module(x.to(next(module.parameters()).dtype), xl)
 
     def loss(self, module: nn.Module, out: EncoderOutput, batch: Batch) -> LossResult:

@@ -6,9 +6,9 @@ so every leaf keeps its class (a ``Parametrized*`` subclass of ``nn.Linear`` / `
 
 Inputs: the activation quantizer is registered as a child ``input_quantizer`` of the leaf and run by a
 forward pre-hook; an attention product (:class:`~planner.nn.attention.Product`) gets one per input,
-``input_quantizer`` and ``other_quantizer``. A pre-hook rather than a wrapper module because a wrapper would move the leaf to
-``path.module`` and break the path contract; the child registration puts the quantizer's learnable
-``alpha`` / ``beta`` in ``model.parameters()`` and its calibration in the state dict.
+``input_quantizer`` and ``other_quantizer``. A pre-hook rather than a wrapper module because a wrapper
+would move the leaf to ``path.module`` and break the path contract; the child registration puts the
+quantizer's learnable ``alpha`` / ``beta`` in ``model.parameters()`` and its calibration in the state dict.
 """
 
 from __future__ import annotations

@@ -187,19 +187,12 @@ def _priced_keys(model: nn.Module) -> set[str]:
         prefix = f"{name}." if name else ""
         if isinstance(mod, (ElasticBinarizer, IntActQuantizer)):
             names = ("alpha", "beta") if isinstance(mod, ElasticBinarizer) else ("scale", "zero_point")
-            keys.update(prefix + n for n in names)
-            continue
-        if any(isinstance(m, (ElasticBinarizer, IntActQuantizer)) for m in _ancestors(model, name)):
+            keys.update(prefix + n for n in names)  # (their observers, children, hold buffers only)
             continue
         keys.update(prefix + n for n, _ in mod.named_parameters(recurse=False))
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             keys.update((prefix + "running_mean", prefix + "running_var"))
     return keys
-
-
-def _ancestors(model: nn.Module, name: str) -> list[nn.Module]:
-    parts = name.split(".") if name else []
-    return [model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
 
 
 def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Leaves: the parameterised operations a node is made of, derived from the IR without torch.
 
 Every node kind lists its leaves (linear, convolution, norm, free parameter, and the attention products
-``attention.scores`` / ``attention.context``) with their shapes and a path relative to the node. The materializer builds a module at exactly that path with exactly those
-parameters (a test checks it for every kind), the cost model prices each leaf, and compression rules
-select leaves by their tags or paths.
+``attention.scores`` / ``attention.context``) with their shapes and a path relative to the node. The
+materializer builds a module at exactly that path with exactly those parameters (a test checks it for
+every kind), the cost model prices each leaf, and compression rules select leaves by their tags or paths.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Leaf:
     @property
     def quantizable(self) -> bool:
         """Compression rules may select it (a linear, a convolution or a product)."""
-        return self.op in COMPRESSIBLE_OPS or self.op in PRODUCT_OPS
+        return self.compressible or self.is_product
 
     @property
     def fan_in(self) -> int:
