@@ -22,7 +22,6 @@ import pytest
 
 from planner.cli import main
 
-TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "', "Error: ", "raise ")
 
 
 @dataclass(frozen=True)
