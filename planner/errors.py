@@ -15,6 +15,7 @@ __all__ = [
     "GraphError",
     "FieldError",
     "WeightMappingError",
+    "WriteError",
 ]
 
 
@@ -69,3 +70,7 @@ class GraphError(ConfigError):
 
 class WeightMappingError(PlannerError):
     """Pretrained weights do not fit a materialized model (missing, unexpected or mis-shaped keys)."""
+
+
+class WriteError(PlannerError):
+    """A file or folder could not be written (a full disk, no permission, a file where a folder must be)."""

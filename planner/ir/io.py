@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from planner.errors import ConfigError, FieldError
+from planner.files import write_text_atomic
 from planner.ir.graph import EncoderGraph, build_graph
 from planner.ir.spec import dump_spec, parse_spec
 
@@ -67,20 +67,6 @@ def loads(text: str, source: str | None = None) -> EncoderGraph:
 def dumps(graph: EncoderGraph) -> str:
     """The architecture as YAML text; ``loads(dumps(g)) == g``."""
     return yaml.safe_dump(dump_spec(graph.spec), sort_keys=False, default_flow_style=None, width=110)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump(graph: EncoderGraph, path: str | os.PathLike[str]) -> None:
