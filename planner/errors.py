@@ -38,7 +38,36 @@ class FieldError(PlannerError):
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         self.message = message
+        self.errors: list[FieldError] = [self]
         super().__init__(f"{path}: {message}" if path else message)
+
+    @classmethod
+    def group(cls, errors: Iterable[FieldError]) -> FieldError:
+        """One error that carries several (each kept in ``errors``), so that a document reports all at once."""
+        flat = [e for err in errors for e in err.errors]
+        if len(flat) == 1:
+            return flat[0]
+        first = flat[0]
+        grouped = cls(first.path, first.message)
+        grouped.errors = flat
+        grouped.args = ("\n".join(str(e) for e in flat),)
+        return grouped
+
+    def prefixed(self, path: str) -> FieldError:
+        """The same error(s) with ``path`` joined in front of every field path."""
+        if not path:
+            return self
+
+        def one(e: FieldError) -> FieldError:
+            if not e.path:
+                return FieldError(path, e.message)
+            sep = "" if e.path.startswith("[") else "."
+            return FieldError(f"{path}{sep}{e.path}", e.message)
+
+        return FieldError.group(one(e) for e in self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{e.path}: {e.message}" if e.path else e.message for e in self.errors)
 
 
 class ConfigError(PlannerError):
@@ -51,7 +80,7 @@ class ConfigError(PlannerError):
     exit_code = 2
 
     def __init__(self, errors: Iterable[FieldError], source: str | None = None) -> None:
-        self.errors = list(errors)
+        self.errors = [e for err in errors for e in getattr(err, "errors", [err])]
         self.source = source
         super().__init__(self._render())
 

@@ -7,19 +7,28 @@ and :func:`to_data` turns one back into plain data, leaving out fields equal to 
 
 A dataclass can refine validation with a ``check(self)`` method raising :class:`FieldError` with a path
 relative to itself, and a field can carry its own parser/dumper in ``metadata`` (``parse``/``dump``) for
-shorthand forms such as ``"2:4"``.
+shorthand forms such as ``"2:4"``, and numeric bounds (``gt``/``ge``/``lt``/``le``, checked so that NaN fails
+them; a float field never accepts NaN or infinity).
+
+A config axis with several kinds (samplers, pruners, evaluators, losses...) is a table ``{kind: dataclass}``
+read by :func:`parse_kind`: each kind's dataclass holds only its own fields, so a field of another kind is an
+unknown field, and an unknown kind names the allowed ones.
+
+:func:`from_data` reports every problem of a document at once (one :class:`FieldError` grouping them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from planner.errors import FieldError
 
-__all__ = ["from_data", "to_data", "join", "describe", "field"]
+__all__ = ["from_data", "to_data", "join", "describe", "field", "check_bounds", "parse_kind", "dump_kind"]
 
 T = TypeVar("T")
 
@@ -36,12 +45,43 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def field(default: Any = dataclasses.MISSING, *, parse=None, dump=None, doc: str = "") -> Any:
-    """A dataclass field with an optional shorthand parser and dumper."""
-    meta = {"parse": parse, "dump": dump, "doc": doc}
+def field(default: Any = dataclasses.MISSING, *, parse=None, dump=None, doc: str = "", gt: float | None = None,
+          ge: float | None = None, lt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with an optional shorthand parser and dumper, and optional numeric bounds.
+
+    Args:
+        default: the default value (immutable).
+        parse: ``parse(value, path) -> value`` for shorthand forms; replaces the type conversion.
+        dump: ``dump(value) -> data``, the inverse of ``parse``.
+        doc: one line for generated documentation.
+        gt, ge, lt, le: bounds a number (or each number of a tuple) must meet; ``None`` leaves the side open.
+            A ``None`` value of an optional field is not checked.
+    """
+    meta = {"parse": parse, "dump": dump, "doc": doc, "bounds": (gt, ge, lt, le)}
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable default")
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_bounds(value: Any, path: str, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+                 le: float | None = None) -> None:
+    """Raises :class:`FieldError` unless every number in ``value`` meets the bounds (NaN never does)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            check_bounds(v, join(path, i), gt, ge, lt, le)
+        return
+    if not isinstance(value, (int, float)):
+        return
+    if gt is not None and not value > gt:
+        raise FieldError(path, f"{value!r} must be greater than {gt}")
+    if ge is not None and not value >= ge:
+        raise FieldError(path, f"{value!r} must be at least {ge}")
+    if lt is not None and not value < lt:
+        raise FieldError(path, f"{value!r} must be less than {lt}")
+    if le is not None and not value <= le:
+        raise FieldError(path, f"{value!r} must be at most {le}")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -107,6 +147,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldError(path, f"expected a number, got {_kind(value)} {value!r}")
+        if not math.isfinite(value):
+            raise FieldError(path, f"{value!r} is not a finite number (NaN and infinity are not allowed)")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -146,31 +188,83 @@ def from_data(cls: type[T], data: Any, path: str = "") -> T:
     if fields is None:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         _FIELDS[cls] = fields
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        allowed = ", ".join(sorted(fields))
-        raise FieldError(join(path, str(unknown[0])), f"unknown field (allowed: {allowed})")
+    errors: list[FieldError] = []
+    allowed = ", ".join(sorted(fields))
+    for k in data:
+        if k not in fields:
+            errors.append(FieldError(join(path, str(k)), f"unknown field (allowed: {allowed})"))
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         fpath = join(path, name)
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise FieldError(fpath, f"required field is missing ({describe(hints[name])})")
+                errors.append(FieldError(fpath, f"required field is missing ({describe(hints[name])})"))
             continue
         parse = f.metadata.get("parse")
         value = data[name]
-        kwargs[name] = parse(value, fpath) if parse else _convert(hints[name], value, fpath)
+        try:
+            kwargs[name] = parse(value, fpath) if parse else _convert(hints[name], value, fpath)
+            bounds = f.metadata.get("bounds")
+            if bounds is not None:
+                check_bounds(kwargs[name], fpath, *bounds)
+        except FieldError as err:
+            errors.append(err)
+    if errors:
+        raise FieldError.group(errors)
     try:
         obj = cls(**kwargs)
     except FieldError as err:
-        raise FieldError(join(path, err.path), err.message) from None
+        raise err.prefixed(path) from None
     check = getattr(obj, "check", None)
     if check is not None:
         try:
             check()
         except FieldError as err:
-            raise FieldError(join(path, err.path), err.message) from None
+            raise err.prefixed(path) from None
     return obj
+
+
+def parse_kind(table: Mapping[str, type[T]], data: Any, path: str, what: str) -> T:
+    """Builds the config of one registered kind from ``{kind: NAME, ...its own fields}`` or a bare ``NAME``.
+
+    Args:
+        table: ``{kind: dataclass}``; each dataclass holds only the fields of its kind.
+        data: the YAML value: a kind name, or a mapping with a ``kind`` key.
+        path: the field path of ``data``, for error messages.
+        what: what the axis is called in messages (``sampler``, ``loss``).
+
+    Raises:
+        FieldError: an unknown kind (naming the allowed ones), or the kind's own field errors; a field of
+            another kind is an unknown field.
+    """
+    kinds = ", ".join(sorted(table))
+    if isinstance(data, str):
+        data = {"kind": data}
+    if not isinstance(data, dict):
+        raise FieldError(path, f"expected a {what} kind or a mapping with 'kind' (allowed kinds: {kinds}), got "
+                               f"{_kind(data)} {data!r}")  # fmt: skip
+    if "kind" not in data:
+        raise FieldError(join(path, "kind"), f"required field is missing (allowed kinds: {kinds})")
+    kind = data["kind"]
+    if not isinstance(kind, str) or kind not in table:
+        raise FieldError(join(path, "kind"), f"{kind!r} is not a {what} kind (allowed: {kinds})")
+    rest = {k: v for k, v in data.items() if k != "kind"}
+    try:
+        return from_data(table[kind], rest, path)
+    except FieldError as err:
+        if any(e.message.startswith("unknown field") for e in err.errors):
+            fields = ", ".join(sorted(_FIELDS.get(table[kind], {}))) or "none"
+            raise FieldError.group(
+                FieldError(e.path, f"not a field of {what} kind {kind!r} (its fields: {fields})")
+                if e.message.startswith("unknown field") else e
+                for e in err.errors
+            ) from None
+        raise
+
+
+def dump_kind(kind: str, obj: Any) -> dict[str, Any]:
+    """The YAML data of a kind's config: ``{kind: NAME, ...non-default fields}`` (the inverse of :func:`parse_kind`)."""
+    return {"kind": kind, **to_data(obj)}
 
 
 def to_data(obj: Any) -> Any:
