@@ -38,7 +38,7 @@ def test_float_fields_refuse_non_finite(bad: float) -> None:
         from_data(_Opt, {"lr": bad})
 
 
-@pytest.mark.parametrize(("data", "message"), [({"lr": 0}, "lr: 0 must be greater than 0"),
+@pytest.mark.parametrize(("data", "message"), [({"lr": 0}, "lr: 0.0 must be greater than 0"),
                                                ({"clip": -1.0}, "clip: -1.0 must be greater than 0"),
                                                ({"steps": 0}, "steps: 0 must be at least 1")])  # fmt: skip
 def test_bounds(data: dict, message: str) -> None:
