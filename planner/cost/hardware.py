@@ -6,6 +6,7 @@ catalog name or a path to a YAML file of the same layout, so users add accelerat
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +80,15 @@ def _number(data: dict[str, Any], key: str, path: str, default: float | None = N
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError(path, f"{value!r} is not a number")
-    if value < minimum or (strict and value <= minimum):
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
+    if not math.isfinite(value):
+        raise FieldError(path, f"{value!r} is not a finite number (NaN and infinity are not allowed)")
+    if not (value > minimum if strict else value >= minimum):
         raise FieldError(path, f"{value} must be {'>' if strict else '>='} {minimum:g}")
-    return float(value)
+    return value
 
 
 def parse_hardware(data: Any, source: str | None = None) -> Hardware:
@@ -150,12 +157,6 @@ def load_hardware(name_or_path: str | os.PathLike[str] | Hardware) -> Hardware:
         if not path.exists():
             raise ConfigError([FieldError("hardware", f"{text!r} is not in the catalog (allowed: "
                                           f"{', '.join(catalog_names())}, or a path to a YAML file)")])  # fmt: skip
-    import yaml
+    from planner.ir.io import read_yaml  # the one YAML reader (repeated keys, alias bombs, deep nesting)
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError([FieldError("", f"cannot read the hardware file ({err.strerror})")], str(path)) from err
-    except yaml.YAMLError as err:
-        raise ConfigError([FieldError("", f"not valid YAML ({err})")], str(path)) from err
-    return parse_hardware(data, str(path))
+    return parse_hardware(read_yaml(path), str(path))

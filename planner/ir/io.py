@@ -10,6 +10,7 @@ import yaml
 
 from planner.errors import ConfigError, FieldError
 from planner.files import write_text_atomic
+from planner.ir._yaml import parse_yaml
 from planner.ir.graph import EncoderGraph, build_graph
 from planner.ir.spec import dump_spec, parse_spec
 
@@ -17,7 +18,13 @@ __all__ = ["load", "loads", "dump", "dumps", "from_dict", "read_yaml", "write_te
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """Reads a YAML file; a missing file or a syntax error is a :class:`ConfigError` naming the file."""
+    """Reads a YAML file with the planner's one reader (see :mod:`planner.ir._yaml`).
+
+    Raises:
+        ConfigError: a missing or unreadable file, invalid YAML, a tag, a repeated key, a document nested
+            deeper than 64 levels or expanding (aliases counted at each use) past 100,000 values; each
+            problem as ``FILE: line N: message``.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -29,13 +36,9 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 
 
 def _parse_yaml(text: str, source: str | None) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError([FieldError("", f"{where}invalid YAML ({problem})")], source) from None
+    """``text`` parsed by the planner's one YAML reader (:func:`planner.ir._yaml.parse_yaml`): safe tags only,
+    repeated keys, deep nesting and alias bombs refused with ``FILE: line N: problem``."""
+    return parse_yaml(text, source)
 
 
 def from_dict(data: Any, source: str | None = None) -> EncoderGraph:
