@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from planner.cost.cli import seconds_arg
 from planner.errors import PlannerError
 
 __all__ = ["main"]
@@ -142,13 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the resolved graph: node, kind, widths, frames, bits, N:M")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--seconds", type=float, default=1.0, help="audio length for the frames column (default 1)")
+    p.add_argument("--seconds", type=seconds_arg, default=1.0, help="audio length for the frames column (default 1)")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("cost", help="price an architecture: params, storage, MACs, FLOPs, BOPs, latency, per layer")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--seconds", type=float, default=None, help="one utterance of this length (default 1)")
+    p.add_argument("--seconds", type=seconds_arg, default=None, help="one utterance of this length (default 1)")
     p.add_argument("--lengths", metavar="FILE", help="utterance lengths in samples, one per line; costs summed")
     p.add_argument("--hardware", metavar="NAME|YAML", help="catalog name (a100) or a YAML file: adds latency_s")
     p.add_argument("--attention", choices=("exact", "dense"), default="exact",
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="materialize, measure params and MACs with DeepSpeed, compare")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--seconds", type=float, default=None, help="utterance length (default 1)")
+    p.add_argument("--seconds", type=seconds_arg, default=None, help="utterance length (default 1)")
     p.add_argument("--attention", choices=("exact", "dense"), default="dense",
                    help="analytic mode compared (default dense: what the model executes)")
     p.set_defaults(func=_cmd_profile)

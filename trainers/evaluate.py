@@ -57,6 +57,7 @@ __all__ = ["ProbeTask", "evaluate", "load_task", "load_run_model"]
 
 
 _EXAMPLES = 5  # decoded held-out utterances shown in a ctc result
+_CEILINGS = {"steps": 10_000_000, "batch_size": 65_536, "sample_rate": 1_000_000, "max_seconds": 86_400.0}
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,15 @@ class ProbeTask:
             if getattr(self, name) < 1:
                 raise FieldError(name, f"{getattr(self, name)} must be positive")
         for name in ("lr", "max_seconds"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise FieldError(name, f"{getattr(self, name)} must be positive")
+        for name, ceiling in _CEILINGS.items():  # absurd sizes refused before any audio is read
+            if not getattr(self, name) <= ceiling:
+                raise FieldError(name, f"{getattr(self, name)} exceeds the ceiling of {ceiling:,}")
+        if not self.weight_decay >= 0:
+            raise FieldError("weight_decay", f"{self.weight_decay} must be at least 0")
+        if not 0 <= self.seed < 2**63:
+            raise FieldError("seed", f"{self.seed} is not a seed (allowed: 0 to 2**63 - 1)")
         if self.alphabet is not None and self.kind != "ctc":
             raise FieldError("alphabet", f"only allowed with kind: ctc (this task is {self.kind})")
         if self.alphabet is not None and (not self.alphabet or len(set(self.alphabet)) != len(self.alphabet)):

@@ -13,6 +13,7 @@ or with layer-to-layer distillation added.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -159,6 +160,9 @@ class TaskDistillLoss:
     """
 
     def __init__(self, task: TaskLoss, distiller: Distiller, weight: float) -> None:
+        if not (math.isfinite(weight) and weight >= 0):  # NaN fails it; a NaN weight would train a NaN model
+            raise ConfigError([FieldError("loss.distill_weight", f"{weight!r} is not a weight (allowed: a finite "
+                                                                 "number, 0 or more)")])  # fmt: skip
         self.task, self.distiller, self.weight = task, distiller, weight
 
     def __call__(self, module: nn.Module, batch: Batch, step: int) -> LossResult:
