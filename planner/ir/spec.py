@@ -24,15 +24,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import from_data, join, to_data
+from planner.ir._schema import field, from_data, join, to_data
 from planner.ir.compression import CompressionRule
 from planner.ir.kinds import NODE_KINDS, NodeKind
+from planner.ir.kinds.base import MAX_LAYERS, MAX_WIDTH
 
-__all__ = ["ArchSpec", "InputSpec", "Block", "parse_spec", "dump_spec", "FORMAT_VERSION", "SECTIONS"]
+__all__ = ["ArchSpec", "InputSpec", "Block", "parse_spec", "dump_spec", "FORMAT_VERSION", "SECTIONS",
+           "MAX_SAMPLE_RATE"]
 
 FORMAT_VERSION = 1
 SECTIONS = ("frontend", "layers", "post", "heads")
-_REUSE_NAME = re.compile(r"^(\d+)by(\d+)$")
+_REUSE_NAME = re.compile(r"^([0-9]{1,4})by([0-9]{1,4})$")
+MAX_SAMPLE_RATE = 1_000_000
+"""The highest ``input.sample_rate`` (and filterbank window or hop, in samples) a file may give."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,10 @@ class InputSpec:
     """
 
     kind: Literal["waveform", "features"] = "waveform"
-    sample_rate: int = 16000
-    n_mels: int | None = None
-    win_length: int = 400
-    hop_length: int = 160
+    sample_rate: int = field(16000, le=MAX_SAMPLE_RATE)
+    n_mels: int | None = field(None, le=MAX_WIDTH)
+    win_length: int = field(400, le=MAX_SAMPLE_RATE)
+    hop_length: int = field(160, le=MAX_SAMPLE_RATE)
 
     def check(self) -> None:
         if self.kind == "features" and (self.n_mels is None or self.n_mels < 1):
@@ -112,6 +116,8 @@ def _parse_block(data: Any, path: str, section: str) -> Block:
     repeat = data.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise FieldError(join(path, "repeat"), f"{repeat!r} is not a positive integer")
+    if repeat > MAX_LAYERS:
+        raise FieldError(join(path, "repeat"), f"{repeat} exceeds the ceiling of {MAX_LAYERS} layers")
     if repeat > 1 and section != "layers":
         raise FieldError(join(path, "repeat"), "only entries of layers can repeat")
     rest = {k: v for k, v in data.items() if k not in ("kind", "repeat")}
@@ -188,6 +194,8 @@ def parse_spec(data: Any, source: str | None = None) -> ArchSpec:
     def width_of(v: Any, p: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise FieldError(p, f"expected a positive integer, got {v!r}")
+        if v > MAX_WIDTH:
+            raise FieldError(p, f"{v} exceeds the ceiling of {MAX_WIDTH} (the widest model width a file may give)")
         return v
 
     def section(key: str, required: bool):  # noqa: ANN202
@@ -224,6 +232,9 @@ def parse_spec(data: Any, source: str | None = None) -> ArchSpec:
     heads = section("heads", False)
     reuse = take("reuse", _parse_reuse, "none")
     compression = take("compression", rules, ())
+    if layers and sum(b.repeat for b in layers) > MAX_LAYERS:
+        errors.append(FieldError("layers", f"{sum(b.repeat for b in layers)} layers (repeats expanded) exceed the "
+                                           f"ceiling of {MAX_LAYERS}"))  # fmt: skip
     if errors:
         raise ConfigError(errors, source)
     return ArchSpec(name=name, input=inp, width=width, frontend=frontend, layers=layers, reuse=reuse,

@@ -11,7 +11,16 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Categorical", "IntRange", "FloatRange", "Domain", "Condition"]
+from planner.errors import FieldError
+
+__all__ = ["Categorical", "IntRange", "FloatRange", "Domain", "Condition", "MAX_BOUND", "MAX_GRID"]
+
+MAX_BOUND = 2**53
+"""The largest magnitude of a range's bounds, and the most points a stepped range may hold: every integer up to
+it is exact in a float (what Optuna stores a parameter as)."""
+
+MAX_GRID = 1_000_000
+"""The most points :meth:`IntRange.grid` / :meth:`FloatRange.grid` list (a grid sampler enumerates them)."""
 
 Scalar = str | int | float | bool | None
 
@@ -54,6 +63,10 @@ class Categorical:
     def grid(self) -> list[Scalar]:
         return list(self.choices)
 
+    def size(self) -> int:
+        """The number of values (without listing them)."""
+        return len(self.choices)
+
     def describe(self) -> str:
         return "one of " + ", ".join(repr(c) for c in self.choices)
 
@@ -79,7 +92,17 @@ class IntRange:
             return int(round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))
         return self.low + self.step * rng.randrange((self.high - self.low) // self.step + 1)
 
+    def size(self) -> int:
+        """The number of grid points (without listing them)."""
+        return (self.high - self.low) // self.step + 1
+
     def grid(self) -> list[int]:
+        """Every grid point.
+
+        Raises:
+            FieldError: more than :data:`MAX_GRID` points.
+        """
+        _check_grid(self.path, self.size())
         return list(range(self.low, self.high + 1, self.step))
 
     def describe(self) -> str:
@@ -108,14 +131,31 @@ class FloatRange:
             return self.low + self.step * rng.randrange(int(round((self.high - self.low) / self.step)) + 1)
         return rng.uniform(self.low, self.high)
 
+    def size(self) -> int | None:
+        """The number of grid points, or None for a continuous range."""
+        return None if self.step is None else int(round((self.high - self.low) / self.step)) + 1
+
     def grid(self) -> list[float]:
-        if self.step is None:
+        """Every grid point of a stepped range.
+
+        Raises:
+            ValueError: a continuous range (no step).
+            FieldError: more than :data:`MAX_GRID` points.
+        """
+        n = self.size()
+        if n is None:
             raise ValueError(f"{self.label}: a continuous range has no grid (give it a step)")
-        n = int(round((self.high - self.low) / self.step))
-        return [self.low + i * self.step for i in range(n + 1)]
+        _check_grid(self.path, n)
+        return [self.low + i * self.step for i in range(n)]  # type: ignore[operator]
 
     def describe(self) -> str:
         return f"a number in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
+
+
+def _check_grid(path: str, n: int) -> None:
+    if n > MAX_GRID:
+        raise FieldError(path, f"a grid of {n:,} points is more than the {MAX_GRID:,} a grid sampler may enumerate "
+                               "(use a larger step, fewer values, or another sampler)")  # fmt: skip
 
 
 Domain = Categorical | IntRange | FloatRange

@@ -23,6 +23,7 @@ through the architecture parser) and reports every problem with the file and the
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 from planner.errors import ConfigError, FieldError
 from planner.ir._schema import join
-from planner.search._domains import Categorical, Condition, Domain, FloatRange, IntRange
+from planner.search._domains import MAX_BOUND, Categorical, Condition, Domain, FloatRange, IntRange
 
 __all__ = ["SearchSpace", "load_space", "loads_space", "space_from_dict"]
 
@@ -38,6 +39,11 @@ _SCALARS = (str, int, float, bool, type(None))
 _PICK_KEYS = {"choice": ("choice", "name", "when"), "range": ("range", "step", "log", "name", "when")}
 _REF_KEYS = ("ref", "tie", "map", "scale")
 _DROP = object()  # a conditional value that is not active: the field is left out
+
+
+def _finite(value: Any) -> bool:
+    """Whether a YAML scalar is not a float NaN or infinity (which no domain may hold)."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 @dataclass
@@ -117,6 +123,10 @@ class _Parser:
             self.fail(p, f"expected a non-empty list of options, got {options!r}")
             return None
         if all(isinstance(o, _SCALARS) and not _is_marker(o) for o in options):
+            bad = [o for o in options if not _finite(o)]
+            if bad:
+                self.fail(p, f"{bad[0]!r} is not an option (NaN and infinity are not allowed)")
+                return None
             keys = tuple(options)
             if len({(type(k), k) for k in keys}) != len(keys):
                 self.fail(p, f"options repeat: {options!r}")
@@ -140,6 +150,10 @@ class _Parser:
             self.fail(p, f"expected [low, high] (two numbers), got {bounds!r}")
             return None
         lo, hi = bounds
+        if not all(_finite(b) and abs(b) <= MAX_BOUND for b in bounds):  # NaN fails the comparison
+            self.fail(p, f"{bounds!r}: a bound must be a finite number of magnitude at most 2**53 = {MAX_BOUND:,} "
+                         "(what a sampler stores exactly)")  # fmt: skip
+            return None
         if lo > hi:
             self.fail(p, f"low {lo} is greater than high {hi} (write it as [{hi}, {lo}])")
             return None
@@ -164,8 +178,13 @@ class _Parser:
                              f"(use high {lo + (hi - lo) // step * step})")  # fmt: skip
                 return None
             return _Pick(IntRange(label, lo, hi, path, step, log, implicit))
-        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
-            self.fail(join(path, "step"), f"{step!r} is not a positive step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0
+                                 or not _finite(step)):  # fmt: skip
+            self.fail(join(path, "step"), f"{step!r} is not a positive step (a finite number above 0)")
+            return None
+        if step is not None and hi > lo and not (hi - lo) / step <= MAX_BOUND:
+            self.fail(join(path, "step"), f"{step!r} cuts [{lo}, {hi}] into more than 2**53 points (use a larger "
+                                          "step, or no step)")  # fmt: skip
             return None
         if step is not None and log:
             self.fail(join(path, "step"), "a log range cannot have a step (drop step or log)")
@@ -193,6 +212,10 @@ class _Parser:
         scale = data.get("scale")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
             self.fail(join(path, "scale"), f"expected a number, got {scale!r}")
+            return None
+        if scale is not None and not (0 < scale <= MAX_BOUND):  # NaN fails it
+            self.fail(join(path, "scale"), f"{scale!r} is not a scale (allowed: a finite number above 0 and at "
+                                           "most 2**53)")  # fmt: skip
             return None
         if scale is not None and mapping is not None:
             self.fail(path, "give map or scale, not both")
@@ -251,9 +274,10 @@ class SearchSpace:
         """The number of distinct value assignments ignoring conditions, or None if a range is continuous."""
         n = 1
         for d in self._domains:
-            if isinstance(d, FloatRange) and d.step is None:
+            size = d.size()  # counted, never listed: a range may hold 2**53 points
+            if size is None:
                 return None
-            n *= len(d.grid())
+            n *= size
         return n
 
     # -- freezing -------------------------------------------------------------------------------------
@@ -427,15 +451,22 @@ def _ordered(domains: list[Domain], parser: _Parser, source: str | None) -> list
 
 
 def _probe(space: SearchSpace) -> None:
-    """Parses one frozen sample per option index, so that typos in any option fail at load time."""
+    """Parses one frozen sample per option index, so that typos in any option fail at load time, and one with
+    every range at its high end, so that a range past a field's ceiling (``repeat: {range: [1, 10**8]}``) fails
+    at load time too rather than in every trial that draws a large value."""
     from planner.ir.spec import parse_spec
 
     width = max([len(d.choices) for d in space.domains() if isinstance(d, Categorical)], default=1)
-    for i in range(width):
+    ranges = any(not isinstance(d, Categorical) for d in space.domains())
+    for i in range(width + ranges):
+        high = i == width  # the extra pass: ranges at their high end, choices at their first option
         values: dict[str, Any] = {}
         for d in space.domains():
             if space.is_active(d, values):
-                values[d.label] = d.choices[min(i, len(d.choices) - 1)] if isinstance(d, Categorical) else d.low
+                if isinstance(d, Categorical):
+                    values[d.label] = d.choices[0 if high else min(i, len(d.choices) - 1)]
+                else:
+                    values[d.label] = d.high if high else d.low
         try:
             parse_spec(space.freeze(values), space.source)
         except ConfigError as err:

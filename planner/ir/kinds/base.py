@@ -9,7 +9,21 @@ from planner.errors import FieldError
 from planner.ir.leaf import Leaf
 from planner.registry import Registry
 
-__all__ = ["NODE_KINDS", "NodeContext", "NodeKind", "Domain", "Role"]
+__all__ = ["NODE_KINDS", "NodeContext", "NodeKind", "Domain", "Role", "MAX_WIDTH", "MAX_HIDDEN", "MAX_KERNEL",
+           "MAX_LAYERS", "MAX_CONV_LAYERS"]
+
+# Ceilings on sizes read from a file: far above any speech encoder (widths up to 2048, 48 layers), low enough
+# that an absurd value (``width: 10**12``, ``repeat: 100000000``) is refused at once instead of being built.
+MAX_WIDTH = 16_384
+"""The model width, channel counts, groups, a projection head's (teacher) width."""
+MAX_HIDDEN = 65_536
+"""An FFN's hidden width, a CTC vocabulary."""
+MAX_KERNEL = 1_024
+"""Convolution kernels and strides."""
+MAX_LAYERS = 1_024
+"""Entries of ``layers`` with repeats expanded (and so ``repeat`` itself)."""
+MAX_CONV_LAYERS = 64
+"""Convolutions of one frontend (``conv_layers`` with ``N x`` expanded, ``channels`` of a subsampling)."""
 
 Domain = Literal["waveform", "features", "hidden"]
 Role = Literal["frontend", "layer", "post", "head"]

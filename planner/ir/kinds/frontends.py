@@ -8,7 +8,19 @@ from typing import Any, ClassVar, Literal
 
 from planner.errors import FieldError
 from planner.ir._schema import field
-from planner.ir.kinds.base import NODE_KINDS, NodeContext, NodeKind, conv1d, conv2d, linear, norm, param
+from planner.ir.kinds.base import (
+    MAX_CONV_LAYERS,
+    MAX_KERNEL,
+    MAX_WIDTH,
+    NODE_KINDS,
+    NodeContext,
+    NodeKind,
+    conv1d,
+    conv2d,
+    linear,
+    norm,
+    param,
+)
 from planner.ir.leaf import Leaf
 
 __all__ = [
@@ -23,12 +35,16 @@ __all__ = [
 
 @functools.lru_cache(maxsize=256)
 def _flow_yaml(text: str) -> Any:
-    """``text`` parsed as YAML (``"[256, 3, 2]"``), memoized: a search parses the same few strings per trial."""
-    import yaml
+    """``text`` parsed as YAML (``"[256, 3, 2]"``), memoized: a search parses the same few strings per trial.
+
+    It goes through the planner's one reader (a string of a file is hostile input too); None if invalid.
+    """
+    from planner.errors import ConfigError
+    from planner.ir._yaml import parse_yaml
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return parse_yaml(text, None)
+    except ConfigError:
         return None
 
 
@@ -38,7 +54,7 @@ def _flow_list(text: str) -> Any:
 
 
 def _parse_conv_layers(value: Any, path: str) -> tuple[tuple[int, int, int], ...]:
-    """Parses ``[[c, k, s], "4 x [c, k, s]", ...]``."""
+    """Parses ``[[c, k, s], "4 x [c, k, s]", ...]`` (at most :data:`MAX_CONV_LAYERS` convolutions in all)."""
     if not isinstance(value, list) or not value:
         raise FieldError(path, "expected a non-empty list of [channels, kernel, stride]")
     out: list[tuple[int, int, int]] = []
@@ -47,17 +63,22 @@ def _parse_conv_layers(value: Any, path: str) -> tuple[tuple[int, int, int], ...
         count = 1
         if isinstance(item, str):
             head, sep, rest = item.partition("x")
-            try:
-                count = int(head.strip())
-                item = _flow_list(rest) if sep else None
-            except ValueError:
-                item = None
+            head = head.strip()
+            # ASCII digits, few of them: int() takes '٣' and refuses 5000-digit strings with a ValueError
+            count = int(head) if head.isascii() and head.isdigit() and len(head) <= 6 else 0
+            item = _flow_list(rest) if sep and count else None
             if count < 1 or item is None:
                 raise FieldError(ipath, f"{value[i]!r} is not 'N x [channels, kernel, stride]'")
         if (not isinstance(item, list) or len(item) != 3
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in item)):  # fmt: skip
             raise FieldError(ipath, f"{item!r} is not [channels, kernel, stride] of positive integers")
-        out.extend([tuple(item)] * count)  # type: ignore[list-item]
+        c, k, s = item
+        if c > MAX_WIDTH or k > MAX_KERNEL or s > MAX_KERNEL:
+            raise FieldError(ipath, f"{item!r} exceeds the ceilings (channels at most {MAX_WIDTH}, kernel and "
+                                    f"stride at most {MAX_KERNEL})")  # fmt: skip
+        if len(out) + count > MAX_CONV_LAYERS:
+            raise FieldError(ipath, f"{len(out) + count} convolutions exceed the ceiling of {MAX_CONV_LAYERS}")
+        out.extend([(c, k, s)] * count)
     return tuple(out)
 
 
@@ -141,9 +162,9 @@ class Conv2dSubsampling(NodeKind):
     time and frequency, no padding; the flattened ``channels[-1] x freq`` output is projected to the width.
     """
 
-    channels: tuple[int, ...]
-    kernel: int = 3
-    stride: int = 2
+    channels: tuple[int, ...] = field(le=MAX_WIDTH)
+    kernel: int = field(3, le=MAX_KERNEL)
+    stride: int = field(2, le=MAX_KERNEL)
 
     kind: ClassVar[str] = "conv2d_subsampling"
     roles: ClassVar = ("frontend",)
@@ -152,6 +173,8 @@ class Conv2dSubsampling(NodeKind):
     def check(self) -> None:
         if not self.channels or any(c < 1 for c in self.channels):
             raise FieldError("channels", "expected a non-empty list of positive channel counts")
+        if len(self.channels) > MAX_CONV_LAYERS:
+            raise FieldError("channels", f"{len(self.channels)} convolutions exceed the ceiling of {MAX_CONV_LAYERS}")
         for name in ("kernel", "stride"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"{getattr(self, name)} must be a positive integer")
@@ -182,7 +205,7 @@ class DwSepSubsampling(NodeKind):
     """Squeezeformer subsampling: Conv2d(1, C, 3, 2) + ReLU, depthwise Conv2d(C, C, 3, 2) + pointwise + ReLU,
     then a linear projection of the flattened ``C x freq`` to the width (4x time reduction)."""
 
-    channels: int
+    channels: int = field(le=MAX_WIDTH)
 
     kind: ClassVar[str] = "dwsep_subsampling"
     roles: ClassVar = ("frontend",)
@@ -233,8 +256,8 @@ class ConvPosEmbedding(NodeKind):
         weight_norm: weight normalisation over the kernel dimension.
     """
 
-    kernel: int = 128
-    groups: int = 16
+    kernel: int = field(128, le=MAX_KERNEL)
+    groups: int = field(16, le=MAX_WIDTH)
     weight_norm: bool = True
 
     kind: ClassVar[str] = "conv_pos_embedding"

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from planner.errors import FieldError
 from planner.ir._schema import field
 from planner.ir.compression import parse_layers
-from planner.ir.kinds.base import NODE_KINDS, NodeContext, NodeKind, linear
+from planner.ir.kinds.base import MAX_HIDDEN, MAX_WIDTH, NODE_KINDS, NodeContext, NodeKind, linear
 from planner.ir.leaf import Leaf
 
 __all__ = ["ProjectionHeads", "CtcHead"]
@@ -29,7 +29,7 @@ def select_layers(sel: Any, count: int, path: str) -> list[int]:
         idx = [sel]
     elif isinstance(sel, str):
         lo, hi = (int(p) for p in sel.split("-"))
-        idx = list(range(lo, hi + 1))
+        idx = [max(lo, count)] if hi >= count else list(range(lo, hi + 1))  # its first missing layer: no huge list
     else:
         idx = list(sel)
     bad = [i for i in idx if i >= count]
@@ -48,7 +48,7 @@ class ProjectionHeads(NodeKind):
         layers: which layers get a head (default all).
     """
 
-    width: int
+    width: int = field(le=MAX_WIDTH)
     layers: Any = field("all", parse=_parse_head_layers)
 
     kind: ClassVar[str] = "projection_heads"
@@ -78,7 +78,7 @@ class ProjectionHeads(NodeKind):
 class CtcHead(NodeKind):
     """A linear CTC output layer over the final hidden state (``vocab`` includes the blank)."""
 
-    vocab: int
+    vocab: int = field(le=MAX_HIDDEN)
 
     kind: ClassVar[str] = "ctc"
     roles: ClassVar = ("head",)

@@ -8,7 +8,18 @@ from typing import ClassVar, Literal
 from planner.errors import FieldError
 from planner.ir._schema import field
 from planner.ir.attention import AttentionConfig, FullAttention, dump_attention, parse_attention
-from planner.ir.kinds.base import NODE_KINDS, NodeContext, NodeKind, conv1d, linear, norm, param, product
+from planner.ir.kinds.base import (
+    MAX_HIDDEN,
+    MAX_KERNEL,
+    NODE_KINDS,
+    NodeContext,
+    NodeKind,
+    conv1d,
+    linear,
+    norm,
+    param,
+    product,
+)
 from planner.ir.leaf import Leaf
 
 __all__ = ["TransformerLayer", "ConformerLayer", "SqueezeformerLayer", "TimeReduction", "TimeRecovery"]
@@ -91,7 +102,7 @@ class TransformerLayer(_AttentionLayer):
     """
 
     heads: int
-    ffn: int
+    ffn: int = field(le=MAX_HIDDEN)
     activation: Activation = "gelu"
     norm: Literal["post", "pre"] = "post"
     attention: AttentionConfig = field(FullAttention(), parse=parse_attention, dump=dump_attention)
@@ -133,8 +144,8 @@ class ConformerLayer(_AttentionLayer):
     """
 
     heads: int
-    ffn: int
-    kernel: int = 31
+    ffn: int = field(le=MAX_HIDDEN)
+    kernel: int = field(31, le=MAX_KERNEL)
     attention: AttentionConfig = field(FullAttention(), parse=parse_attention, dump=dump_attention)
     positional: Positional = "absolute"
     conv_bias: bool = True
@@ -174,8 +185,8 @@ class SqueezeformerLayer(_AttentionLayer):
     """
 
     heads: int
-    ffn: int
-    kernel: int = 31
+    ffn: int = field(le=MAX_HIDDEN)
+    kernel: int = field(31, le=MAX_KERNEL)
     ordering: Literal["mfcf", "cfmf"] = "mfcf"
     attention: AttentionConfig = field(FullAttention(), parse=parse_attention, dump=dump_attention)
     positional: Positional = "absolute"
@@ -215,8 +226,8 @@ class TimeReduction(NodeKind):
     """Squeezeformer time reduction: depthwise conv with stride (right zero padding ``kernel - 1``) and a
     pointwise conv; ``ceil(T / stride)`` frames out."""
 
-    stride: int = 2
-    kernel: int = 3
+    stride: int = field(2, le=MAX_KERNEL)
+    kernel: int = field(3, le=MAX_KERNEL)
 
     kind: ClassVar[str] = "time_reduction"
     roles: ClassVar = ("layer",)
