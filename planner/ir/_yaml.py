@@ -30,7 +30,7 @@ __all__ = ["MAX_DEPTH", "MAX_NODES", "parse_yaml"]
 MAX_DEPTH = 64
 """Nesting levels a document may have (the planner's own files use at most 8)."""
 
-MAX_NODES = 100_000
+MAX_NODES = 20_000
 """Values (scalars, lists, mappings) a document may expand to, an alias counted at each use (the planner's
 own files have at most a few hundred)."""
 

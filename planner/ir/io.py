@@ -22,7 +22,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         ConfigError: a missing or unreadable file, invalid YAML, a tag, a repeated key, a document nested
-            deeper than 64 levels or expanding (aliases counted at each use) past 100,000 values; each
+            deeper than 64 levels or expanding (aliases counted at each use) past 20,000 values; each
             problem as ``FILE: line N: message``.
     """
     p = Path(path)

@@ -65,7 +65,7 @@ def _parse_conv_layers(value: Any, path: str) -> tuple[tuple[int, int, int], ...
             head, sep, rest = item.partition("x")
             head = head.strip()
             # ASCII digits, few of them: int() takes '٣' and refuses 5000-digit strings with a ValueError
-            count = int(head) if head.isascii() and head.isdigit() and len(head) <= 6 else 0
+            count = int(head) if head.isascii() and head.isdigit() and len(head) <= 12 else 0
             item = _flow_list(rest) if sep and count else None
             if count < 1 or item is None:
                 raise FieldError(ipath, f"{value[i]!r} is not 'N x [channels, kernel, stride]'")
