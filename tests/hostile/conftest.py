@@ -23,7 +23,6 @@ import pytest
 from planner.cli import main
 
 
-
 @dataclass(frozen=True)
 class Result:
     """What one CLI run printed and returned."""
