@@ -217,7 +217,7 @@ def parse_sparsity(value: Any, path: str) -> Sparsity | Literal["none"]:
         return "none"
     if isinstance(value, str):
         parts = value.split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             raise FieldError(path, f"{value!r} is not N:M sparsity (write it like '2:4', or none)")
         value = {"n": int(parts[0]), "m": int(parts[1])}
     elif isinstance(value, (list, tuple)):
@@ -261,7 +261,7 @@ def parse_layers(value: Any, path: str) -> LayerSelection:
         if value in _SCOPES:
             return value
         parts = value.split("-")
-        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        if len(parts) == 2 and all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             lo, hi = int(parts[0]), int(parts[1])
             if lo > hi:
                 raise FieldError(path, f"range {value!r} has its start after its end (write it as '{hi}-{lo}')")
