@@ -1,8 +1,9 @@
 """:func:`estimate`: the analytic cost of a graph, a pure function of the graph and the input specification.
 
 Repeated layers are identical, so every node is priced once per (config, context, compression of its
-leaves, the map a reuse layer applies, input frames, attention mode, BOP convention, hardware) and memoized; a graph is turned once into a plan of
-interned node keys, so pricing a graph is one dictionary look-up and a few additions per node.
+leaves, the map a reuse layer applies, input frames, attention mode, BOP convention, hardware) and
+memoized; a graph is turned once into a plan of interned node keys, so pricing a graph is one dictionary
+look-up and a few additions per node.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _latency(op: Op, storage: int, w_bits: int, a_bits: int, sparsity: str | Non
 
 
 def price_node(node: GraphNode, t: int, sources: tuple[int, ...], mode: AttentionMode,
-               compression: dict[str, Compression], hardware: Hardware | None,
-               pattern: AttentionConfig | None = None, bops: BopsConvention = "bayesian_bits") -> tuple[Row, ...]:  # fmt: skip
+               compression: dict[str, Compression], hardware: Hardware | None, pattern: AttentionConfig | None = None,
+               bops: BopsConvention = "bayesian_bits") -> tuple[Row, ...]:  # fmt: skip
     """The priced rows of one node at ``t`` input frames (``sources``, ``pattern``: see
     :mod:`planner.cost.formulas`; ``bops``: see :mod:`planner.cost.bops`)."""
     rows: list[Row] = []
