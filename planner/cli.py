@@ -42,14 +42,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    from planner.cost import estimate, format_cost
-    from planner.cost.cli import read_lengths
+    from planner.cost import format_cost
+    from planner.cost.cli import estimate_lengths, read_lengths
     from planner.ir import load
 
     graph = load(args.file)
     samples = read_lengths(args.lengths) if args.lengths else None
-    cost = estimate(graph, seconds=None if samples else args.seconds, samples=samples, hardware=args.hardware,
-                    attention=args.attention)  # fmt: skip
+    cost = estimate_lengths(graph, args.lengths, seconds=None if samples else args.seconds, samples=samples,
+                            hardware=args.hardware, attention=args.attention, bops=args.bops)  # fmt: skip
     print(json.dumps(cost.to_dict(), indent=2) if args.json else format_cost(cost, graph.name))
     return 0
 
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", metavar="NAME|YAML", help="catalog name (a100) or a YAML file: adds latency_s")
     p.add_argument("--attention", choices=("exact", "dense"), default="exact",
                    help="exact attended pairs (default) or dense T x T as the model executes")
+    p.add_argument("--bops", choices=("bayesian_bits", "jeon2023"), default="bayesian_bits",
+                   help="BOP/FLOP convention: bayesian_bits (default, w x a bits per MAC) or jeon2023 (Table 1)")
     p.set_defaults(func=_cmd_cost)
 
     p = sub.add_parser("profile", help="materialize, measure params and MACs with DeepSpeed, compare")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from planner.errors import ConfigError, FieldError
 
-__all__ = ["MAX_SECONDS", "MAX_SAMPLES", "read_lengths", "seconds_arg"]
+__all__ = ["MAX_SECONDS", "MAX_SAMPLES", "estimate_lengths", "read_lengths", "seconds_arg"]
 
 MAX_SECONDS = 86_400.0
 """The longest utterance ``--seconds`` prices: one day of audio (attention over it is already absurd)."""
@@ -72,3 +73,33 @@ def read_lengths(path: str) -> list[int]:
         raise ConfigError(errors, path)
     return out
 
+
+def estimate_lengths(graph: Any, path: str | None, **kwargs: Any) -> Any:
+    """:func:`planner.estimate` for ``planner cost``: an utterance the model cannot run is reported at its
+    line of the lengths file ``path`` (``utts.txt: line 3: an utterance of 399 samples ...``).
+
+    Raises:
+        ConfigError: located in ``path`` for a refused utterance; other errors as :func:`planner.estimate`.
+    """
+    from planner.cost.estimate import estimate
+
+    try:
+        return estimate(graph, **kwargs)
+    except FieldError as err:
+        if path is None or not err.path.startswith("samples["):
+            raise
+        index = int(err.path[len("samples["):].split("]", 1)[0])
+        raise ConfigError([FieldError(f"line {_line_of(path, index)}", err.message)], path) from None
+
+
+def _line_of(path: str, index: int) -> int:
+    """The 1-based line of the ``index``-th length in a lengths file (read_lengths skips blanks, comments)."""
+    with open(path, encoding="utf-8") as f:  # read_lengths has read it as UTF-8 already
+        lines = f.read().splitlines()
+    seen = -1
+    for i, line in enumerate(lines, 1):
+        if line.split("#", 1)[0].strip():
+            seen += 1
+            if seen == index:
+                return i
+    return len(lines)

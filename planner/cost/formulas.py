@@ -14,7 +14,10 @@ Counting conventions (see ``docs/cost-model.md``):
   ``T x T`` (``mode="dense"``: what the materialized model executes, masking a dense product).
   Relative positions add ``Q P^T`` over all ``2T - 1`` offsets (``T x (2T - 1) x D``, Transformer-XL's
   rel-shift computation; exact mode for sparse kinds counts ``pairs x D``) and ``pos_proj`` runs on the
-  ``2T - 1`` sinusoids. Reuse layers have no Q/K projections and no ``QK^T``.
+  ``2T - 1`` sinusoids. Reuse layers have no Q/K projections and no ``QK^T``; their ``AV`` applies the
+  source layer's map, so exact mode prices the source's pairs (a reused local map: its band, not ``T^2``).
+  A formula receives that map as ``pattern`` (None for nodes without attention; a node's own attention
+  otherwise).
 * Non-MAC FLOPs (``extra_flops``): norms 5 per normalised element (mean, variance, normalise, scale,
   shift; DeepSpeed's convention); softmax 1 per score, counted on the ``QK^T`` product. Activations (GELU,
   Swish, ReLU, GLU), residual additions, dropout and masking are not counted.
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from planner.cost.attention import attended_pairs
+from planner.ir.attention import AttentionConfig, ReuseAttention
 from planner.ir.leaf import Leaf
 from planner.registry import Registry
 
@@ -60,7 +64,8 @@ class Op:
     act_out: int = 0
 
 
-Formula = Callable[[Any, int, tuple[int, ...], AttentionMode], list[Op]]
+# (node, frames, length sources, attention mode, the attention pattern its AV product applies) -> ops
+Formula = Callable[[Any, int, tuple[int, ...], AttentionMode, Any], list[Op]]
 COST_FORMULAS: Registry[Formula] = Registry("cost formula")
 
 
@@ -98,14 +103,22 @@ def _pointwise(leaves: dict[str, Leaf], t: int) -> list[Op]:
     return out
 
 
-def attention_ops(node: Any, t: int, mode: AttentionMode, prefix: str = "attention") -> list[Op]:
-    """The attention module's projections and products at ``t`` frames (see the module docstring)."""
+def attention_ops(node: Any, t: int, mode: AttentionMode, prefix: str = "attention",
+                  pattern: AttentionConfig | None = None) -> list[Op]:  # fmt: skip
+    """The attention module's projections and products at ``t`` frames (see the module docstring).
+
+    ``pattern``: the map the products apply (default the node's own attention; a reuse layer's caller
+    passes its source's, whose pairs the ``AV`` product then costs in exact mode).
+    """
     cfg = node.config
     att = cfg.attention
+    applied = att if pattern is None else pattern
+    if isinstance(applied, ReuseAttention):
+        raise TypeError(f"{node.name}: a reuse layer is priced with its source layer's attention pattern")
     d = node.context.width
     leaves = {lf.path: lf for lf in node.leaves if lf.path.startswith(prefix + ".")}
     rel = f"{prefix}.pos_proj" in leaves
-    pairs = t * t if mode == "dense" else attended_pairs(att, t)
+    pairs = t * t if mode == "dense" else attended_pairs(applied, t)
     ops: list[Op] = []
     for name, lf in leaves.items():
         if lf.is_product:
@@ -130,8 +143,8 @@ def attention_ops(node: Any, t: int, mode: AttentionMode, prefix: str = "attenti
     return ops
 
 
-def _attention_layer(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
-    att_ops = attention_ops(node, t, mode)
+def _attention_layer(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
+    att_ops = attention_ops(node, t, mode, pattern=pattern)
     rest = {lf.path: lf for lf in node.leaves if not lf.path.startswith("attention.")}
     ops = _pointwise(rest, t)
     # keep execution order: the attention ops go where the first attention leaf is
@@ -145,7 +158,7 @@ for _kind in ("transformer", "conformer", "squeezeformer"):
 
 
 @COST_FORMULAS.register("conv_extractor")
-def _conv_extractor(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _conv_extractor(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """Each conv runs on the frames the previous one produced: ``floor((L - k) / s) + 1``."""
     ops: list[Op] = []
     length = t
@@ -175,25 +188,25 @@ def _conv2d_stack(node: Any, t: int, f: int) -> list[Op]:
 
 
 @COST_FORMULAS.register("conv2d_subsampling")
-def _conv2d_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _conv2d_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """2-D convs over (time, mel) without padding, then the projection on the subsampled frames."""
     return _conv2d_stack(node, t, node.context.in_width)
 
 
 @COST_FORMULAS.register("dwsep_subsampling")
-def _dwsep_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _dwsep_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """Conv, depthwise conv, pointwise conv over (time, mel), then the projection."""
     return _conv2d_stack(node, t, node.context.in_width)
 
 
 @COST_FORMULAS.register("mask_embedding")
-def _mask_embedding(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _mask_embedding(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """A free vector; replacing masked frames is a select, not compute."""
     return [_param(lf) for lf in node.leaves]
 
 
 @COST_FORMULAS.register("conv_pos_embedding")
-def _conv_pos_embedding(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _conv_pos_embedding(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """Padded by ``kernel // 2`` on both sides: ``t + 1`` outputs for an even kernel (the last is dropped)."""
     lf = node.leaves[0]
     k = lf.kernel[0]
@@ -202,12 +215,12 @@ def _conv_pos_embedding(node: Any, t: int, sources: tuple[int, ...], mode: Atten
 
 
 @COST_FORMULAS.register("layer_norm")
-def _layer_norm(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _layer_norm(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     return _pointwise({lf.path: lf for lf in node.leaves}, t)
 
 
 @COST_FORMULAS.register("time_reduction")
-def _time_reduction(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _time_reduction(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """Right zero padding ``kernel - 1`` and stride ``s``: ``ceil(t / s)`` outputs for both convs."""
     dw, pw = node.leaves
     out = -(-t // dw.stride[0])
@@ -215,17 +228,17 @@ def _time_reduction(node: Any, t: int, sources: tuple[int, ...], mode: Attention
 
 
 @COST_FORMULAS.register("time_recovery")
-def _time_recovery(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _time_recovery(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """The linear runs on the recovered frames (``sources[0]``: the length before the reduction)."""
     return [_linear(lf, sources[0]) for lf in node.leaves]
 
 
 @COST_FORMULAS.register("projection_heads")
-def _projection_heads(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _projection_heads(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     """One linear per selected layer, on that layer's frames (``sources``, in leaf order)."""
     return [_linear(lf, n) for lf, n in zip(node.leaves, sources)]
 
 
 @COST_FORMULAS.register("ctc")
-def _ctc(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode) -> list[Op]:
+def _ctc(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
     return [_linear(lf, t) for lf in node.leaves]

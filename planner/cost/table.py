@@ -15,11 +15,14 @@ def _si(value: float, unit: str = "") -> str:
 
 
 def format_cost(cost: Cost, name: str = "") -> str:
-    """Totals, then one row per leaf: name, kind, params, storage, MACs, BOPs, bits, N:M, share of MACs."""
+    """Totals (with Jeon et al.'s A100 estimate, and the BOP convention when not the default), then one row
+    per leaf: name, kind, params, storage, MACs, BOPs, bits, N:M, share of MACs."""
     secs = ", ".join(str(s) for s in cost.samples[:4]) + (" ..." if len(cost.samples) > 4 else "")
     lines = [
         f"{name}: {cost.params:,} params, {_si(cost.storage_bytes, 'B')} stored, {_si(cost.macs, 'MACs')}, "
         f"{_si(cost.flops, 'FLOPs')}, {_si(cost.bops, 'BOPs')}"
+        + (f" ({cost.bops_convention})" if cost.bops_convention != "bayesian_bits" else "")
+        + f", {cost.nvda_est_time * 1e3:.4g} ms est. A100 (Jeon et al.)"
         + (f", {cost.latency_s * 1e3:.3f} ms on {cost.hardware}" if cost.latency_s is not None else "")
         + f" (samples: {secs}; attention: {cost.attention})",
     ]

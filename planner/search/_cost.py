@@ -22,15 +22,16 @@ def available_metrics() -> tuple[str, ...]:
     return COST_METRICS if _estimate() is not None else ("params",)
 
 
-def price(graph: Any, seconds: float) -> dict[str, Any]:
+def price(graph: Any, seconds: float, bops: str = "bayesian_bits") -> dict[str, Any]:
     """Cost metrics of ``graph`` for ``seconds`` of audio: ``{metric: int | float | None}``.
 
-    Uses ``planner.cost.estimate``; without it only ``params`` (``graph.param_count``) is available.
+    Uses ``planner.cost.estimate`` (``bops``: its BOP/FLOP convention); without it only ``params``
+    (``graph.param_count``) is available.
     """
     from planner.search._study import COST_METRICS
 
     estimate = _estimate()
     if estimate is None:
         return {"params": graph.param_count}
-    cost = estimate(graph, seconds=seconds, layers=False)
+    cost = estimate(graph, seconds=seconds, bops=bops, layers=False)
     return {m: getattr(cost, m) for m in COST_METRICS}

@@ -239,7 +239,7 @@ class Objective:
         except ConfigError as err:
             _record(trial, {"feasible": False, "invalid": str(err)}, (keys, [1.0] * len(keys)))
             return self._ret(self._worst())
-        cost = price(graph, self.cfg.seconds)
+        cost = price(graph, self.cfg.seconds, self.cfg.bops)
         constraints = [0.0]
         over = []
         for metric, bound in self.cfg.budgets.items():

@@ -25,7 +25,7 @@ from planner.ir._schema import field, from_data, join
 __all__ = ["StudyConfig", "Objective", "Budgets", "SamplerConfig", "EvaluatorConfig", "HeartbeatConfig",
            "PrunerConfig", "study_from_dict", "COST_METRICS"]  # fmt: skip
 
-COST_METRICS = ("params", "storage_bytes", "macs", "flops", "bops", "latency_s")
+COST_METRICS = ("params", "storage_bytes", "macs", "flops", "bops", "latency_s", "nvda_est_time")
 SamplerKind = Literal["tpe", "nsga2", "nsga3", "random", "grid", "gp"]
 
 
@@ -47,6 +47,7 @@ class Budgets:
     flops: float | None = None
     bops: float | None = None
     latency_s: float | None = None
+    nvda_est_time: float | None = None
 
     def check(self) -> None:
         for name in COST_METRICS:
@@ -200,6 +201,7 @@ class StudyConfig:
         storage: an SQLAlchemy URL, a ``*.journal`` path, or null for ``sqlite:///studies/NAME.db``.
         seed: sampler seed; same seed and same storage kind give the same trials.
         seconds: audio length the costs are priced for.
+        bops: the cost model's BOP/FLOP convention (``bayesian_bits`` or ``jeon2023``; planner.cost.bops).
         evaluator: the registered evaluator that scores feasible candidates.
         heartbeat: heartbeat interval, grace period and retries of SQL storages.
         pruner: stops poor candidates early from the evaluator's intermediate values.
@@ -214,6 +216,7 @@ class StudyConfig:
     storage: str | None = None
     seed: int = 0
     seconds: float = 1.0
+    bops: Literal["bayesian_bits", "jeon2023"] = "bayesian_bits"
     evaluator: EvaluatorConfig = field(EvaluatorConfig(), parse=_parse_evaluator, dump=_dump_evaluator)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     pruner: PrunerConfig = field(PrunerConfig(), parse=_parse_pruner)
