@@ -26,8 +26,9 @@ import planner
 from planner.errors import ConfigError
 from planner.pretrained import checkpoint_layout, load_torchaudio_weights, torchaudio_state_dict
 from trainers import load_recipe, loads_recipe
+from trainers.distill import Distiller
 from trainers.losses import distillation_loss
-from trainers.masking import compute_span_mask
+from trainers.masking import _place_without_overlap, compute_span_mask, mask_frame_lengths
 from trainers.recipe import LossConfig, MaskingConfig, dump_recipe
 from trainers.teacher import PlannerTeacher, TorchaudioTeacher, load_teacher
 
@@ -156,8 +157,6 @@ def test_non_overlapping_spans_match_fairseq(selection: str, mean_span: int, iss
 
 def test_non_overlapping_placement_is_fairseqs() -> None:
     """Given the span lengths and the same random stream, the placement is fairseq's frame for frame."""
-    from trainers.masking import _place_without_overlap
-
     for seed in range(200):
         pick = random.Random(seed)
         n, min_space = pick.randrange(30, 400), pick.choice([1, 2, 3])
@@ -440,3 +439,30 @@ def test_layouts_are_told_apart(tiny: torch.nn.Module) -> None:
     # embedding under HuBERTPretrainModel's key, fairseq's pre-training heads dropped
     assert layout == "fairseq"
     assert set(state) == {_legacy(k) for k in tiny.state_dict()} | {"mask_generator.mask_embedding"}
+
+
+def test_arch_teacher_without_the_node_ignores_the_mask_embedding(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    recipe = _tiny_recipe(tmp_path, _fairseq_state(tiny, torch.randn(16)), kind="architecture", masking="null")
+    (tmp_path / "tiny.yaml").write_text(TINY_ARCH.replace("  - {kind: mask_embedding}\n", ""))
+    teacher = load_teacher(recipe)  # strict load: every other key placed, the unused embedding left out
+    assert not teacher.supports_mask
+    want = tiny.state_dict()["encoder.transformer.layers.0.attention.k_proj.weight"]
+    assert torch.equal(teacher.model.state_dict()["layers.0.attention.k_proj.weight"], want)
+
+
+class _Teacher(torch.nn.Module):
+    num_layers, supports_mask = 3, True
+
+
+def test_distiller_draws_the_recipes_masks() -> None:
+    graph = planner.load(ROOT / "tests" / "data" / "tiny-student.yaml")
+    masking = "{prob: 0.8, span: 5, overlap: false, min_space: 2, selection: uniform, same_count: true}"
+    recipe = loads_recipe(RECIPE.replace("MASKING", masking).replace("loss: {", "loss: {layers: {0: 1, 1: 2}, ")
+                          + "seed: 3\n", "r.yaml", ".")  # fmt: skip
+    distiller = Distiller(graph, _Teacher(), recipe)
+    samples = torch.tensor([16000, 9000])
+    mask, lengths = distiller.draw_mask(samples, 7)
+    frames_len, frames = mask_frame_lengths(graph, samples)
+    want = compute_span_mask(frames_len, frames, 0.8, 5, 2, torch.Generator().manual_seed(3 * 1_000_003 + 7),
+                             overlap=False, min_space=2, selection="uniform", same_count=True)  # fmt: skip
+    assert torch.equal(mask, want) and torch.equal(lengths, frames_len) and mask.any()

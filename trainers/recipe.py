@@ -195,9 +195,10 @@ class MaskingConfig:
     each utterance of ``n`` frames gets ``int(prob * n / span + u)`` spans (``u`` uniform in [0, 1), at
     least ``min_masks``). ``schedule: linear`` moves ``prob`` to ``prob_end`` over the run (the paper's "sch").
     The defaults of the fields after ``min_masks`` are this planner's behaviour before they existed (so an
-    older recipe keeps its masks, its loss and its fingerprint); ARMHuBERT's configs
-    (``sungnyun/ARMHuBERT: conf/armhubert/*.yaml``) are ``overlap: false, min_space: 1, selection: uniform``
-    and its code's ``normalize: code`` (``recipes/distill.yaml`` uses the paper's ``normalize: paper``).
+    older recipe keeps its masks, its loss and its fingerprint); ARMHuBERT's configs and fairseq
+    (``sungnyun/ARMHuBERT: conf/armhubert/*.yaml``) are ``overlap: false, min_space: 1, selection: uniform,
+    same_count: true`` and its code's ``normalize: code`` (``recipes/distill.yaml`` takes those masks and the
+    paper's ``normalize: paper``).
 
     Attributes:
         prob: HuBERT's ``mask_prob``.

@@ -201,7 +201,9 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         else:
             state, _ = torchaudio_state_dict(state)
             embedding = [n for n in graph.nodes("frontend") if n.kind == "mask_embedding"]
-            if embedding and MASK_EMBEDDING_KEY not in state:
+            if not embedding:  # unused without the node (masking is refused for such a teacher)
+                state.pop(MASK_EMBEDDING_KEY, None)
+            elif MASK_EMBEDDING_KEY not in state:
                 _no_mask_embedding(recipe, ckpt)
                 state[MASK_EMBEDDING_KEY] = torch.zeros(embedding[0].context.width)
             load_torchaudio_weights(model, state)
