@@ -236,7 +236,7 @@ def test_paper_recipe_is_armhuberts_masking() -> None:
 
 @pytest.mark.parametrize(("masking", "where"), [
     ("{min_space: 1}", "r.yaml: loss.masking.min_space: 1 frames between spans needs overlap: false"),
-    ("{overlap: false, min_space: -1}", "r.yaml: loss.masking.min_space: -1 must be >= 0"),
+    ("{overlap: false, min_space: -1}", "r.yaml: loss.masking.min_space: -1 must be at least 0"),
     ("{selection: poisson}", "r.yaml: loss.masking.selection"),
     ("{normalize: batch}", "r.yaml: loss.masking.normalize"),
 ])  # fmt: skip

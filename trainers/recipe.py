@@ -225,7 +225,7 @@ class MaskingConfig:
     prob_end: float | None = None
     min_masks: int = 2
     overlap: bool = True
-    min_space: int = 0
+    min_space: int = field(0, ge=0)
     selection: Literal["static", "uniform"] = "static"
     same_count: bool = False
     normalize: Literal["paper", "code"] = "paper"
@@ -239,8 +239,6 @@ class MaskingConfig:
             raise FieldError("span", f"{self.span} must be positive")
         if self.min_masks < 0:
             raise FieldError("min_masks", f"{self.min_masks} must be >= 0")
-        if self.min_space < 0:
-            raise FieldError("min_space", f"{self.min_space} must be >= 0")
         if self.overlap and self.min_space:
             raise FieldError("min_space", f"{self.min_space} frames between spans needs overlap: false "
                                           "(overlapping spans keep no space; set min_space: 0 or overlap: false)")  # fmt: skip

@@ -12,7 +12,7 @@ BASE = "teacher: {{kind: torchaudio_hubert, checkpoint: t.pt}}\ndata: {{train: m
 
 CASES = [
     ("{min_space: 1}", "loss.masking.min_space", "needs overlap: false"),
-    ("{overlap: false, min_space: -2}", "loss.masking.min_space", "must be >= 0"),
+    ("{overlap: false, min_space: -2}", "loss.masking.min_space", "must be at least 0"),
     ("{overlap: maybe}", "loss.masking.overlap", "expected true or false"),
     ("{selection: poisson}", "loss.masking.selection", "one of 'static', 'uniform'"),
     ("{normalize: frames}", "loss.masking.normalize", "one of 'paper', 'code'"),
