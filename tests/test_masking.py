@@ -23,7 +23,7 @@ import torchaudio
 import yaml
 
 import planner
-from planner.errors import ConfigError
+from planner.errors import ConfigError, WeightMappingError
 from planner.pretrained import checkpoint_layout, load_torchaudio_weights, torchaudio_state_dict
 from trainers import load_recipe, loads_recipe
 from trainers.distill import Distiller
@@ -466,3 +466,9 @@ def test_distiller_draws_the_recipes_masks() -> None:
     want = compute_span_mask(frames_len, frames, 0.8, 5, 2, torch.Generator().manual_seed(3 * 1_000_003 + 7),
                              overlap=False, min_space=2, selection="uniform", same_count=True)  # fmt: skip
     assert torch.equal(mask, want) and torch.equal(lengths, frames_len) and mask.any()
+
+
+def test_a_mask_embedding_of_another_width_is_refused(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    recipe = _tiny_recipe(tmp_path, _fairseq_state(tiny, torch.randn(12)))
+    with pytest.raises(WeightMappingError, match=r"teacher.pt: the mask embedding has shape \(12,\), the teacher's frames are 16"):
+        load_teacher(recipe)

@@ -204,8 +204,10 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
             if not embedding:  # unused without the node (masking is refused for such a teacher)
                 state.pop(MASK_EMBEDDING_KEY, None)
             elif MASK_EMBEDDING_KEY not in state:
-                _no_mask_embedding(recipe, ckpt)
                 state[MASK_EMBEDDING_KEY] = torch.zeros(embedding[0].context.width)
+                load_torchaudio_weights(model, state)
+                _no_mask_embedding(recipe, ckpt)  # once the rest of the checkpoint fits
+                return PlannerTeacher(model)
             load_torchaudio_weights(model, state)
         return PlannerTeacher(model)
 
@@ -220,8 +222,6 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
     model = torchaudio.models.wav2vec2_model(**kwargs)
     state, _ = torchaudio_state_dict(_read_state(ckpt, "teacher.checkpoint"))
     mask_emb = state.pop(MASK_EMBEDDING_KEY, None)
-    if mask_emb is None:
-        _no_mask_embedding(recipe, ckpt)
     state = {k: v for k, v in state.items() if not k.startswith(("mask_generator.", "logit_generator."))}
     legacy = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
     state = {(k.rsplit(".", 1)[0] + "." + legacy[k.rsplit(".", 1)[1]] if k.rsplit(".", 1)[-1] in legacy else k): v
@@ -231,4 +231,10 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         raise WeightMappingError(f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher"
                                  f"{' with overrides' if cfg.overrides else ''}: missing {result.missing_keys[:5]}, "
                                  f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
+    width = model.encoder.feature_projection.projection.out_features
+    if mask_emb is None:
+        _no_mask_embedding(recipe, ckpt)
+    elif tuple(mask_emb.shape) != (width,):
+        raise WeightMappingError(f"{ckpt}: the mask embedding has shape {tuple(mask_emb.shape)}, the teacher's frames "
+                                 f"are {width} wide (a checkpoint of another model?)")  # fmt: skip
     return TorchaudioTeacher(model, mask_emb)
