@@ -18,13 +18,21 @@ torchaudio state-dict key                          planner state-dict key
 ``encoder.transformer.layer_norm.*``               ``{N}.layer_norm.*`` (in ``frontend`` for post-LN
                                                    models, in ``post`` for pre-LN ones)
 ``encoder.transformer.layers.{n}.*``               ``layers.{n}.*`` (the same names below)
-``mask_generator.mask_embedding``                  ``{M}.embedding`` (``HuBERTPretrainModel``)
+``mask_generator.mask_embedding``                  ``{M}.embedding`` (``HuBERTPretrainModel``; read
+                                                   from fairseq's ``mask_emb``, Hugging Face's
+                                                   ``masked_spec_embed``)
 ``aux.*``                                          ``{C}.linear.*`` (a fine-tuned model's CTC output)
 =================================================  ===============================================
 
-Two spellings are normalised first: a ``wav2vec2.`` prefix (the state dict of a
-``torchaudio.models.HuBERTPretrainModel``) is dropped, and the ``weight_g``/``weight_v`` of the legacy
-``torch.nn.utils.weight_norm`` become ``parametrizations.weight.original0/1``. If the target convolution
+Two other checkpoint layouts are read as torchaudio's first (:func:`torchaudio_state_dict`): fairseq's
+(``HubertModel`` / ``Wav2Vec2Model`` ``model`` state, e.g. ``hubert_base_ls960.pt``; key names as
+``torchaudio.models.wav2vec2.utils.import_fairseq`` maps them) and Hugging Face's (``HubertModel`` /
+``Wav2Vec2Model``, as ``import_huggingface`` maps them). Both keep HuBERT's learned mask embedding, which
+torchaudio's importers and ``Wav2Vec2Model`` drop: fairseq's ``mask_emb`` and Hugging Face's
+``masked_spec_embed`` become ``mask_generator.mask_embedding``. Two spellings are normalised too: a
+``wav2vec2.`` or ``hubert.`` prefix (a ``torchaudio.models.HuBERTPretrainModel``, a Hugging Face model with a
+head) is dropped, and the ``weight_g``/``weight_v`` of the legacy ``torch.nn.utils.weight_norm`` become
+``parametrizations.weight.original0/1``. If the target convolution
 has no weight norm (``weight_norm: false``), a weight-normalised source is folded into a plain ``weight``.
 
 A model that ``planner.materialize`` compressed (a graph with ``compression:`` rules) takes the same float
@@ -50,7 +58,18 @@ from planner.errors import WeightMappingError
 if TYPE_CHECKING:
     from planner.nn import Encoder
 
-__all__ = ["load_torchaudio_weights", "load_checkpoint_file", "map_torchaudio_state_dict", "read_state_dict"]
+__all__ = [
+    "MASK_EMBEDDING_KEY",
+    "checkpoint_layout",
+    "load_torchaudio_weights",
+    "load_checkpoint_file",
+    "map_torchaudio_state_dict",
+    "read_state_dict",
+    "torchaudio_state_dict",
+]
+
+#: Where a torchaudio-layout state dict holds HuBERT's mask embedding (``HuBERTPretrainModel.mask_generator``).
+MASK_EMBEDDING_KEY = "mask_generator.mask_embedding"
 
 _CONV = re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(.+)$")
 _LAYER = re.compile(r"^encoder\.transformer\.layers\.(\d+)\.(.+)$")
@@ -88,17 +107,91 @@ def _target_key(key: str, nodes: dict[str, str | None]) -> str | None:
     ):
         if key.startswith(prefix):
             return under(kind, rest + key[len(prefix) :])
-    if key == "mask_generator.mask_embedding":
+    if key == MASK_EMBEDDING_KEY:
         return under("mask_embedding", "embedding")
     return None
 
 
+# fairseq names -> torchaudio names (fairseq's conv block i is Sequential(conv, dropout, norm, GELU); the norm
+# is a GroupNorm in block 0 for extractor_mode default, Sequential(TransposeLast, LayerNorm, TransposeLast)
+# in every block for layer_norm)
+_FAIRSEQ_KEYS = [(re.compile(a), b) for a, b in (
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.layer_norm.\1"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"^post_extract_proj\.(weight|bias)$", r"encoder.feature_projection.projection.\1"),
+    (r"^layer_norm\.(weight|bias)$", r"encoder.feature_projection.layer_norm.\1"),
+    (r"^encoder\.pos_conv\.0\.(.+)$", r"encoder.transformer.pos_conv_embed.conv.\1"),
+    (r"^encoder\.layer_norm\.(weight|bias)$", r"encoder.transformer.layer_norm.\1"),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.((?:k|v|q|out)_proj\.(?:weight|bias))$", r"encoder.transformer.layers.\1.attention.\2"),
+    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"encoder.transformer.layers.\1.layer_norm.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc1\.(weight|bias)$", r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.fc2\.(weight|bias)$", r"encoder.transformer.layers.\1.feed_forward.output_dense.\2"),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"encoder.transformer.layers.\1.final_layer_norm.\2"),
+    (r"^proj\.(weight|bias)$", r"aux.\1"),  # a fine-tuned model's w2v_encoder.proj
+    (r"^mask_emb$", MASK_EMBEDDING_KEY),
+)]  # fmt: skip
+# Hugging Face names -> torchaudio names (the feature extractor's are the same)
+_HF_KEYS = [(re.compile(a), b) for a, b in (
+    (r"^feature_projection\.(.+)$", r"encoder.feature_projection.\1"),
+    (r"^encoder\.(.+)$", r"encoder.transformer.\1"),
+    (r"^lm_head\.(.+)$", r"aux.\1"),
+    (r"^masked_spec_embed$", MASK_EMBEDDING_KEY),
+)]  # fmt: skip
+# pre-training heads no encoder has: fairseq HuBERT's label embeddings and projection, wav2vec 2.0's quantizer
+_FAIRSEQ_PRETRAINING = ("label_embs_concat", "final_proj.", "target_glu.", "quantizer.", "project_q.", "project_inp.")
+
+
+def checkpoint_layout(keys: Any) -> str:
+    """``fairseq``, ``huggingface`` or ``torchaudio``: whose key names a state dict (its ``keys``) uses."""
+    keys = list(keys)
+    if any(k == "mask_emb" or k.startswith(("post_extract_proj.", "encoder.pos_conv.", "w2v_encoder."))
+           or ".self_attn." in k for k in keys):  # fmt: skip
+        return "fairseq"
+    if any(k == "masked_spec_embed" or k.startswith(("feature_projection.", "encoder.pos_conv_embed.", "lm_head."))
+           or re.match(r"^encoder\.layers\.\d+\.attention\.", k) for k in keys):  # fmt: skip
+        return "huggingface"
+    return "torchaudio"
+
+
+def torchaudio_state_dict(state: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """A wav2vec 2.0 / HuBERT state dict in torchaudio's key names, and the layout it came in.
+
+    fairseq and Hugging Face layouts are renamed (see the module docstring); their mask embedding goes to
+    :data:`MASK_EMBEDDING_KEY`, fairseq's pre-training heads are dropped. Keys with no counterpart are kept
+    as they are, so a loader reports them. A torchaudio state dict only loses a ``wav2vec2.`` prefix.
+
+    Example:
+        >>> import torch
+        >>> state, layout = torchaudio_state_dict({"mask_emb": torch.zeros(4), "post_extract_proj.bias": torch.zeros(4)})
+        >>> layout, sorted(state)
+        ('fairseq', ['encoder.feature_projection.projection.bias', 'mask_generator.mask_embedding'])
+    """
+    prefixed = [k for k in state if not k.startswith(("mask_generator.", "logit_generator.", "lm_head."))]
+    for prefix in ("wav2vec2.", "hubert."):
+        if prefixed and all(k.startswith(prefix) for k in prefixed):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+            break
+    layout = checkpoint_layout(state)
+    if layout == "torchaudio":
+        return dict(state), layout
+    table = _FAIRSEQ_KEYS if layout == "fairseq" else _HF_KEYS
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if layout == "fairseq":
+            key = key.removeprefix("w2v_encoder.").removeprefix("w2v_model.")
+            if key.startswith(_FAIRSEQ_PRETRAINING):
+                continue
+        for pattern, target in table:
+            if pattern.match(key):
+                key = pattern.sub(target, key)
+                break
+        out[key] = value
+    return out, layout
+
+
 def _normalise(state: Mapping[str, Any]) -> dict[str, Tensor]:
-    keys = list(state)
-    if keys and all(
-        k.startswith("wav2vec2.") for k in keys if not k.startswith(("mask_generator.", "logit_generator."))
-    ):
-        state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
+    state, _ = torchaudio_state_dict(state)
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         head, _, last = key.rpartition(".")

@@ -64,8 +64,10 @@ class Distiller:
         lengths, frames = mask_frame_lengths(self.graph, samples.cpu())
         rank, world_size = self.shard
         gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step * world_size + rank)
-        prob = self.masking.prob_at(step, self.recipe.steps)
-        mask = compute_span_mask(lengths, frames, prob, self.masking.span, self.masking.min_masks, gen)
+        cfg = self.masking
+        mask = compute_span_mask(lengths, frames, cfg.prob_at(step, self.recipe.steps), cfg.span, cfg.min_masks, gen,
+                                 overlap=cfg.overlap, min_space=cfg.min_space, selection=cfg.selection,
+                                 same_count=cfg.same_count)  # fmt: skip
         return mask.to(samples.device), lengths.to(samples.device)
 
     def __call__(self, student: nn.Module, batch: Batch, step: int, *, clean_output: EncoderOutput | None = None) -> LossResult:

@@ -138,10 +138,18 @@ def distillation_loss(
     Plain: ``sum_l alpha_l * mean over valid frames of d(student_l, teacher_l(x))``.
 
     Masking (eq. 6), with ``M`` the masked frames of the batch at layer ``l``'s frame rate and ``n`` the
-    valid frames::
+    valid frames, normalised as the paper writes it (``masking.normalize: paper``, the default)::
 
         sum_l alpha_l / |M|     * sum_{i in M}     d(f^s_i(mu(x)), f^t_i(x))
       + sum_l alpha_l / (n-|M|) * sum_{i not in M} d(f^s_i(mu(x)), f^t_i(mu(x)))
+
+    or as the authors' code computes it (``normalize: code``, ``sungnyun/ARMHuBERT: train.py``,
+    ``calculate_loss``: both sums divided by ``B * T``), both terms over all ``n`` valid frames::
+
+        sum_l alpha_l / n * (sum_{i in M} d(f^s_i(mu(x)), f^t_i(x)) + sum_{i not in M} d(f^s_i(mu(x)), f^t_i(mu(x))))
+
+    (the code's ``B * T`` and its unmasked sum also count padded frames; padding is never distilled here).
+    ``masked`` and ``unmasked`` in the result are the two terms so normalised.
 
     Args:
         projections: student projection-head outputs ``(B, Ts, D)`` by student layer.
@@ -156,6 +164,7 @@ def distillation_loss(
     """
     total = torch.zeros((), device=teacher_lengths.device)
     masked_sum = unmasked_sum = 0.0
+    by_all_frames = cfg.masking is not None and cfg.masking.normalize == "code"
     per_layer: dict[int, float] = {}
     for s, t, w in pairs:
         student = projections[s]
@@ -173,8 +182,12 @@ def distillation_loss(
             d_masked = frame_distance(student, noisy, cfg.distance, cfg.cosine_weight)
             m = resample_mask(mask, mask_lengths, s_len, frames) & valid
             u = ~m & valid
-            term_m = (d_clean * m).sum() / m.sum().clamp(min=1)
-            term_u = (d_masked * u).sum() / u.sum().clamp(min=1)
+            if by_all_frames:
+                n = valid.sum().clamp(min=1)
+                term_m, term_u = (d_clean * m).sum() / n, (d_masked * u).sum() / n
+            else:
+                term_m = (d_clean * m).sum() / m.sum().clamp(min=1)
+                term_u = (d_masked * u).sum() / u.sum().clamp(min=1)
             layer = term_m + term_u
             masked_sum += w * float(term_m.detach())
             unmasked_sum += w * float(term_u.detach())

@@ -67,7 +67,12 @@ DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 
 # Fields added after runs were first written: left out of the fingerprint while at their default, so a run
 # started before they existed still resumes with its unchanged recipe (run.json holds the older fingerprint).
-_LATER_FIELDS = {("loss", "distill_weight"): None, ("optimizer", "fused"): True}
+_LATER_FIELDS = {
+    ("loss", "distill_weight"): None,
+    ("optimizer", "fused"): True,
+    **{("loss", "masking", name): default for name, default in
+       (("overlap", True), ("min_space", 0), ("selection", "static"), ("same_count", False), ("normalize", "paper"))},
+}  # fmt: skip
 
 
 def _parse_paths(value: Any, path: str) -> tuple[str, ...]:
@@ -184,11 +189,34 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MaskingConfig:
-    """HuBERT-style span masking for masking distillation (Recycle-and-Distill eq. 6).
+    """Span masking for masking distillation (Recycle-and-Distill eq. 6).
 
-    ``prob`` is HuBERT's ``mask_prob``: each utterance of ``n`` frames gets ``int(prob * n / span + u)``
-    span starts (``u`` uniform in [0, 1), at least ``min_masks``), so about ``prob`` of the frames before
-    overlaps. ``schedule: linear`` moves it from ``prob`` to ``prob_end`` over the run (the paper's "sch").
+    The masks are fairseq's ``compute_mask_indices`` (:func:`trainers.masking.compute_span_mask`):
+    each utterance of ``n`` frames gets ``int(prob * n / span + u)`` spans (``u`` uniform in [0, 1), at
+    least ``min_masks``). ``schedule: linear`` moves ``prob`` to ``prob_end`` over the run (the paper's "sch").
+    The defaults of the fields after ``min_masks`` are this planner's behaviour before they existed (so an
+    older recipe keeps its masks, its loss and its fingerprint); ARMHuBERT's configs and fairseq
+    (``sungnyun/ARMHuBERT: conf/armhubert/*.yaml``) are ``overlap: false, min_space: 1, selection: uniform,
+    same_count: true`` and its code's ``normalize: code`` (``recipes/distill.yaml`` takes those masks and the
+    paper's ``normalize: paper``).
+
+    Attributes:
+        prob: HuBERT's ``mask_prob``.
+        span: HuBERT's ``mask_length`` (the mean span length for ``selection: uniform``).
+        schedule: ``constant`` or ``linear`` (from ``prob`` to ``prob_end``).
+        prob_end: the last step's ``prob`` for ``linear``.
+        min_masks: spans per utterance at least.
+        overlap: ``true`` (HuBERT's default): spans may overlap, so about 0.57 of the frames are masked at
+            ``prob`` 0.8 and span 10; ``false`` (fairseq's ``no_mask_overlap``): spans are placed in the
+            free intervals, ``min_space`` apart, about 0.69 at 0.8 (0.77 with ``selection: uniform``).
+        min_space: unmasked frames kept between spans (``mask_min_space``); only with ``overlap: false``.
+        selection: span lengths (``mask_selection``): ``static`` (all ``span``) or ``uniform`` (each drawn
+            from 0 to ``2 span``, fairseq's ``uniform`` with ARMHuBERT's ``mask_other: 0``).
+        same_count: every masked utterance of a batch keeps the same number of masked frames, the smallest
+            (fairseq's ``require_same_masks``, on in ARMHuBERT's fairseq).
+        normalize: eq. 6's per-layer normalisation. ``paper``: each term by its own frame count
+            (masked term by ``|M|``, unmasked by ``n - |M|``); ``code``: both by all ``n`` valid frames, as
+            the authors' ``train.py`` divides both sums by ``B * T``.
     """
 
     prob: float = 0.8
@@ -196,6 +224,11 @@ class MaskingConfig:
     schedule: Literal["constant", "linear"] = "constant"
     prob_end: float | None = None
     min_masks: int = 2
+    overlap: bool = True
+    min_space: int = field(0, ge=0)
+    selection: Literal["static", "uniform"] = "static"
+    same_count: bool = False
+    normalize: Literal["paper", "code"] = "paper"
 
     def check(self) -> None:
         for name in ("prob", "prob_end"):
@@ -206,6 +239,9 @@ class MaskingConfig:
             raise FieldError("span", f"{self.span} must be positive")
         if self.min_masks < 0:
             raise FieldError("min_masks", f"{self.min_masks} must be >= 0")
+        if self.overlap and self.min_space:
+            raise FieldError("min_space", f"{self.min_space} frames between spans needs overlap: false "
+                                          "(overlapping spans keep no space; set min_space: 0 or overlap: false)")  # fmt: skip
         if (self.schedule == "linear") != (self.prob_end is not None):
             raise FieldError("prob_end", "give prob_end exactly when schedule is linear")
 
@@ -447,9 +483,12 @@ class Recipe:
     def fingerprint(self) -> str:
         """A hash of the resolved settings (what makes two runs the same run)."""
         data = dump_recipe(self)
-        for (section, name), default in _LATER_FIELDS.items():
-            if data[section][name] == default:
-                del data[section][name]
+        for (*parents, name), default in _LATER_FIELDS.items():
+            node = data
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and name in node and node[name] == default:
+                del node[name]
         return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,18 +3,24 @@
 Both return per-layer hidden states (layer ``i`` is the output of the ``i+1``-th transformer block) and
 take an optional frame mask at their own extractor's frame rate:
 
-* torchaudio teachers have no mask embedding in ``Wav2Vec2Model`` (``HuBERTPretrainModel`` keeps it in its
-  ``mask_generator``). The masked teacher input is formed where HuBERT masks: after the feature
-  projection, before the positional convolution, masked frames are replaced by the checkpoint's
-  ``mask_generator.mask_embedding`` when the file holds one (a ``HuBERTPretrainModel`` state dict), else by
-  zeros.
+* torchaudio teachers have no mask embedding in ``Wav2Vec2Model``. The masked teacher input is formed
+  where HuBERT masks: after the feature projection, before the positional convolution, masked frames are
+  replaced by HuBERT's learned mask embedding from the checkpoint: ``mask_generator.mask_embedding`` of a
+  torchaudio ``HuBERTPretrainModel`` state dict, ``mask_emb`` of a fairseq one (``hubert_base_ls960.pt``'s
+  ``model``), ``masked_spec_embed`` of a Hugging Face ``HubertModel`` (the checkpoint may be in any of the
+  three layouts, :func:`planner.pretrained.torchaudio_state_dict`). A checkpoint without one (a plain
+  ``Wav2Vec2Model`` / ``hubert_base()`` state dict) falls back to zeros, an input HuBERT never saw; with
+  masking on, the loader warns once (one line on the ``trainers.teacher`` logger).
 * planner teachers are run as ``model(x, lengths, mask=mask)``, so their own ``mask_embedding`` node
-  replaces the frames; a planner teacher without one cannot be used with masking distillation.
+  replaces the frames; loaded from a torchaudio-style checkpoint it takes the checkpoint's mask embedding,
+  or zeros with the same warning. A planner teacher without the node cannot be used with masking
+  distillation.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from planner.errors import ConfigError, FieldError, WeightMappingError
-from planner.pretrained import read_state_dict
+from planner.pretrained import MASK_EMBEDDING_KEY, read_state_dict, torchaudio_state_dict
 from trainers.masking import mask_frame_lengths
 from trainers.recipe import Recipe, TeacherConfig
 
 __all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher", "TORCHAUDIO_BASE"]
+
+_log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # checkpoints whose missing mask embedding was reported (once per process)
 
 # torchaudio.models.hubert_base() / wav2vec2_base(): one architecture; dropouts are irrelevant in eval.
 TORCHAUDIO_BASE: dict[str, Any] = dict(
@@ -141,6 +150,16 @@ def float_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def _no_mask_embedding(recipe: Recipe, ckpt: str) -> None:
+    """Warns, once per checkpoint and process, that masked frames reach the teacher as zeros."""
+    if recipe.loss.masking is None or ckpt in _WARNED:
+        return
+    _WARNED.add(ckpt)
+    _log.warning(f"teacher.checkpoint {ckpt} has no mask embedding (fairseq mask_emb, Hugging Face masked_spec_embed, "
+                 f"torchaudio {MASK_EMBEDDING_KEY}): masked frames reach the teacher as zeros, an input HuBERT never "
+                 "saw; give a checkpoint that keeps it (e.g. fairseq's hubert_base_ls960.pt model state)")  # fmt: skip
+
+
 def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
     """Builds the recipe's teacher and loads its checkpoint (frozen, eval, no gradients).
 
@@ -180,6 +199,15 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         if set(state) == set(model.state_dict()):
             model.load_state_dict(state)
         else:
+            state, _ = torchaudio_state_dict(state)
+            embedding = [n for n in graph.nodes("frontend") if n.kind == "mask_embedding"]
+            if not embedding:  # unused without the node (masking is refused for such a teacher)
+                state.pop(MASK_EMBEDDING_KEY, None)
+            elif MASK_EMBEDDING_KEY not in state:
+                state[MASK_EMBEDDING_KEY] = torch.zeros(embedding[0].context.width)
+                load_torchaudio_weights(model, state)
+                _no_mask_embedding(recipe, ckpt)  # once the rest of the checkpoint fits
+                return PlannerTeacher(model)
             load_torchaudio_weights(model, state)
         return PlannerTeacher(model)
 
@@ -192,9 +220,8 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
                                           f"not a torchaudio.models.wav2vec2_model argument (allowed: {', '.join(kwargs)})")])  # fmt: skip
         kwargs[key] = value
     model = torchaudio.models.wav2vec2_model(**kwargs)
-    state = _read_state(ckpt, "teacher.checkpoint")
-    state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
-    mask_emb = state.pop("mask_generator.mask_embedding", None)
+    state, _ = torchaudio_state_dict(_read_state(ckpt, "teacher.checkpoint"))
+    mask_emb = state.pop(MASK_EMBEDDING_KEY, None)
     state = {k: v for k, v in state.items() if not k.startswith(("mask_generator.", "logit_generator."))}
     legacy = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
     state = {(k.rsplit(".", 1)[0] + "." + legacy[k.rsplit(".", 1)[1]] if k.rsplit(".", 1)[-1] in legacy else k): v
@@ -204,4 +231,10 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         raise WeightMappingError(f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher"
                                  f"{' with overrides' if cfg.overrides else ''}: missing {result.missing_keys[:5]}, "
                                  f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
+    width = model.encoder.feature_projection.projection.out_features
+    if mask_emb is None:
+        _no_mask_embedding(recipe, ckpt)
+    elif tuple(mask_emb.shape) != (width,):
+        raise WeightMappingError(f"{ckpt}: the mask embedding has shape {tuple(mask_emb.shape)}, the teacher's frames "
+                                 f"are {width} wide (a checkpoint of another model?)")  # fmt: skip
     return TorchaudioTeacher(model, mask_emb)
