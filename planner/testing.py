@@ -38,7 +38,7 @@ _HEADS = ("projection_heads", "ctc")
 
 #: The node and attention kinds this generator knows how to draw; a newly registered kind must be added.
 GENERATED_NODE_KINDS = frozenset(_FRONTENDS + _OPTIONAL_FRONTEND + _ATTENTION_LAYERS + _TIME + _HEADS)
-GENERATED_ATTENTION_KINDS = frozenset({"full", "local", "sparse_strided", "sparse_fixed", "reuse"})
+GENERATED_ATTENTION_KINDS = frozenset({"full", "local", "sparse_strided", "sparse_strided_only", "sparse_fixed", "reuse"})
 
 
 def random_arch(rng: random.Random, kind: str | None = None, *, kinds: Collection[str] | None = None) -> dict[str, Any]:
@@ -134,8 +134,8 @@ class _Drawer:
             return rng.choice(["full", {"kind": "full"}, None])
         if choice == "local":
             return {"kind": "local", "window": rng.choice([1, 2, 3, 4, 5, 8])}
-        if choice == "sparse_strided":
-            return {"kind": "sparse_strided", "stride": rng.randint(2, 5)}
+        if choice in ("sparse_strided", "sparse_strided_only"):  # the latter only when asked for (same draws)
+            return {"kind": choice, "stride": rng.randint(2, 5)}
         block = rng.randint(2, 6)
         return {"kind": "sparse_fixed", "block": block, "summary": rng.randint(1, block)}
 

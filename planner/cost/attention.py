@@ -16,6 +16,7 @@ from planner.ir.attention import (
     LocalAttention,
     ReuseAttention,
     StridedAttention,
+    StridedOnlyAttention,
 )
 
 __all__ = ["attended_pairs", "attended_pairs_grid"]
@@ -54,6 +55,10 @@ def attended_pairs(cfg: AttentionConfig, t: int) -> int:
         k = (t - 1) // s  # multiples of the stride beyond the band, on each side
         far = 0 if k < 1 else 2 * (k * t - s * k * (k + 1) // 2)
         return _band(s - 1, s - 1, t) + far
+    if isinstance(cfg, StridedOnlyAttention):
+        # frames fall into `stride` residue classes of sizes q + 1 (r of them) and q; each query attends its class
+        q, r = divmod(t, cfg.stride)
+        return r * (q + 1) ** 2 + (cfg.stride - r) * q * q
     if isinstance(cfg, FixedAttention):
         b, c = cfg.block, cfg.summary
         full, r = divmod(t, b)

@@ -195,8 +195,11 @@ def _conv2d_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: Atten
 
 @COST_FORMULAS.register("dwsep_subsampling")
 def _dwsep_subsampling(node: Any, t: int, sources: tuple[int, ...], mode: AttentionMode, pattern: Any) -> list[Op]:
-    """Conv, depthwise conv, pointwise conv over (time, mel), then the projection."""
-    return _conv2d_stack(node, t, node.context.in_width)
+    """Conv, depthwise conv, pointwise conv over (time, mel), each stride-2 conv after one zero position at the
+    end of both axes (the kind's ``conv_positions``), then the projection on the subsampled frames."""
+    positions = node.config.conv_positions(t, node.context.in_width)
+    return [_conv(lf, *positions[lf.path]) if lf.op == "conv2d" else _linear(lf, node.config.out_length(t))
+            for lf in node.leaves]  # fmt: skip
 
 
 @COST_FORMULAS.register("mask_embedding")

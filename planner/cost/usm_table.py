@@ -4,12 +4,13 @@
 
 Three ratios per setting, each against the float32 model:
 
-* ``paper``: the papers' accounting, over the compressed weight matrices only (conformer attention and
-  FFN linears): packed weight values + N:M masks + float32 scales, no zero points, no biases.
+* ``paper``: the paper's accounting, over the compressed weight matrices only (every fully-connected layer of
+  the conformer layers: attention, FFN and the convolution module's pointwise layers): packed weight values +
+  N:M masks + float32 scales, no zero points, no biases.
 * ``matrices``: the same leaves at our exact storage (:func:`planner.cost.leaf_storage_bytes`: plus one
   byte of zero point per scale group for asymmetric grids, float32 biases on both sides).
-* ``model``: the whole model's ``storage_bytes`` (convolutions, norms, subsampling and the CTC layer stay
-  float32).
+* ``model``: the whole model's ``storage_bytes`` (depthwise convolutions, norms, subsampling and the CTC layer
+  stay float32).
 """
 
 from __future__ import annotations
@@ -25,17 +26,17 @@ from planner.ir.graph import EncoderGraph
 
 __all__ = ["PAPER", "UsmRatio", "usm_ratios", "markdown_table"]
 
-# setting file stem -> (paper's figure in %, where it is reported)
+# setting file stem -> (paper's model size ratio in %, where it is reported: table and experiment ids)
 PAPER: dict[str, tuple[float, str]] = {
-    "int8": (25.0, "Table 1"),
-    "int4": (12.5, "Table 1"),
-    "int2": (6.3, "Table 1"),
-    "int2-g16": (7.3, "Table 2"),
-    "int2-g32": (8.3, "Table 2"),
-    "int2-g64": (10.4, "Table 2"),
-    "2of4": (53.1, "Table 3"),
-    "1of4": (28.1, "Table 3"),
-    "int4-2of4": (9.4, "Table 3"),
+    "int8": (25.0, "Table 1, E1"),
+    "int4": (12.5, "Table 1, E3"),
+    "int2": (6.3, "Table 1, E4"),
+    "int2-g16": (7.3, "Table 1, E5"),
+    "int2-g32": (8.3, "Table 1, E6"),
+    "int2-g64": (10.4, "Table 1, E7"),
+    "2of4": (53.1, "Table 2, E8/E9"),
+    "1of4": (28.1, "Table 2, E10/E11"),
+    "int4-2of4": (9.4, "Table 3, E12/E13"),
 }
 STUDIES = Path(__file__).resolve().parents[2] / "studies" / "usm-lite"
 

@@ -9,7 +9,11 @@ are bidirectional, as used in an encoder; padding is masked on top of them.
 * ``local``: a centred window of ``window`` frames, ``|i - j| <= (window - 1) // 2`` on the left and
   ``window // 2`` on the right.
 * ``sparse_strided`` (Child et al. 2019, strided pattern, made bidirectional): ``|i - j| < stride`` or
-  ``(i - j) % stride == 0``.
+  ``(i - j) % stride == 0``: both of Child's strided heads merged into one pattern.
+* ``sparse_strided_only`` (Child et al. 2019, eq. for ``A(2)`` of the strided pattern): ``(i - j) % stride == 0``
+  alone. Child's interleaved factorization alternates it, layer by layer, with the local pattern ``A(1)``
+  (``local`` with ``window: 2 * stride - 1`` is the band of ``sparse_strided``), so that two consecutive layers
+  connect any two frames while each attends about ``T / stride`` keys per query.
 * ``sparse_fixed`` (Child et al. 2019, fixed pattern, made bidirectional): the same block of ``block``
   frames, or one of the last ``summary`` columns of any block.
 * ``reuse`` (Recycle-and-Distill eq. 4): no Q/K projections and no ``QK^T``; the attention probabilities of
@@ -29,6 +33,7 @@ __all__ = [
     "FullAttention",
     "LocalAttention",
     "StridedAttention",
+    "StridedOnlyAttention",
     "FixedAttention",
     "ReuseAttention",
     "AttentionConfig",
@@ -85,6 +90,29 @@ class StridedAttention:
         return (abs(d) < self.stride) | (d % self.stride == 0)
 
 
+@ATTENTION_KINDS.register("sparse_strided_only")
+@dataclass(frozen=True)
+class StridedOnlyAttention:
+    """Child et al.'s strided head ``A(2) = {j : (i - j) mod stride = 0}``: every ``stride``-th frame only.
+
+    Example:
+        >>> import numpy as np
+        >>> StridedOnlyAttention(stride=3).allowed(np.arange(7)[:, None], np.arange(7)[None, :])[0].nonzero()[0]
+        array([0, 3, 6])
+    """
+
+    stride: int
+    kind: Literal["sparse_strided_only"] = "sparse_strided_only"
+    computes_map: ClassVar[bool] = True
+
+    def check(self) -> None:
+        if self.stride < 2:
+            raise FieldError("stride", f"{self.stride} must be at least 2 (stride 1 is full attention)")
+
+    def allowed(self, i: Any, j: Any) -> Any:
+        return (i - j) % self.stride == 0
+
+
 @ATTENTION_KINDS.register("sparse_fixed")
 @dataclass(frozen=True)
 class FixedAttention:
@@ -119,7 +147,8 @@ class ReuseAttention:
             raise FieldError("source", f"{self.source} is negative (layer indices start at 0)")
 
 
-AttentionConfig = FullAttention | LocalAttention | StridedAttention | FixedAttention | ReuseAttention
+AttentionConfig = (FullAttention | LocalAttention | StridedAttention | StridedOnlyAttention | FixedAttention
+                   | ReuseAttention)
 
 
 def parse_attention(value: Any, path: str) -> AttentionConfig:

@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planner.ir.graph import GraphNode
+from planner.ir.leaf import Leaf
 from planner.nn.attention import SelfAttention
 from planner.nn.builders import BUILDERS
-from planner.nn.conformer import ConvModule, SwishFeedForward, sub_leaves
+from planner.nn.conformer import SwishFeedForward, sub_leaves
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, zero_padding
 
-__all__ = ["SqueezeformerLayer", "Scale", "TimeReduction", "TimeRecovery"]
+__all__ = ["SqueezeformerLayer", "Scale", "SwishConvModule", "TimeReduction", "TimeRecovery"]
 
 
 class Scale(nn.Module):
@@ -36,12 +37,46 @@ class Scale(nn.Module):
         return x * self.weight + self.bias
 
 
+class SwishConvModule(nn.Module):
+    """Squeezeformer's convolution module without its residual: Conformer's with GLU replaced by Swish.
+
+    ``pointwise2(Swish(batch_norm(depthwise(Swish(pointwise1(x))))))``: pointwise D -> 2D, depthwise over the 2D
+    channels, batch norm over 2D, pointwise 2D -> D (reference: github kssteven418/Squeezeformer,
+    ``src/models/conformer_encoder.py``, ``ConvModule`` with ``conv_use_glu=False``). The depthwise conv pads
+    ``(k - 1) // 2`` frames on the left and ``k // 2`` on the right (TensorFlow's ``same``).
+
+    Args:
+        leaves: the IR leaves of the module, keyed by their path below it (``pointwise1``...).
+        dropout: dropout on the output.
+    """
+
+    def __init__(self, leaves: dict[str, Leaf], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pointwise1 = build_leaf(leaves["pointwise1"])
+        self.depthwise = build_leaf(leaves["depthwise"])
+        self.batch_norm = build_leaf(leaves["batch_norm"])
+        self.pointwise2 = build_leaf(leaves["pointwise2"])
+        k = leaves["depthwise"].kernel[0]
+        self.pad = ((k - 1) // 2, k // 2)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """x: ``(B, T, D)``; lengths: ``(B,)``. Returns ``(B, T, D)``."""
+        x = F.silu(self.pointwise1(x.transpose(1, 2)))  # (B, 2D, T)
+        # Zeroed padded frames look to the depthwise kernel like the conv's own zero padding of a lone utterance
+        # (the reference multiplies by its pad mask at the same point).
+        x = zero_padding(x.transpose(1, 2), lengths).transpose(1, 2)
+        x = self.depthwise(F.pad(x, self.pad))
+        x = self.pointwise2(F.silu(self.batch_norm(x)))
+        return self.dropout(x.transpose(1, 2))
+
+
 class SqueezeformerLayer(nn.Module):
     """A Squeezeformer block: for each module in ``config.modules`` (``mfcf``: attention, ffn1, conv, ffn2),
     ``x = {name}_norm(x + module({name}_scale(x)))``.
 
-    The attention module is plain MHSA, each FFN ``fc2(Swish(fc1(x)))`` and the conv module the Conformer's
-    without its layer norm (the scaling replaces it).
+    The attention module is plain MHSA, each FFN ``fc2(Swish(fc1(x)))`` (a full step) and the conv module a
+    :class:`SwishConvModule` (the scaling replaces the pre-LN of both).
 
     Args:
         node: a graph node of kind ``squeezeformer``.
@@ -60,7 +95,7 @@ class SqueezeformerLayer(nn.Module):
                 module: nn.Module = SelfAttention(width, cfg.heads, cfg.attention, cfg.positional, cfg.dropout,
                                                   sub_leaves(leaves, "attention"))  # fmt: skip
             elif name == "conv":
-                module = ConvModule(sub_leaves(leaves, "conv"), cfg.dropout)
+                module = SwishConvModule(sub_leaves(leaves, "conv"), cfg.dropout)
             else:
                 module = SwishFeedForward(sub_leaves(leaves, name), cfg.dropout)
             self.add_module(name, module)
@@ -86,7 +121,9 @@ class TimeReduction(nn.Module):
     """Squeezeformer time reduction: a strided depthwise conv, then a pointwise conv.
 
     The input is zero padded by ``kernel - 1`` frames on the right, so ``ceil(T / stride)`` frames come out and
-    every valid output frame sees only valid or zero frames.
+    every valid output frame sees only valid or zero frames. The reference Squeezeformer pads ``kernel - stride``
+    and zero-fills the output up to ``ceil(T / stride)`` frames: the same values on every frame it computes;
+    where ``T % stride != 0`` its last frame is zeros, here it is computed from the last input frames.
 
     Args:
         node: a graph node of kind ``time_reduction``.

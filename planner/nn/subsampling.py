@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from planner.ir.graph import GraphNode
 from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
-from planner.nn.state import ForwardState, zero_padding
+from planner.nn.state import ForwardState, padding_mask, zero_padding
 
 __all__ = ["Conv2dSubsampling", "DwSepSubsampling", "conv_lengths"]
 
@@ -56,6 +56,9 @@ class Conv2dSubsampling(nn.Module):
 class DwSepSubsampling(nn.Module):
     """Squeezeformer subsampling (4x in time): ``conv`` + ReLU, ``depthwise``, ``pointwise`` + ReLU, ``projection``.
 
+    Before each stride-2 conv, time and frequency get one zero position at the end (as in the reference
+    Squeezeformer), so each conv halves both: ``floor(L / 2)`` valid frames, 80 mels give 40 then 20 bins.
+
     Args:
         node: a graph node of kind ``dwsep_subsampling``.
     """
@@ -68,12 +71,21 @@ class DwSepSubsampling(nn.Module):
         self.pointwise = build_leaf(leaves["pointwise"])
         self.projection = build_leaf(leaves["projection"])
 
+    @staticmethod
+    def _pad_end(x: Tensor, lengths: Tensor) -> Tensor:
+        """``(B, C, T, F)`` with padded frames zeroed, then one zero frame and one zero bin appended.
+
+        A padded utterance's last valid output then reads a zero frame, as a lone utterance's reads the pad.
+        """
+        x = x.masked_fill(padding_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+        return F.pad(x, (0, 1, 0, 1))
+
     def forward(self, x: Tensor, lengths: Tensor, state: ForwardState) -> tuple[Tensor, Tensor]:
-        """x: ``(B, T, n_mels)``; lengths: ``(B,)`` frames. Returns ``(B, T', D)`` and the subsampled lengths."""
-        x = zero_padding(x, lengths)[:, None]  # (B, 1, T, F)
-        x = F.relu(self.conv(x))
-        x = F.relu(self.pointwise(self.depthwise(x)))
-        lengths = conv_lengths(conv_lengths(lengths, 3, 2), 3, 2)
+        """x: ``(B, T, n_mels)``; lengths: ``(B,)`` frames. Returns ``(B, T // 4, D)`` and ``(lengths // 2) // 2``."""
+        x = F.relu(self.conv(self._pad_end(x[:, None], lengths)))  # (B, C, T // 2, F // 2)
+        lengths = torch.div(lengths, 2, rounding_mode="floor")
+        x = F.relu(self.pointwise(self.depthwise(self._pad_end(x, lengths))))
+        lengths = torch.div(lengths, 2, rounding_mode="floor")
         return self.projection(_flatten(x)), lengths
 
 

@@ -199,11 +199,23 @@ class Conv2dSubsampling(NodeKind):
         return out
 
 
+def _half_padded(n: int) -> int:
+    """Positions after a 3-wide stride-2 conv over ``n`` positions zero padded by one at the end:
+    ``floor((n + 1 - 3) / 2) + 1 = floor(n / 2)``."""
+    return n // 2
+
+
 @NODE_KINDS.register("dwsep_subsampling")
 @dataclass(frozen=True)
 class DwSepSubsampling(NodeKind):
-    """Squeezeformer subsampling: Conv2d(1, C, 3, 2) + ReLU, depthwise Conv2d(C, C, 3, 2) + pointwise + ReLU,
-    then a linear projection of the flattened ``C x freq`` to the width (4x time reduction)."""
+    """Squeezeformer subsampling (4x in time): Conv2d(1, C, 3, 2) + ReLU, depthwise Conv2d(C, C, 3, 2) + pointwise
+    Conv2d(C, C, 1) + ReLU, then a linear projection of the flattened ``C x freq`` to the width.
+
+    As in the reference implementation (github kssteven418/Squeezeformer, ``src/models/submodules/subsampling.py``),
+    time and frequency are zero padded by one position at the end before each stride-2 conv, so each halves
+    them exactly (``floor(n / 2)``: 80 mels give 40, then 20 bins). The reference encoder follows the projection
+    with a layer norm before the first block: add a ``layer_norm`` frontend node after this one.
+    """
 
     channels: int = field(le=MAX_WIDTH)
 
@@ -217,11 +229,21 @@ class DwSepSubsampling(NodeKind):
 
     def validate(self, ctx: NodeContext) -> None:
         super().validate(ctx)
-        if _subsampled(ctx.in_width, 2) < 1:
-            raise FieldError("channels", f"two stride-2 convs leave no frequency bins of {ctx.in_width} mels")
+        if self.freq_out(ctx.in_width) < 1:
+            raise FieldError("channels", f"two stride-2 convs leave no frequency bins of {ctx.in_width} mels "
+                             "(at least 4 are needed)")  # fmt: skip
+
+    def freq_out(self, n_mels: int) -> int:
+        return _half_padded(_half_padded(n_mels))
 
     def out_length(self, length: int) -> int:
-        return _subsampled(length, 2)
+        return _half_padded(_half_padded(length))
+
+    def conv_positions(self, length: int, n_mels: int) -> dict[str, tuple[int, int]]:
+        """``{leaf path: (output positions, input positions)}`` of the three convs, over (time x frequency)."""
+        t1, f1 = _half_padded(length), _half_padded(n_mels)
+        t2, f2 = _half_padded(t1), _half_padded(f1)
+        return {"conv": (t1 * f1, length * n_mels), "depthwise": (t2 * f2, t1 * f1), "pointwise": (t2 * f2, t2 * f2)}
 
     def leaves(self, ctx: NodeContext) -> list[Leaf]:
         c = self.channels
@@ -229,7 +251,7 @@ class DwSepSubsampling(NodeKind):
             conv2d("conv", 1, c, 3, 2, {"subsampling", "conv"}),
             conv2d("depthwise", c, c, 3, 2, {"subsampling", "conv", "depthwise"}, groups=c),
             conv2d("pointwise", c, c, 1, 1, {"subsampling", "conv", "pointwise"}),
-            linear("projection", c * _subsampled(ctx.in_width, 2), ctx.width, {"subsampling", "projection"}),
+            linear("projection", c * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"}),
         ]
 
 

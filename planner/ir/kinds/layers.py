@@ -175,13 +175,28 @@ class ConformerLayer(_AttentionLayer):
         ]
 
 
+def swish_conv_module_leaves(prefix: str, width: int, kernel: int) -> list[Leaf]:
+    """Squeezeformer convolution module: pointwise D -> 2D, (Swish), depthwise on 2D, batch norm on 2D,
+    (Swish), pointwise 2D -> D; GLU is replaced by Swish, so the depthwise conv keeps all 2D channels."""
+    d2 = 2 * width
+    return [
+        conv1d(f"{prefix}.pointwise1", width, d2, 1, {"conv", "pointwise"}),
+        conv1d(f"{prefix}.depthwise", d2, d2, kernel, {"conv", "depthwise"}, groups=d2),
+        norm(f"{prefix}.batch_norm", "batch_norm", d2),
+        conv1d(f"{prefix}.pointwise2", d2, width, 1, {"conv", "pointwise"}),
+    ]
+
+
 @NODE_KINDS.register("squeezeformer")
 @dataclass(frozen=True)
 class SqueezeformerLayer(_AttentionLayer):
     """A Squeezeformer block: MHSA, FFN, conv module, FFN (``mfcf``) or conv first (``cfmf``).
 
     Each module is ``x = LayerNorm(x + module(x * scale + bias))``: learned input scaling replaces the
-    pre-LN, and a post-LN follows every residual.
+    pre-LN, and a post-LN follows every residual (Kim et al. 2022; reference implementation github
+    kssteven418/Squeezeformer, ``src/models/conformer_encoder.py``, ``fixed_arch: [M, s, C, s]``, adaptive
+    scale, no extra post-LN). The FFNs are full steps (``fc_factor 1``) and the conv module is
+    :func:`swish_conv_module_leaves` (Swish instead of GLU, ``conv_use_glu: false``).
     """
 
     heads: int
@@ -213,7 +228,7 @@ class SqueezeformerLayer(_AttentionLayer):
             if name == "attention":
                 out += attention_leaves("attention", d, self.heads, self.attention, self.positional)
             elif name == "conv":
-                out += conv_module_leaves("conv", d, self.kernel, True)
+                out += swish_conv_module_leaves("conv", d, self.kernel)
             else:
                 out += ffn_leaves(name, d, self.ffn)
             out.append(norm(f"{name}_norm", "layer_norm", d))
@@ -224,10 +239,11 @@ class SqueezeformerLayer(_AttentionLayer):
 @dataclass(frozen=True)
 class TimeReduction(NodeKind):
     """Squeezeformer time reduction: depthwise conv with stride (right zero padding ``kernel - 1``) and a
-    pointwise conv; ``ceil(T / stride)`` frames out."""
+    pointwise conv; ``ceil(T / stride)`` frames out. The reference's kernel is 5 (github
+    kssteven418/Squeezeformer, ``src/models/submodules/time_reduction.py``)."""
 
     stride: int = field(2, le=MAX_KERNEL)
-    kernel: int = field(3, le=MAX_KERNEL)
+    kernel: int = field(5, le=MAX_KERNEL)
 
     kind: ClassVar[str] = "time_reduction"
     roles: ClassVar = ("layer",)
