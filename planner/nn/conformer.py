@@ -27,8 +27,8 @@ def sub_leaves(leaves: dict[str, Leaf], prefix: str) -> dict[str, Leaf]:
 class ConvModule(nn.Module):
     """Conformer convolution module without its residual.
 
-    ``pointwise2(SiLU(batch_norm(depthwise(GLU(pointwise1(LN(x)))))))``; the layer norm is absent when the
-    leaves have none (Squeezeformer scales its input instead).
+    ``pointwise2(SiLU(batch_norm(depthwise(GLU(pointwise1(LN(x)))))))`` (Squeezeformer's Swish module without
+    GLU is :class:`planner.nn.squeezeformer.SwishConvModule`); the layer norm is absent when the leaves have none.
 
     Even kernels pad ``(k - 1) // 2`` frames on the left and ``k // 2`` on the right, so the length is
     preserved (torchaudio only accepts odd kernels, for which both sides get ``(k - 1) // 2``).
