@@ -106,8 +106,12 @@ class _Report:
         self.files = files
         self.errors: list[tuple[str, FieldError]] = []
 
-    def add(self, err: ConfigError) -> None:
-        self.errors += _errors(err, self.path)
+    def add(self, err: ConfigError, via: str | None = None) -> None:
+        """Adds the errors of ``err``; ``via``: how the validated file names the file they are in."""
+        found = _errors(err, self.path)
+        if via is not None:
+            found = [(src, FieldError(e.path, f"{e.message} ({via})")) for src, e in found]
+        self.errors += found
 
     def raise_if_any(self, note: str | None) -> None:
         if not self.errors:
@@ -119,21 +123,21 @@ class _Report:
         raise ConfigError(lines)
 
 
-def _check_recipe_file(path: str, report: _Report) -> Any:
+def _check_recipe_file(path: str, report: _Report, via: str | None = None) -> Any:
     """Loads a recipe and checks the files it names; its errors go into ``report`` (None if it does not load)."""
     from trainers.recipe import check_recipe_files, load_recipe
 
     try:
         recipe = load_recipe(path)
     except ConfigError as err:
-        report.add(err)
+        report.add(err, via)
         return None
     if not report.files:
         return recipe
     try:
         check_recipe_files(recipe)
     except ConfigError as err:
-        report.add(err)
+        report.add(err, via)
     teacher = recipe.teacher
     arch = recipe.resolve(teacher.arch) if teacher is not None and teacher.arch is not None else None
     if arch is not None and os.path.isfile(arch):
@@ -142,19 +146,24 @@ def _check_recipe_file(path: str, report: _Report) -> Any:
         try:
             graph = load(arch)
         except ConfigError as err:
-            report.add(err)
+            report.add(err, f"the teacher.arch of {path}")
         else:
             if graph.spec.input.kind != "waveform":
                 report.add(ConfigError([FieldError("teacher.arch", f"{teacher.arch} takes {graph.spec.input.kind}; "
-                                                                   "a teacher takes waveforms")], path))  # fmt: skip
+                                                                   "a teacher takes waveforms")], path), via)  # fmt: skip
     return recipe
 
 
 def _check_space(path: str, data: Any, report: _Report) -> str | None:
     from planner.search import load_space, sample_space, study_from_dict
 
+    try:
+        space = load_space(path)
+    except ConfigError as err:
+        report.add(err)
+        space = None
     study = "no study section (planner search uses the defaults)"
-    if isinstance(data, dict) and "study" in data:
+    if isinstance(data, dict) and "study" in data:  # checked even when the space is not: every mistake at once
         try:
             cfg = study_from_dict(data["study"], path, path="study")
         except ConfigError as err:
@@ -162,10 +171,7 @@ def _check_space(path: str, data: Any, report: _Report) -> str | None:
         else:
             study = f"study {cfg.name!r}, {len(cfg.objectives)} objective(s), evaluator {cfg.evaluator.kind}"
             _check_evaluator_files(path, cfg, report)
-    try:
-        space = load_space(path)
-    except ConfigError as err:
-        report.add(err)
+    if space is None:
         return None
     samples = sample_space(space, SPACE_SAMPLES, seed=0)
     valid = [s for s in samples if s.graph is not None]
@@ -189,10 +195,11 @@ def _check_evaluator_files(path: str, cfg: Any, report: _Report) -> None:
         report.add(ConfigError([FieldError("study.evaluator.recipe", f"{recipe_path} {what} (relative paths are "
                                                                      "read from the working directory)")], path))  # fmt: skip
         return
-    recipe = _check_recipe_file(recipe_path, report)
+    via = f"the recipe of {path}: study.evaluator"
+    recipe = _check_recipe_file(recipe_path, report, via)
     if recipe is not None and recipe.data.valid is None:
-        report.add(ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest "
-                                                         f"(named by {path}: study.evaluator.recipe)")], recipe_path))  # fmt: skip
+        report.add(ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path),
+                   via)
 
 
 def _check_recipe(path: str, data: Any, report: _Report) -> str | None:
