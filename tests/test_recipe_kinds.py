@@ -58,6 +58,8 @@ FINGERPRINTS = [
     ("teacher: {kind: self, checkpoint: f.pt}\ndata: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc, alphabet: abc, "
      "distill_weight: 0.3, layers: proportional}\ncompression: {schedule: few_shot, steps: 5, sr_ste: 0.0002}\nseed: 7\n",
      "7a47eea131b31dad"),
+    ("teacher: {kind: torchaudio_hubert, checkpoint: t.pt, overrides: {extractor_conv_layer_config: [[32, 10, 5], [32, 3, 2]], "
+     "encoder_num_layers: 2}}\ndata: {train: a.tsv}\n", "549b62eb7f485629"),
 ]  # fmt: skip
 
 

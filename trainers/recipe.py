@@ -802,14 +802,16 @@ def loads_recipe(text: str, source: str | None = None, base_dir: str | None = No
 
 
 def _full(obj: Any) -> Any:
-    """Every field of the flat configs as plain data (what the fingerprint hashes)."""
+    """Every field of the flat configs as plain data (what the fingerprint hashes): the loss and the teacher
+    with the fields of every kind, not only their own (their field dumpers are left out for that)."""
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
             if not f.init:
                 continue
             v = getattr(obj, f.name)
-            dump = f.metadata.get("dump") if f.name not in ("teacher", "loss") or not isinstance(obj, Recipe) else None
+            kind_only = isinstance(obj, Recipe) and f.name in ("teacher", "loss")
+            dump = None if kind_only else f.metadata.get("dump")
             out[f.name] = dump(v) if dump else _full(v)
         return out
     if isinstance(obj, tuple):
