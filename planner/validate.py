@@ -2,8 +2,9 @@
 
 The kind is told by the file's top-level keys (:func:`detect_kind`): a search space has a ``study:`` section
 or a ``choice``/``range``/``ref``/``tie`` marker somewhere; otherwise each kind has keys no other kind has at
-the top level (a recipe ``data``, ``loss``, ``teacher``, ``engine``...; an architecture ``name``, ``width``,
-``layers``...; a probe task ``train``, ``test``, ``kind``...). A file whose keys point at several kinds, or
+the top level (a recipe ``data``, ``loss``, ``teacher``, ``engine``...; an architecture ``width``, ``layers``,
+``frontend``...; a probe task ``train``, ``test``, ``kind``...; a study file of ``planner search --study-file``
+``objectives``, ``n_trials``, ``sampler``...). A file whose keys point at several kinds, or
 at none, is read as the likeliest and the report says which kind it was read as, and why.
 
 Each kind goes through the same loader its command uses, so ``validate`` reports the errors that command
@@ -23,20 +24,23 @@ from planner.errors import ConfigError, FieldError
 
 __all__ = ["FILE_KINDS", "Checked", "check_file", "detect_kind", "file_kind"]
 
-FILE_KINDS = ("architecture", "space", "recipe", "task")
+FILE_KINDS = ("architecture", "space", "recipe", "task", "study")
 
 _NAMES = {"architecture": "an architecture", "space": "a search space", "recipe": "a training recipe",
-          "task": "a probe task"}  # fmt: skip
+          "task": "a probe task", "study": "a study file"}  # fmt: skip
 
-# Top-level keys of each kind (the init fields of ArchSpec, Recipe and ProbeTask; tests/hostile/test_validate.py
-# checks that these equal the dataclasses', so a new field cannot be forgotten here).
+# Top-level keys of each kind (the init fields of ArchSpec, Recipe, ProbeTask and StudyConfig, the last for a
+# study file apart from its space, planner search --study-file; tests/hostile/test_validate.py checks that these
+# equal the dataclasses', so a new field cannot be forgotten here).
 ARCHITECTURE_KEYS = frozenset({"name", "input", "width", "frontend", "layers", "reuse", "post", "heads",
                                "compression", "format"})  # fmt: skip
 RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "optimizer", "schedule", "steps", "engine",
                          "deepspeed", "logging", "checkpoint", "seed", "format"})  # fmt: skip
 TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
                        "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
-_KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS}
+STUDY_KEYS = frozenset({"name", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
+                        "evaluator", "heartbeat", "pruner"})  # fmt: skip
+_KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
 # the keys only one kind has: what tells the kinds apart
 _OWN = {kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()}
 
@@ -77,10 +81,12 @@ def detect_kind(data: Any) -> tuple[str, str | None]:
     ranked = sorted(own, key=lambda kind: (-len(own[kind]), FILE_KINDS.index(kind)))
     best = ranked[0]
     if not own[best]:
-        # only keys several kinds share (format, compression, steps, seed) or none the planner knows
-        best = "recipe" if keys & {"steps", "seed"} - ARCHITECTURE_KEYS and not keys & ARCHITECTURE_KEYS else "architecture"
-        return best, (f"read as {_NAMES[best]}: none of its keys tells its kind (an architecture has name, width and "
-                      "layers; a recipe data and loss or teacher; a probe task train and test)")  # fmt: skip
+        # only keys several kinds share (name, format, compression, steps, seed) or none the planner knows:
+        # steps (recipe, task) and compression (recipe, architecture) together are a recipe's
+        best = "recipe" if keys & {"steps", "seed"} else "architecture"
+        return best, (f"read as {_NAMES[best]}: none of its keys tells its kind (an architecture has width and "
+                      "layers; a recipe data and loss or teacher; a probe task train and test; a study file "
+                      "objectives and n_trials)")  # fmt: skip
     others = [kind for kind in ranked[1:] if own[kind]]
     if not others:
         return best, None
@@ -184,7 +190,20 @@ def _check_space(path: str, data: Any, report: _Report) -> str | None:
             f"{len(valid)}/{SPACE_SAMPLES} sampled candidates build")  # fmt: skip
 
 
-def _check_evaluator_files(path: str, cfg: Any, report: _Report) -> None:
+def _check_study(path: str, data: Any, report: _Report) -> str | None:
+    """A study file apart from its space (``planner search SPACE --study-file FILE``), read as search reads it."""
+    from planner.search import study_from_dict
+
+    try:
+        cfg = study_from_dict(data, path, path="")
+    except ConfigError as err:
+        report.add(err)
+        return None
+    _check_evaluator_files(path, cfg, report, where="evaluator")
+    return f"study file, study {cfg.name!r}, {len(cfg.objectives)} objective(s), evaluator {cfg.evaluator.kind}"
+
+
+def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "study.evaluator") -> None:
     """The files a study's evaluator names: the ``distill`` evaluator's recipe (read as the search reads it,
     relative to the working directory), and through it the teacher and the manifests."""
     recipe_path = cfg.evaluator.kwargs().get("recipe") if cfg.evaluator.kind == "distill" else None
@@ -192,10 +211,10 @@ def _check_evaluator_files(path: str, cfg: Any, report: _Report) -> None:
         return
     if not os.path.isfile(recipe_path):
         what = "is a folder, not a file" if os.path.isdir(recipe_path) else "does not exist"
-        report.add(ConfigError([FieldError("study.evaluator.recipe", f"{recipe_path} {what} (relative paths are "
-                                                                     "read from the working directory)")], path))  # fmt: skip
+        report.add(ConfigError([FieldError(f"{where}.recipe", f"{recipe_path} {what} (relative paths are "
+                                                              "read from the working directory)")], path))  # fmt: skip
         return
-    via = f"the recipe of {path}: study.evaluator"
+    via = f"the recipe of {path}: {where}"
     recipe = _check_recipe_file(recipe_path, report, via)
     if recipe is not None and recipe.data.valid is None:
         report.add(ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path),
@@ -239,7 +258,8 @@ def _check_architecture(path: str, data: Any, report: _Report) -> str | None:
     return f"{graph.name}, {graph.param_count:,} parameters"
 
 
-_CHECKS = {"architecture": _check_architecture, "space": _check_space, "recipe": _check_recipe, "task": _check_task}
+_CHECKS = {"architecture": _check_architecture, "space": _check_space, "recipe": _check_recipe, "task": _check_task,
+           "study": _check_study}  # fmt: skip
 
 
 def check_file(path: str | os.PathLike[str], files: bool = True) -> Checked:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.validate import ARCHITECTURE_KEYS, RECIPE_KEYS, TASK_KEYS, detect_kind
+from planner.validate import ARCHITECTURE_KEYS, RECIPE_KEYS, STUDY_KEYS, TASK_KEYS, detect_kind
 from tests.hostile.conftest import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +59,7 @@ def _validate(cli, folder: Path, *files: Path):
 
 def test_key_sets_are_the_dataclass_fields() -> None:
     from planner.ir.spec import ArchSpec
+    from planner.search._study import StudyConfig
     from trainers.evaluate import ProbeTask
     from trainers.recipe import Recipe
 
@@ -66,6 +67,7 @@ def test_key_sets_are_the_dataclass_fields() -> None:
         return {f.name for f in dataclasses.fields(cls) if f.init}
 
     assert keys(ArchSpec) == ARCHITECTURE_KEYS and keys(Recipe) == RECIPE_KEYS and keys(ProbeTask) == TASK_KEYS
+    assert keys(StudyConfig) == STUDY_KEYS
 
 
 def test_recipe_without_teacher_or_engine_is_read_as_a_recipe(tmp_path: Path, cli) -> None:
@@ -91,10 +93,10 @@ def test_file_of_shared_keys_only_says_what_it_was_read_as(tmp_path: Path, cli) 
 
 
 def test_file_mixing_kinds_says_which_it_was_read_as(tmp_path: Path, cli) -> None:
-    mixed = _write(tmp_path / "m.yaml", "name: x\ndata: {train: a.tsv}\nloss: {kind: ctc}\n")
+    mixed = _write(tmp_path / "m.yaml", "width: 8\ndata: {train: a.tsv}\nloss: {kind: ctc}\n")
     result = _validate(cli, tmp_path, mixed)
-    refused(result, names=[f"{mixed}: name: unknown field", "read as a training recipe (by its keys data, loss)",
-                           "name is an architecture's"], code=2)  # fmt: skip
+    refused(result, names=[f"{mixed}: width: unknown field", "read as a training recipe (by its keys data, loss)",
+                           "width is an architecture's"], code=2)  # fmt: skip
     assert detect_kind({"name": "x", "width": 8, "layers": [], "steps": 3}) == ("architecture", None)
 
 
@@ -168,6 +170,17 @@ def test_distill_evaluator_recipe_files_and_held_out_manifest(tmp_path: Path, cl
     space = _write(tmp_path / "s.yaml", SPACE.replace("EVALUATOR", f"{{kind: distill, recipe: {recipe}, steps: 2}}"))
     refused(_validate(cli, tmp_path, space), names=[f"{recipe}: teacher.checkpoint: ", "f.pt does not exist",
                                                     f"{recipe}: data.valid: the distill evaluator needs"], code=2)  # fmt: skip
+
+
+def test_study_file_is_read_as_a_study(tmp_path: Path, cli) -> None:
+    # planner search SPACE --study-file FILE: the study keys at the top level
+    study = _write(tmp_path / "study.yaml", "name: apart\nobjectives: [{metric: params}]\nn_trials: 3\n")
+    result = _validate(cli, tmp_path, study)
+    assert result.code == 0 and result.out.startswith(f"{study}: ok (study file, study 'apart', 1 objective(s)"), result.err
+    _write(study, f"name: apart\nn_trials: 3\nsamplr: tpe\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
+    refused(_validate(cli, tmp_path, study), names=[f"{study}: samplr: unknown field"], code=2)
+    _write(study, f"name: apart\nn_trials: 3\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
+    refused(_validate(cli, tmp_path, study), names=[f"{study}: evaluator.recipe: ", "r.yaml does not exist"], code=2)
 
 
 def test_space_and_study_mistakes_are_reported_together(tmp_path: Path, cli) -> None:
