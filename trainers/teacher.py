@@ -127,15 +127,22 @@ class PlannerTeacher(Teacher):
 def _read_state(path: str, where: str, recipe: Recipe | None = None) -> dict[str, Tensor]:
     """The state dict at ``path``; a missing or unreadable file is an error naming the recipe and ``where``."""
     source = recipe.source if recipe is not None else None
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ConfigError([FieldError(where, f"{path} is empty (expected a torch.save'd state dict)")], source)
     try:
         return read_state_dict(path)
     except FileNotFoundError:
         raise ConfigError([FieldError(where, f"{path} does not exist")], source) from None
     except WeightMappingError as err:
         raise ConfigError([FieldError(where, str(err))], source) from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:  # not a weights-only torch.save file
-        raise ConfigError([FieldError(where, f"{path}: cannot read the checkpoint as a state dict "
-                                             f"(torch.load weights_only=True: {str(err).splitlines()[0]})")], source) from None  # fmt: skip
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something else than tensors
+        raise ConfigError([FieldError(where, f"{path} cannot be read as a state dict of tensors (torch.load with "
+                                             "weights_only=True refuses it: a corrupt file, or pickled objects, which "
+                                             "are never loaded; save one with torch.save(model.state_dict(), PATH))")],
+                          source) from None  # fmt: skip
+    except (EOFError, ValueError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConfigError([FieldError(where, f"{path}: cannot read the checkpoint ({why})")], source) from None
 
 
 def _mismatch(recipe: Recipe, message: str) -> WeightMappingError:

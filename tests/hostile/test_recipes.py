@@ -160,9 +160,17 @@ def test_train_planted_pickle_teacher_is_refused_and_never_runs(tmp_path: Path, 
     torch.save({"w": _Planted(marker)}, tmp_path / "evil.pt", pickle_protocol=pickle.DEFAULT_PROTOCOL)
     assert not marker.exists()  # saving does not run it
     recipe = _train_recipe(tmp_path, "{kind: self, checkpoint: evil.pt}")
-    refused(cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"]),
-            names=[f"{recipe}: teacher.checkpoint: ", "evil.pt"])  # fmt: skip
+    result = cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"])
+    refused(result, names=[f"{recipe}: teacher.checkpoint: ", "evil.pt cannot be read as a state dict of tensors"])
     assert not marker.exists()
+    assert "weights_only` set to `False`" not in result.err  # torch's advice to load it anyway is not passed on
+
+
+def test_train_empty_teacher_checkpoint_names_recipe_and_field(tmp_path: Path, cli) -> None:
+    (tmp_path / "empty.pt").touch()
+    recipe = _train_recipe(tmp_path, "{kind: self, checkpoint: empty.pt}")
+    refused(cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"]),
+            names=[f"{recipe}: teacher.checkpoint: ", "empty.pt is empty"])  # fmt: skip
 
 
 def test_train_teacher_override_torchaudio_rejects_names_recipe_and_field(tmp_path: Path, cli) -> None:
