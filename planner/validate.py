@@ -82,7 +82,7 @@ def detect_kind(data: Any) -> tuple[str, str | None]:
     best = ranked[0]
     if not own[best]:
         # only keys several kinds share (name, format, compression, steps, seed) or none the planner knows:
-        # steps (recipe, task) and compression (recipe, architecture) together are a recipe's
+        # steps or seed make it a recipe or a task, read as a recipe (its errors then name the missing data:)
         best = "recipe" if keys & {"steps", "seed"} else "architecture"
         return best, (f"read as {_NAMES[best]}: none of its keys tells its kind (an architecture has width and "
                       "layers; a recipe data and loss or teacher; a probe task train and test; a study file "
