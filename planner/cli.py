@@ -23,7 +23,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            checked = check_file(path)
+            checked = check_file(path, files=not args.no_files)
         except PlannerError as err:
             print(err, file=sys.stderr)
             failed = max(failed, err.exit_code)
@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check architecture, search-space, recipe or task files (kind told by their keys); exit 2 if any is invalid")
+    p = sub.add_parser("validate", help="check architecture, search-space, recipe or task files (kind told by their keys) and the files they name; exit 2 if any is invalid")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--no-files", action="store_true",
+                   help="check the contents only, not that the files a recipe, task or study names exist")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("show", help="print the resolved graph: node, kind, widths, frames, bits, N:M")

@@ -1,22 +1,48 @@
 """``planner validate``: checks any file the planner reads, whatever its kind, without running anything.
 
-The kind is told by the file's top-level keys (:func:`file_kind`): a search space has a ``study:`` section
-or a ``choice``/``range``/``ref``/``tie`` marker somewhere; a training recipe has a ``teacher`` or an
-``engine``; a probe task has ``train`` and ``test`` TSVs; anything else is an architecture. Each kind goes
-through the same loader its command uses, so ``validate`` reports exactly the errors that command would.
+The kind is told by the file's top-level keys (:func:`detect_kind`): a search space has a ``study:`` section
+or a ``choice``/``range``/``ref``/``tie`` marker somewhere; otherwise each kind has keys no other kind has at
+the top level (a recipe ``data``, ``loss``, ``teacher``, ``engine``...; an architecture ``width``, ``layers``,
+``frontend``...; a probe task ``train``, ``test``, ``kind``...; a study file of ``planner search --study-file``
+``objectives``, ``n_trials``, ``sampler``...). A file whose keys point at several kinds, or
+at none, is read as the likeliest and the report says which kind it was read as, and why.
+
+Each kind goes through the same loader its command uses, so ``validate`` reports the errors that command
+would, all at once, and then what the command would find next: the files a recipe names (teacher checkpoint
+and architecture, manifests, labels, ``init``), the TSVs of a probe task, and for a search space the recipe
+of a ``distill`` evaluator (loaded and checked the same way). Checkpoints are not read, only found.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from planner.errors import ConfigError, FieldError
 
-__all__ = ["FILE_KINDS", "Checked", "check_file", "file_kind"]
+__all__ = ["FILE_KINDS", "Checked", "check_file", "detect_kind", "file_kind"]
 
-FILE_KINDS = ("architecture", "space", "recipe", "task")
+FILE_KINDS = ("architecture", "space", "recipe", "task", "study")
+
+_NAMES = {"architecture": "an architecture", "space": "a search space", "recipe": "a training recipe",
+          "task": "a probe task", "study": "a study file"}  # fmt: skip
+
+# Top-level keys of each kind (the init fields of ArchSpec, Recipe, ProbeTask and StudyConfig, the last for a
+# study file apart from its space, planner search --study-file; tests/hostile/test_validate.py checks that these
+# equal the dataclasses', so a new field cannot be forgotten here).
+ARCHITECTURE_KEYS = frozenset({"name", "input", "width", "frontend", "layers", "reuse", "post", "heads",
+                               "compression", "format"})  # fmt: skip
+RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "optimizer", "schedule", "steps", "engine",
+                         "deepspeed", "logging", "checkpoint", "seed", "format"})  # fmt: skip
+TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
+                       "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
+STUDY_KEYS = frozenset({"name", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
+                        "evaluator", "heartbeat", "pruner"})  # fmt: skip
+_KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
+# the keys only one kind has: what tells the kinds apart
+_OWN = {kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()}
 
 # How many candidates of a space are drawn and built: enough to catch a template that never yields a valid
 # architecture (the search would mark every trial infeasible) while staying a sub-second check.
@@ -43,67 +69,221 @@ def _has_marker(data: Any) -> bool:
     return False
 
 
-def file_kind(data: Any) -> str:
-    """The kind of a parsed YAML file: one of :data:`FILE_KINDS`."""
+def detect_kind(data: Any) -> tuple[str, str | None]:
+    """The kind of a parsed YAML file (one of :data:`FILE_KINDS`) and, when its keys leave room for doubt,
+    a note saying which kind it was read as and why (else ``None``)."""
     if not isinstance(data, dict):
-        return "architecture"  # the architecture loader reports what a top level should be
+        return "architecture", None  # the architecture loader reports what a top level should be
     if "study" in data or _has_marker(data):
-        return "space"
-    if "teacher" in data or "engine" in data:
-        return "recipe"
-    if "train" in data and "test" in data and "layers" not in data:
-        return "task"
-    return "architecture"
+        return "space", None
+    keys = {k for k in data if isinstance(k, str)}
+    own = {kind: sorted(keys & names) for kind, names in _OWN.items()}
+    ranked = sorted(own, key=lambda kind: (-len(own[kind]), FILE_KINDS.index(kind)))
+    best = ranked[0]
+    if not own[best]:
+        # only keys several kinds share (name, format, compression, steps, seed) or none the planner knows:
+        # steps or seed make it a recipe or a task, read as a recipe (its errors then name the missing data:)
+        best = "recipe" if keys & {"steps", "seed"} else "architecture"
+        return best, (f"read as {_NAMES[best]}: none of its keys tells its kind (an architecture has width and "
+                      "layers; a recipe data and loss or teacher; a probe task train and test; a study file "
+                      "objectives and n_trials)")  # fmt: skip
+    others = [kind for kind in ranked[1:] if own[kind]]
+    if not others:
+        return best, None
+    why = "; ".join(f"{', '.join(own[kind])} {'is' if len(own[kind]) == 1 else 'are'} {_NAMES[kind]}'s" for kind in others)
+    return best, f"read as {_NAMES[best]} (by its keys {', '.join(own[best])}), though {why}"
 
 
-def _check_space(path: str) -> Checked:
+def file_kind(data: Any) -> str:
+    """The kind of a parsed YAML file: one of :data:`FILE_KINDS` (see :func:`detect_kind`)."""
+    return detect_kind(data)[0]
+
+
+def _errors(err: ConfigError, default_source: str) -> list[tuple[str, FieldError]]:
+    return [(err.source or default_source, e) for e in err.errors]
+
+
+class _Report:
+    """Errors of one validation, each with the file it is in (a recipe a study names is another file);
+    ``files``: whether the files the document names are looked for."""
+
+    def __init__(self, path: str, files: bool = True) -> None:
+        self.path = path
+        self.files = files
+        self.errors: list[tuple[str, FieldError]] = []
+
+    def add(self, err: ConfigError, via: str | None = None) -> None:
+        """Adds the errors of ``err``; ``via``: how the validated file names the file they are in."""
+        found = _errors(err, self.path)
+        if via is not None:
+            found = [(src, FieldError(e.path, f"{e.message} ({via})")) for src, e in found]
+        self.errors += found
+
+    def raise_if_any(self, note: str | None) -> None:
+        if not self.errors:
+            return
+        # one ConfigError holds one source: each line names its own file (a recipe a study names is another)
+        lines = [FieldError(f"{src}: {e.path}" if e.path else src, e.message) for src, e in self.errors]
+        if note is not None:
+            lines.append(FieldError(self.path, f"({note})"))
+        raise ConfigError(lines)
+
+
+def _check_recipe_file(path: str, report: _Report, via: str | None = None) -> Any:
+    """Loads a recipe and checks the files it names; its errors go into ``report`` (None if it does not load)."""
+    from trainers.recipe import check_recipe_files, load_recipe
+
+    try:
+        recipe = load_recipe(path)
+    except ConfigError as err:
+        report.add(err, via)
+        return None
+    if not report.files:
+        return recipe
+    try:
+        check_recipe_files(recipe)
+    except ConfigError as err:
+        report.add(err, via)
+    teacher = recipe.teacher
+    arch = recipe.resolve(teacher.arch) if teacher is not None and teacher.arch is not None else None
+    if arch is not None and os.path.isfile(arch):
+        from planner.ir import load
+
+        try:
+            graph = load(arch)
+        except ConfigError as err:
+            report.add(err, f"the teacher.arch of {path}")
+        else:
+            if graph.spec.input.kind != "waveform":
+                report.add(ConfigError([FieldError("teacher.arch", f"{teacher.arch} takes {graph.spec.input.kind}; "
+                                                                   "a teacher takes waveforms")], path), via)  # fmt: skip
+    return recipe
+
+
+def _check_space(path: str, data: Any, report: _Report) -> str | None:
     from planner.search import load_space, sample_space, study_from_dict
 
-    space = load_space(path)
+    try:
+        space = load_space(path)
+    except ConfigError as err:
+        report.add(err)
+        space = None
     study = "no study section (planner search uses the defaults)"
-    if space.study is not None:
-        cfg = study_from_dict(space.study, path, path="study")
-        study = f"study {cfg.name!r}, {len(cfg.objectives)} objective(s), evaluator {cfg.evaluator.kind}"
+    if isinstance(data, dict) and "study" in data:  # checked even when the space is not: every mistake at once
+        try:
+            cfg = study_from_dict(data["study"], path, path="study")
+        except ConfigError as err:
+            report.add(err)
+        else:
+            study = f"study {cfg.name!r}, {len(cfg.objectives)} objective(s), evaluator {cfg.evaluator.kind}"
+            _check_evaluator_files(path, cfg, report)
+    if space is None:
+        return None
     samples = sample_space(space, SPACE_SAMPLES, seed=0)
     valid = [s for s in samples if s.graph is not None]
     if not valid:
         first = samples[0].error or "invalid"
-        raise ConfigError([FieldError("", f"none of {SPACE_SAMPLES} sampled candidates is a valid architecture; "
-                                          f"the first fails with: {first}")], path)  # fmt: skip
-    return Checked("space", f"search space, {len(space.domains())} domains, {study}; "
-                            f"{len(valid)}/{SPACE_SAMPLES} sampled candidates build")  # fmt: skip
+        report.add(ConfigError([FieldError("", f"none of {SPACE_SAMPLES} sampled candidates is a valid architecture; "
+                                               f"the first fails with: {first}")], path))  # fmt: skip
+        return None
+    return (f"search space, {len(space.domains())} domains, {study}; "
+            f"{len(valid)}/{SPACE_SAMPLES} sampled candidates build")  # fmt: skip
 
 
-def _check_recipe(path: str) -> Checked:
-    from trainers.recipe import load_recipe
+def _check_study(path: str, data: Any, report: _Report) -> str | None:
+    """A study file apart from its space (``planner search SPACE --study-file FILE``), read as search reads it."""
+    from planner.search import study_from_dict
 
-    recipe = load_recipe(path)
-    return Checked("recipe", f"training recipe, {recipe.loss.kind} loss, {recipe.steps} steps on {recipe.engine}")
+    try:
+        cfg = study_from_dict(data, path, path="")
+    except ConfigError as err:
+        report.add(err)
+        return None
+    _check_evaluator_files(path, cfg, report, where="evaluator")
+    return f"study file, study {cfg.name!r}, {len(cfg.objectives)} objective(s), evaluator {cfg.evaluator.kind}"
 
 
-def _check_task(path: str) -> Checked:
+def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "study.evaluator") -> None:
+    """The files a study's evaluator names: the ``distill`` evaluator's recipe (read as the search reads it,
+    relative to the working directory), and through it the teacher and the manifests."""
+    recipe_path = cfg.evaluator.kwargs().get("recipe") if cfg.evaluator.kind == "distill" else None
+    if recipe_path is None or not report.files:
+        return
+    if not os.path.isfile(recipe_path):
+        what = "is a folder, not a file" if os.path.isdir(recipe_path) else "does not exist"
+        report.add(ConfigError([FieldError(f"{where}.recipe", f"{recipe_path} {what} (relative paths are "
+                                                              "read from the working directory)")], path))  # fmt: skip
+        return
+    via = f"the recipe of {path}: {where}"
+    recipe = _check_recipe_file(recipe_path, report, via)
+    if recipe is not None and recipe.data.valid is None:
+        report.add(ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path),
+                   via)
+
+
+def _check_recipe(path: str, data: Any, report: _Report) -> str | None:
+    recipe = _check_recipe_file(path, report)
+    if recipe is None:
+        return None
+    return f"training recipe, {recipe.loss.kind} loss, {recipe.steps} steps on {recipe.engine}"
+
+
+def _check_task(path: str, data: Any, report: _Report) -> str | None:
     from trainers.evaluate import load_task
 
-    task, _ = load_task(path)
-    return Checked("task", f"{task.kind} probe task")
+    try:
+        task, base = load_task(path)
+    except ConfigError as err:
+        report.add(err)
+        return None
+    missing = []
+    for name in ("train", "test") if report.files else ():
+        value = getattr(task, name)
+        file = Path(os.path.normpath(Path(value) if os.path.isabs(value) else base / value))
+        if not file.is_file():
+            missing.append(FieldError(name, f"{file} {'is a folder, not a file' if file.is_dir() else 'does not exist'}"))
+    if missing:
+        report.add(ConfigError(missing, path))
+    return f"{task.kind} probe task"
 
 
-def _check_architecture(path: str) -> Checked:
+def _check_architecture(path: str, data: Any, report: _Report) -> str | None:
     from planner.ir import load
 
-    graph = load(path)
-    return Checked("architecture", f"{graph.name}, {graph.param_count:,} parameters")
+    try:
+        graph = load(path)
+    except ConfigError as err:
+        report.add(err)
+        return None
+    return f"{graph.name}, {graph.param_count:,} parameters"
 
 
-def check_file(path: str | os.PathLike[str]) -> Checked:
-    """Loads ``path`` with the loader of its kind.
+_CHECKS = {"architecture": _check_architecture, "space": _check_space, "recipe": _check_recipe, "task": _check_task,
+           "study": _check_study}  # fmt: skip
+
+
+def check_file(path: str | os.PathLike[str], files: bool = True) -> Checked:
+    """Loads ``path`` with the loader of its kind and checks the files it names.
+
+    Args:
+        path: the file.
+        files: look for the files the document names (``False``: its contents only, e.g. a recipe written
+            for another machine).
+
+    Example:
+        >>> check_file("studies/hubert-base.yaml").summary
+        'hubert-base, 94,370,944 parameters'
 
     Raises:
-        ConfigError: every problem, as ``FILE: field.path: message`` (unreadable files included).
+        ConfigError: every problem, as ``FILE: field.path: message`` (unreadable files included), and last,
+            where the file's keys left its kind in doubt, which kind it was read as.
     """
     from planner.ir.io import read_yaml
 
     path = str(path)
-    kind = file_kind(read_yaml(path))
-    check = {"space": _check_space, "recipe": _check_recipe, "task": _check_task}.get(kind, _check_architecture)
-    return check(path)
+    data = read_yaml(path)
+    kind, note = detect_kind(data)
+    report = _Report(path, files)
+    summary = _CHECKS[kind](path, data, report)
+    report.raise_if_any(note)  # a check that returns no summary has reported why
+    return Checked(kind, summary if note is None else f"{summary}; {note}")

@@ -45,13 +45,13 @@ class Distiller:
         try:
             self.pairs = layer_pairs(recipe.loss, head_layers, teacher.num_layers, len(graph.nodes("layers")))
         except FieldError as err:
-            raise ConfigError([err]) from None
+            raise ConfigError([err], recipe.source) from None
         self.masking = recipe.loss.masking
         if self.masking is not None:
             if not any(n.kind == "mask_embedding" for n in graph.nodes("frontend")):
-                raise ConfigError([FieldError("loss.masking", f"the student {graph.name} has no mask_embedding frontend node")])
+                raise ConfigError([FieldError("loss.masking", f"the student {graph.name} has no mask_embedding frontend node")], recipe.source)
             if not teacher.supports_mask:
-                raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")])
+                raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")], recipe.source)
         self.teacher_layers = max(t for _, t, _ in self.pairs) + 1
         self.shard = (0, 1)
 

@@ -48,9 +48,10 @@ def distill_proxy(graph: EncoderGraph, recipe: Recipe, steps: int, *, eval_every
         ConfigError: the recipe has no ``data.valid`` manifest.
     """
     if recipe.data.valid is None:
-        raise ConfigError([FieldError("data.valid", "the distillation proxy needs a held-out manifest")])
+        raise ConfigError([FieldError("data.valid", "the distillation proxy needs a held-out manifest")], recipe.source)
     short = dataclasses.replace(recipe, steps=steps)
     object.__setattr__(short, "base_dir", recipe.base_dir)
+    object.__setattr__(short, "source", recipe.source)  # errors found later name the recipe file
     torch.manual_seed(recipe.seed)
     teacher = teacher if teacher is not None else load_teacher(short, graph)
     student = planner.materialize(graph)

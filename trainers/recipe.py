@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +40,7 @@ from typing import Any, Literal
 import yaml
 
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import field, from_data, join
+from planner.ir._schema import field, from_data, join, parse_kind
 from planner.ir.io import read_yaml
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "CheckpointConfig",
     "DataConfig",
     "DeepSpeedConfig",
+    "LOSS_KINDS",
+    "TEACHER_KINDS",
     "LoggingConfig",
     "LossConfig",
     "MaskingConfig",
@@ -57,6 +62,10 @@ __all__ = [
     "dump_recipe",
     "load_recipe",
     "loads_recipe",
+    "recipe_error",
+    "recipe_errors",
+    "recipe_files",
+    "check_recipe_files",
     "recipe_from_dict",
 ]
 
@@ -112,20 +121,52 @@ def _dump_layer_map(value: tuple[tuple[int, int], ...] | str | None) -> Any:
     return value if value is None or isinstance(value, str) else {s: t for s, t in value}
 
 
+def _raise_all(errors: list[FieldError]) -> None:
+    """Raises every collected error at once (nothing when the list is empty)."""
+    if errors:
+        raise FieldError.group(errors)
+
+
+def _finite_args(value: Any, path: str) -> Any:
+    """``value`` with YAML lists made tuples; a NaN or infinite number anywhere in it is refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(path, f"{value!r} is not a finite number (NaN and infinity are not allowed)")
+    if isinstance(value, (list, tuple)):
+        return tuple(_finite_args(v, join(path, i)) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        raise FieldError(path, f"{value!r}: a torchaudio.models.wav2vec2_model argument is a number, a string, "
+                               "a boolean, null or a list of them")  # fmt: skip
+    return value
+
+
 def _parse_overrides(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
     if not isinstance(value, dict):
         raise FieldError(path, f"expected a mapping of torchaudio.models.wav2vec2_model arguments, got {value!r}")
+    errors: list[FieldError] = []
+    items = []
     for k, v in value.items():
         if not isinstance(k, str):
-            raise FieldError(path, f"{k!r} is not an argument name")
-        if isinstance(v, list):
-            value[k] = [tuple(x) if isinstance(x, list) else x for x in v]
-    return tuple(sorted(value.items()))
+            errors.append(FieldError(path, f"{k!r} is not an argument name"))
+            continue
+        try:
+            items.append((k, _finite_args(v, join(path, k))))
+        except FieldError as err:
+            errors.append(err)
+    _raise_all(errors)
+    return tuple(sorted(items))
+
+
+def _dump_overrides(value: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    def plain(x: Any) -> Any:
+        return [plain(v) for v in x] if isinstance(x, tuple) else x
+
+    return {k: plain(x) for k, x in value}
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """The frozen teacher.
+    """The frozen teacher (the view the trainers read; the YAML of each kind holds only its own fields,
+    :data:`TEACHER_KINDS`).
 
     Attributes:
         kind: ``torchaudio_hubert`` (``torchaudio.models.hubert_base``), ``torchaudio_wav2vec2``
@@ -133,7 +174,8 @@ class TeacherConfig:
             (the student's own architecture in float, compression left out: self-distillation during
             QAT; hidden states are distilled layer to layer, no projection heads needed).
         checkpoint: a ``torch.save``'d state dict of that model (for ``architecture``, the planner
-            model's own state dict or a torchaudio one mapped by ``planner.pretrained``).
+            model's own state dict or a torchaudio one mapped by ``planner.pretrained``). Every kind needs
+            one when training starts (:func:`check_recipe_files`).
         arch: the architecture file, for ``kind: architecture``.
         overrides: ``torchaudio.models.wav2vec2_model`` keyword arguments replacing the base
             configuration (e.g. ``encoder_num_layers``), for small or non-base torchaudio teachers.
@@ -142,15 +184,101 @@ class TeacherConfig:
     kind: Literal["torchaudio_hubert", "torchaudio_wav2vec2", "architecture", "self"]
     checkpoint: str | None = None
     arch: str | None = None
-    overrides: Any = field((), parse=_parse_overrides, dump=lambda v: {k: (list(x) if isinstance(x, tuple) else x) for k, x in v})
+    overrides: Any = field((), parse=_parse_overrides, dump=_dump_overrides)
 
     def check(self) -> None:
+        errors = []
         if self.kind == "architecture" and self.arch is None:
-            raise FieldError("arch", "kind: architecture needs arch (a planner architecture file)")
+            errors.append(FieldError("arch", "kind: architecture needs arch (a planner architecture file)"))
         if self.kind != "architecture" and self.arch is not None:
-            raise FieldError("arch", "only allowed with kind: architecture")
+            errors.append(FieldError("arch", "only allowed with kind: architecture"))
         if self.kind in ("architecture", "self") and self.overrides:
-            raise FieldError("overrides", "only allowed with the torchaudio kinds")
+            errors.append(FieldError("overrides", "only allowed with the torchaudio kinds"))
+        _raise_all(errors)
+
+
+# -- the teacher kinds: each holds only the fields that apply to it --------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchaudioTeacherFields:
+    """``teacher: {kind: torchaudio_hubert | torchaudio_wav2vec2, checkpoint, overrides}``."""
+
+    checkpoint: str | None = None
+    overrides: Any = field((), parse=_parse_overrides, dump=_dump_overrides)
+
+
+@dataclass(frozen=True)
+class ArchitectureTeacherFields:
+    """``teacher: {kind: architecture, arch, checkpoint}``."""
+
+    arch: str
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class SelfTeacherFields:
+    """``teacher: {kind: self, checkpoint}`` (the float weights of the student's own architecture)."""
+
+    checkpoint: str | None = None
+
+
+#: The YAML fields of each teacher kind; a field of another kind is refused, naming the kind it belongs to.
+TEACHER_KINDS: dict[str, type] = {
+    "torchaudio_hubert": TorchaudioTeacherFields,
+    "torchaudio_wav2vec2": TorchaudioTeacherFields,
+    "architecture": ArchitectureTeacherFields,
+    "self": SelfTeacherFields,
+}
+
+_TEACHER_HINTS = {
+    "arch": "only allowed with kind: architecture (a planner architecture file as teacher)",
+    "overrides": "only allowed with the torchaudio kinds (torchaudio_hubert, torchaudio_wav2vec2)",
+}
+
+
+def _parse_kind_hinted(table: Mapping[str, type], data: Any, path: str, what: str, hints: Mapping[str, str]) -> Any:
+    """:func:`parse_kind`, a field of another kind answered with what it applies to (``hints``)."""
+    try:
+        return parse_kind(table, data, path, what)
+    except FieldError as err:
+        def better(e: FieldError) -> FieldError:
+            name = e.path[len(path) + 1:] if e.path.startswith(path + ".") else e.path
+            if e.message.startswith("not a field of") and name in hints:
+                kind = data.get("kind") if isinstance(data, dict) else data
+                return FieldError(e.path, f"{hints[name]}; this {what} is kind {kind}")
+            return e
+
+        raise FieldError.group(better(e) for e in err.errors) from None
+
+
+def _parse_teacher(value: Any, path: str) -> TeacherConfig | None:
+    if value is None:
+        return None
+    own = _parse_kind_hinted(TEACHER_KINDS, value, path, "teacher", _TEACHER_HINTS)
+    kind = value if isinstance(value, str) else value["kind"]
+    cfg = TeacherConfig(kind, **{f.name: getattr(own, f.name) for f in dataclasses.fields(own)})
+    try:
+        cfg.check()
+    except FieldError as err:
+        raise err.prefixed(path) from None
+    return cfg
+
+
+def _dump_teacher(cfg: TeacherConfig | None) -> Any:
+    if cfg is None:
+        return None
+    return {"kind": cfg.kind, **_own_fields(TEACHER_KINDS[cfg.kind], cfg)}
+
+
+def _own_fields(cls: type, obj: Any) -> dict[str, Any]:
+    """Every field of a kind's class (defaults included), read from the flat config ``obj``."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        dump = f.metadata.get("dump")
+        v = getattr(obj, f.name)
+        out[f.name] = dump(v) if dump else _full(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,21 +298,21 @@ class DataConfig:
 
     train: tuple[str, ...] = field(parse=_parse_paths)
     valid: str | None = None
-    batch_seconds: float = 120.0
-    max_seconds: float = 15.0
-    min_seconds: float = 0.5
-    sample_rate: int = 16000
+    batch_seconds: float = field(120.0, gt=0)
+    max_seconds: float = field(15.0, gt=0)
+    min_seconds: float = field(0.5, ge=0)
+    sample_rate: int = field(16000, gt=0)
     labels: str | None = None
 
     def check(self) -> None:
-        for name in ("batch_seconds", "max_seconds", "sample_rate"):
-            if getattr(self, name) <= 0:
-                raise FieldError(name, f"{getattr(self, name)} must be positive")
-        if self.min_seconds < 0 or self.min_seconds > self.max_seconds:
-            raise FieldError("min_seconds", f"{self.min_seconds} must be between 0 and max_seconds ({self.max_seconds})")
-        if self.batch_seconds < self.max_seconds:
-            raise FieldError("batch_seconds", f"{self.batch_seconds} is less than max_seconds ({self.max_seconds}); "
-                                              "a batch must hold at least the longest utterance")  # fmt: skip
+        errors = []
+        if not self.min_seconds <= self.max_seconds:
+            errors.append(FieldError("min_seconds", f"{self.min_seconds} must be between 0 and max_seconds "
+                                                    f"({self.max_seconds})"))  # fmt: skip
+        if not self.batch_seconds >= self.max_seconds:
+            errors.append(FieldError("batch_seconds", f"{self.batch_seconds} is less than max_seconds ({self.max_seconds}); "
+                                                      "a batch must hold at least the longest utterance"))  # fmt: skip
+        _raise_all(errors)
 
 
 @dataclass(frozen=True)
@@ -219,11 +347,11 @@ class MaskingConfig:
             the authors' ``train.py`` divides both sums by ``B * T``.
     """
 
-    prob: float = 0.8
-    span: int = 10
+    prob: float = field(0.8, gt=0, le=1)
+    span: int = field(10, ge=1)
     schedule: Literal["constant", "linear"] = "constant"
-    prob_end: float | None = None
-    min_masks: int = 2
+    prob_end: float | None = field(None, gt=0, le=1)
+    min_masks: int = field(2, ge=0)
     overlap: bool = True
     min_space: int = field(0, ge=0)
     selection: Literal["static", "uniform"] = "static"
@@ -231,19 +359,21 @@ class MaskingConfig:
     normalize: Literal["paper", "code"] = "paper"
 
     def check(self) -> None:
+        errors = []
         for name in ("prob", "prob_end"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
-                raise FieldError(name, f"{v} is not in (0, 1]")
+                errors.append(FieldError(name, f"{v} is not in (0, 1]"))
         if self.span < 1:
-            raise FieldError("span", f"{self.span} must be positive")
+            errors.append(FieldError("span", f"{self.span} must be positive"))
         if self.min_masks < 0:
-            raise FieldError("min_masks", f"{self.min_masks} must be >= 0")
+            errors.append(FieldError("min_masks", f"{self.min_masks} must be >= 0"))
         if self.overlap and self.min_space:
-            raise FieldError("min_space", f"{self.min_space} frames between spans needs overlap: false "
-                                          "(overlapping spans keep no space; set min_space: 0 or overlap: false)")  # fmt: skip
+            errors.append(FieldError("min_space", f"{self.min_space} frames between spans needs overlap: false "
+                                                  "(overlapping spans keep no space; set min_space: 0 or overlap: false)"))  # fmt: skip
         if (self.schedule == "linear") != (self.prob_end is not None):
-            raise FieldError("prob_end", "give prob_end exactly when schedule is linear")
+            errors.append(FieldError("prob_end", "give prob_end exactly when schedule is linear"))
+        _raise_all(errors)
 
     def prob_at(self, step: int, steps: int) -> float:
         """The mask probability at 0-based ``step`` of ``steps``."""
@@ -256,6 +386,10 @@ class MaskingConfig:
 @dataclass(frozen=True)
 class LossConfig:
     """The training loss: layer-to-layer distillation, a task loss on ``data.labels``, or both.
+
+    This is the view the trainers read, every field present; in the YAML each kind takes only its own
+    fields (:data:`LOSS_KINDS`): ``alphabet`` only on ``ctc``, ``classes`` only on ``classification``,
+    ``distill_weight`` only on the task kinds.
 
     Attributes:
         kind: ``layer_to_layer`` (distillation through the student's projection heads; hidden states
@@ -283,9 +417,9 @@ class LossConfig:
     kind: Literal["layer_to_layer", "ctc", "classification"] = "layer_to_layer"
     distill_weight: float | None = None
     layers: Any = field(None, parse=_parse_layer_map, dump=_dump_layer_map)
-    weights: tuple[float, ...] | None = None
+    weights: tuple[float, ...] | None = field(None, ge=0)
     distance: Literal["l2", "l1_cosine"] = "l2"
-    cosine_weight: float = 1.0
+    cosine_weight: float = field(1.0, ge=0)
     masking: MaskingConfig | None = None
     alphabet: str = DEFAULT_ALPHABET
     classes: tuple[str, ...] | None = None
@@ -296,28 +430,110 @@ class LossConfig:
         return self.kind == "layer_to_layer" or self.distill_weight is not None
 
     def check(self) -> None:
+        errors = []
         if self.distill_weight is not None:
             if self.kind == "layer_to_layer":
-                raise FieldError("distill_weight", "layer_to_layer is distillation alone; distill_weight adds "
-                                                   "distillation to a task loss (kind: ctc or classification)")  # fmt: skip
-            if not self.distill_weight > 0:
-                raise FieldError("distill_weight", f"{self.distill_weight} must be positive "
-                                                   "(leave it out, and the teacher, for the task loss alone)")  # fmt: skip
+                errors.append(FieldError("distill_weight", "layer_to_layer is distillation alone; distill_weight adds "
+                                                           "distillation to a task loss (kind: ctc or classification)"))  # fmt: skip
+            elif not self.distill_weight > 0:
+                errors.append(FieldError("distill_weight", f"{self.distill_weight} must be positive "
+                                                           "(leave it out, and the teacher, for the task loss alone)"))  # fmt: skip
         if not self.distills:
             for name in ("layers", "weights", "masking"):
                 if getattr(self, name) is not None:
-                    raise FieldError(name, f"only allowed with distillation: kind layer_to_layer, or a task loss "
-                                           f"with distill_weight (this loss is {self.kind} alone)")  # fmt: skip
+                    errors.append(FieldError(name, f"only allowed with distillation: kind layer_to_layer, or a task "
+                                                   f"loss with distill_weight (this loss is {self.kind} alone)"))  # fmt: skip
         if self.classes is not None and self.kind != "classification":
-            raise FieldError("classes", "only allowed with kind: classification")
-        if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
-            raise FieldError("classes", f"{list(self.classes)} must be at least two distinct names")
+            errors.append(FieldError("classes", "only allowed with kind: classification"))
+        elif self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
+            errors.append(FieldError("classes", f"{list(self.classes)} must be at least two distinct names"))
         if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
-            raise FieldError("alphabet", f"{self.alphabet!r} must be non-empty characters, each once")
+            errors.append(FieldError("alphabet", f"{self.alphabet!r} must be non-empty characters, each once"))
         if self.weights is not None and isinstance(self.layers, tuple) and len(self.weights) != len(self.layers):
-            raise FieldError("weights", f"{len(self.weights)} weights for {len(self.layers)} mapped layers")
-        if self.weights is not None and any(w < 0 for w in self.weights):
-            raise FieldError("weights", f"{list(self.weights)} holds a negative weight")
+            errors.append(FieldError("weights", f"{len(self.weights)} weights for {len(self.layers)} mapped layers"))
+        if self.weights is not None and not all(w >= 0 for w in self.weights):
+            errors.append(FieldError("weights", f"{list(self.weights)} holds a negative weight"))
+        if not self.cosine_weight >= 0:
+            errors.append(FieldError("cosine_weight", f"{self.cosine_weight} must be at least 0"))
+        _raise_all(errors)
+
+
+# -- the loss kinds: each holds only the fields that apply to it -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _DistillFields:
+    """The layer-to-layer distillation part (alone, or next to a task loss with ``distill_weight``)."""
+
+    layers: Any = field(None, parse=_parse_layer_map, dump=_dump_layer_map)
+    weights: tuple[float, ...] | None = field(None, ge=0)
+    distance: Literal["l2", "l1_cosine"] = "l2"
+    cosine_weight: float = field(1.0, ge=0)
+    masking: MaskingConfig | None = None
+
+
+@dataclass(frozen=True)
+class LayerToLayerLossFields(_DistillFields):
+    """``loss: {kind: layer_to_layer, layers, weights, distance, cosine_weight, masking}``."""
+
+
+@dataclass(frozen=True)
+class CtcLossFields(_DistillFields):
+    """``loss: {kind: ctc, alphabet, distill_weight, ...the distillation fields}``."""
+
+    distill_weight: float | None = None
+    alphabet: str = DEFAULT_ALPHABET
+
+
+@dataclass(frozen=True)
+class ClassificationLossFields(_DistillFields):
+    """``loss: {kind: classification, classes, distill_weight, ...the distillation fields}``."""
+
+    distill_weight: float | None = None
+    classes: tuple[str, ...] | None = None
+
+
+#: The YAML fields of each loss kind (a missing ``kind`` reads as ``layer_to_layer``).
+LOSS_KINDS: dict[str, type] = {
+    "layer_to_layer": LayerToLayerLossFields,
+    "ctc": CtcLossFields,
+    "classification": ClassificationLossFields,
+}
+
+_LOSS_HINTS = {
+    "distill_weight": "layer_to_layer is distillation alone; distill_weight adds distillation to a task loss "
+                      "(kind: ctc or classification)",
+    "alphabet": "only allowed with kind: ctc (the CTC characters)",
+    "classes": "only allowed with kind: classification (the class names)",
+}  # fmt: skip
+
+
+def _parse_loss(value: Any, path: str) -> LossConfig:
+    if isinstance(value, dict) and "kind" not in value:
+        value = {"kind": "layer_to_layer", **value}
+    own = _parse_kind_hinted(LOSS_KINDS, value, path, "loss", _LOSS_HINTS)
+    kind = value if isinstance(value, str) else value["kind"]
+    cfg = LossConfig(kind, **{f.name: getattr(own, f.name) for f in dataclasses.fields(own)})
+    try:
+        cfg.check()
+    except FieldError as err:
+        raise err.prefixed(path) from None
+    return cfg
+
+
+def _dump_loss(cfg: LossConfig) -> dict[str, Any]:
+    return {"kind": cfg.kind, **_own_fields(LOSS_KINDS[cfg.kind], cfg)}
+
+
+def _parse_betas(value: Any, path: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise FieldError(path, f"{value!r} is not two numbers in [0, 1) (AdamW's beta1, beta2)")
+    out = []
+    for i, b in enumerate(value):
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:  # NaN fails the range
+            raise FieldError(join(path, i), f"{b!r} is not a number in [0, 1)")
+        out.append(float(b))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -333,33 +549,46 @@ class OptimizerConfig:
     """
 
     kind: Literal["adamw"] = "adamw"
-    lr: float = 2.0e-4
-    betas: tuple[float, ...] = (0.9, 0.98)
-    eps: float = 1.0e-6
-    weight_decay: float = 0.0
-    clip_norm: float | None = 10.0
+    lr: float = field(2.0e-4, gt=0)
+    betas: tuple[float, ...] = field((0.9, 0.98), parse=_parse_betas, dump=list)
+    eps: float = field(1.0e-6, gt=0)
+    weight_decay: float = field(0.0, ge=0)
+    clip_norm: float | None = field(10.0, gt=0)
     fused: bool = True
 
     def check(self) -> None:
-        if self.lr <= 0:
-            raise FieldError("lr", f"{self.lr} must be positive")
+        errors = []
+        if not self.lr > 0:
+            errors.append(FieldError("lr", f"{self.lr} must be positive"))
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise FieldError("betas", f"{list(self.betas)} is not two numbers in [0, 1)")
+            errors.append(FieldError("betas", f"{list(self.betas)} is not two numbers in [0, 1)"))
+        _raise_all(errors)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Linear warmup over ``warmup_ratio`` of the steps, then ``kind`` decay to ``final_ratio * lr``."""
+    """Linear warmup over ``warmup_ratio`` of the steps, then ``kind`` decay to ``final_ratio * lr``
+    (``final_ratio`` only for the decaying kinds, ``linear`` and ``cosine``)."""
 
     kind: Literal["linear", "cosine", "constant"] = "linear"
-    warmup_ratio: float = 0.07
-    final_ratio: float = 0.0
+    warmup_ratio: float = field(0.07, ge=0, lt=1)
+    final_ratio: float = field(0.0, ge=0, le=1)
 
     def check(self) -> None:
+        errors = []
         if not 0 <= self.warmup_ratio < 1:
-            raise FieldError("warmup_ratio", f"{self.warmup_ratio} is not in [0, 1)")
+            errors.append(FieldError("warmup_ratio", f"{self.warmup_ratio} is not in [0, 1)"))
         if not 0 <= self.final_ratio <= 1:
-            raise FieldError("final_ratio", f"{self.final_ratio} is not in [0, 1]")
+            errors.append(FieldError("final_ratio", f"{self.final_ratio} is not in [0, 1]"))
+        _raise_all(errors)
+
+
+def _parse_schedule(value: Any, path: str) -> ScheduleConfig:
+    cfg = from_data(ScheduleConfig, value, path)
+    if cfg.kind == "constant" and "final_ratio" in value:
+        raise FieldError(join(path, "final_ratio"), "only allowed with the decaying kinds (linear, cosine); "
+                                                    "kind: constant keeps lr after the warmup")  # fmt: skip
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -381,23 +610,13 @@ class DeepSpeedConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    every: int = 50
-
-    def check(self) -> None:
-        if self.every < 1:
-            raise FieldError("every", f"{self.every} must be positive")
+    every: int = field(50, ge=1)
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 1000
-    keep: int = 2
-
-    def check(self) -> None:
-        if self.every < 1:
-            raise FieldError("every", f"{self.every} must be positive")
-        if self.keep < 1:
-            raise FieldError("keep", f"{self.keep} must be positive")
+    every: int = field(1000, ge=1)
+    keep: int = field(2, ge=1)
 
 
 @dataclass(frozen=True)
@@ -416,8 +635,8 @@ class CompressionConfig:
     """
 
     schedule: Literal["one_shot", "few_shot"] = "one_shot"
-    steps: int = 0
-    sr_ste: float | None = None
+    steps: int = field(0, ge=0)
+    sr_ste: float | None = field(None, ge=0)
 
     def check(self) -> None:
         self.sparsity_schedule()
@@ -431,47 +650,56 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole recipe file. ``base_dir`` (not in the file) anchors relative paths.
+    """A whole recipe file. ``base_dir`` (not in the file) anchors relative paths; ``source`` (not in the
+    file either) is the file it was read from, so that errors found later name it (:func:`recipe_error`).
 
     ``init`` is a state dict the student starts from (a float checkpoint goes onto the compressed leaves,
     as ``planner.compress.load_checkpoint_`` maps it); ``compression`` drives the mask schedule.
     """
 
     data: DataConfig
-    teacher: TeacherConfig | None = None
+    teacher: TeacherConfig | None = field(None, parse=_parse_teacher, dump=_dump_teacher)
     init: str | None = None
     compression: CompressionConfig | None = None
-    loss: LossConfig = LossConfig()
+    loss: LossConfig = field(LossConfig(), parse=_parse_loss, dump=_dump_loss)
     optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    steps: int = 200_000
+    schedule: ScheduleConfig = field(ScheduleConfig(), parse=_parse_schedule)
+    steps: int = field(200_000, ge=1)
     engine: Literal["torch", "deepspeed"] = "torch"
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
-    seed: int = 0
+    # torch.manual_seed takes 64 bits, numpy 32; the trainer also adds a step count to it
+    seed: int = field(0, ge=0, lt=2**32)
     format: int = FORMAT_VERSION
     base_dir: str = dataclasses.field(default=".", init=False, compare=False)
+    source: str | None = dataclasses.field(default=None, init=False, compare=False)
 
     def check(self) -> None:
+        errors = []
         if self.format != FORMAT_VERSION:
-            raise FieldError("format", f"{self.format} is not a supported recipe format (this planner reads {FORMAT_VERSION})")
-        if self.steps < 1:
-            raise FieldError("steps", f"{self.steps} must be positive")
+            errors.append(FieldError("format", f"{self.format} is not a supported recipe format "
+                                               f"(this planner reads {FORMAT_VERSION})"))  # fmt: skip
+        if not self.steps >= 1:
+            errors.append(FieldError("steps", f"{self.steps} must be positive"))
         if self.loss.kind == "layer_to_layer" and self.teacher is None:
-            raise FieldError("teacher", "distillation (loss.kind: layer_to_layer) needs a teacher")
+            errors.append(FieldError("teacher", "distillation (loss.kind: layer_to_layer) needs a teacher"))
         if self.loss.distill_weight is not None and self.teacher is None:
-            raise FieldError("loss.distill_weight", f"{self.loss.distill_weight} weighs a distillation loss, "
-                                                    "which needs a teacher: section (e.g. {kind: self, checkpoint: float.pt})")  # fmt: skip
+            errors.append(FieldError("loss.distill_weight", f"{self.loss.distill_weight} weighs a distillation loss, "
+                                                            "which needs a teacher: section (e.g. {kind: self, checkpoint: float.pt})"))  # fmt: skip
         if not self.loss.distills and self.teacher is not None:
-            raise FieldError("teacher", f"loss.kind {self.loss.kind} trains on labels and takes no teacher; to add "
-                                        "distillation to it, set loss.distill_weight (task + weight * distillation)")  # fmt: skip
+            errors.append(FieldError("teacher", f"loss.kind {self.loss.kind} trains on labels and takes no teacher; "
+                                                "to add distillation to it, set loss.distill_weight (task + weight * distillation)"))  # fmt: skip
         if self.loss.kind != "layer_to_layer" and self.data.labels is None:
-            raise FieldError("data.labels", f"loss.kind {self.loss.kind} needs a labels file (path<TAB>label)")
+            errors.append(FieldError("data.labels", f"loss.kind {self.loss.kind} needs a labels file (path<TAB>label)"))
+        if self.loss.kind == "layer_to_layer" and self.data.labels is not None:
+            errors.append(FieldError("data.labels", "only used by the task losses (loss.kind: ctc or classification); "
+                                                    "layer_to_layer distillation reads no labels"))  # fmt: skip
         if self.teacher is not None and self.teacher.kind == "self" and self.teacher.checkpoint is None:
-            raise FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)")
+            errors.append(FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)"))
         if self.engine == "torch" and self.deepspeed != DeepSpeedConfig():
-            raise FieldError("deepspeed", "deepspeed settings need engine: deepspeed")
+            errors.append(FieldError("deepspeed", "deepspeed settings need engine: deepspeed"))
+        _raise_all(errors)
 
     def resolve(self, path: str | None) -> str | None:
         """``path`` made absolute against the recipe's folder (None stays None)."""
@@ -481,8 +709,12 @@ class Recipe:
         return str(p if p.is_absolute() else Path(self.base_dir) / p)
 
     def fingerprint(self) -> str:
-        """A hash of the resolved settings (what makes two runs the same run)."""
-        data = dump_recipe(self)
+        """A hash of the resolved settings (what makes two runs the same run).
+
+        It hashes every field of the flat configs, as the recipe dump did before the kinds held only their
+        own fields (so a run started then still resumes); fields added later are left out at their default.
+        """
+        data = _full(self)
         for (*parents, name), default in _LATER_FIELDS.items():
             node = data
             for key in parents:
@@ -492,17 +724,100 @@ class Recipe:
         return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def recipe_error(recipe: Recipe, path: str, message: str) -> ConfigError:
+    """The error for a recipe value found wrong after loading (a missing file, a value the model rejects),
+    named ``RECIPE: field.path: message``; raise it.
+
+    Example:
+        >>> from trainers import load_recipe
+        >>> print(recipe_error(load_recipe("recipes/distill.yaml"), "steps", "too many"))  # doctest: +ELLIPSIS
+        recipes/distill.yaml: steps: too many
+    """
+    return ConfigError([FieldError(path, message)], recipe.source)
+
+
+_SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.init)
+
+
+@contextmanager
+def recipe_errors(recipe: Recipe) -> Iterator[None]:
+    """Names the recipe file on the field errors raised inside (a :class:`FieldError`, or a
+    :class:`ConfigError` without a file, whose paths all start with a recipe section such as ``loss.``).
+
+    Example:
+        >>> with recipe_errors(recipe):  # doctest: +SKIP
+        ...     pairs = layer_pairs(recipe.loss, heads, teacher_layers)   # FieldError("loss.weights", ...)
+    """
+
+    def ours(errors: list[FieldError]) -> bool:
+        return bool(errors) and all(e.path.split(".")[0].split("[")[0] in _SECTIONS for e in errors)
+
+    try:
+        yield
+    except ConfigError as err:
+        if err.source is None and recipe.source is not None and ours(err.errors):
+            raise err.with_source(recipe.source) from err
+        raise
+    except FieldError as err:
+        if ours(err.errors):
+            raise ConfigError([err], recipe.source) from err
+        raise
+
+
+def recipe_files(recipe: Recipe) -> list[tuple[str, str | None]]:
+    """``(field path, resolved path)`` of every file the recipe names; ``None`` where a file is required but
+    not given (a teacher's ``checkpoint``)."""
+    files: list[tuple[str, str | None]] = []
+    if recipe.teacher is not None:
+        files.append(("teacher.checkpoint", recipe.resolve(recipe.teacher.checkpoint)))
+        if recipe.teacher.arch is not None:
+            files.append(("teacher.arch", recipe.resolve(recipe.teacher.arch)))
+    files += [(f"data.train[{i}]", recipe.resolve(p)) for i, p in enumerate(recipe.data.train)]
+    for name in ("valid", "labels"):
+        if getattr(recipe.data, name) is not None:
+            files.append((f"data.{name}", recipe.resolve(getattr(recipe.data, name))))
+    if recipe.init is not None:
+        files.append(("init", recipe.resolve(recipe.init)))
+    return files
+
+
+def check_recipe_files(recipe: Recipe) -> None:
+    """Checks that every file the recipe names exists (nothing is read); call it before a run starts.
+
+    Raises:
+        ConfigError: one ``RECIPE: field: PATH does not exist`` line per missing file, all at once.
+    """
+    errors = []
+    for where, path in recipe_files(recipe):
+        path = os.path.normpath(path) if path is not None else None
+        if path is None:
+            errors.append(FieldError(where, "a teacher needs its weights (a torch.save'd state dict)"))
+        elif os.path.isdir(path):
+            errors.append(FieldError(where, f"{path} is a folder, not a file"))
+        elif not os.path.isfile(path):
+            errors.append(FieldError(where, f"{path} does not exist"))
+    if errors:
+        raise ConfigError(errors, recipe.source)
+
+
 def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None = None) -> Recipe:
     """Validates plain data into a :class:`Recipe`.
 
     Raises:
-        ConfigError: ``FILE: field.path: problem``.
+        ConfigError: ``FILE: field.path: problem``, one line per problem, every problem of the file at once.
     """
+    errors: list[FieldError] = []
+    if isinstance(data, dict) and data.get("engine", "torch") == "torch" and "deepspeed" in data:
+        errors.append(FieldError("deepspeed", "only allowed with engine: deepspeed (this recipe's engine is torch); "
+                                              "remove the section or set engine: deepspeed"))  # fmt: skip
     try:
         recipe = from_data(Recipe, data)
     except FieldError as err:
-        raise ConfigError([err], source) from None
+        errors = [*err.errors, *(e for e in errors if e.path not in {x.path for x in err.errors})]
+    if errors:
+        raise ConfigError(errors, source) from None
     object.__setattr__(recipe, "base_dir", base_dir or (str(Path(source).parent) if source else "."))
+    object.__setattr__(recipe, "source", source)
     return recipe
 
 
@@ -525,21 +840,32 @@ def loads_recipe(text: str, source: str | None = None, base_dir: str | None = No
     return recipe_from_dict(_parse_yaml(text, source), source, base_dir)
 
 
+def _full(obj: Any) -> Any:
+    """Every field of the flat configs as plain data (what the fingerprint hashes): the loss and the teacher
+    with the fields of every kind, not only their own (their field dumpers are left out for that)."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            v = getattr(obj, f.name)
+            kind_only = isinstance(obj, Recipe) and f.name in ("teacher", "loss")
+            dump = None if kind_only else f.metadata.get("dump")
+            out[f.name] = dump(v) if dump else _full(v)
+        return out
+    if isinstance(obj, tuple):
+        return [_full(v) for v in obj]
+    return obj
+
+
 def dump_recipe(recipe: Recipe) -> dict[str, Any]:
-    """The fully resolved recipe as plain data (every field, defaults included)."""
-
-    def full(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj):
-            out = {}
-            for f in dataclasses.fields(obj):
-                if not f.init:
-                    continue
-                dump = f.metadata.get("dump")
-                v = getattr(obj, f.name)
-                out[f.name] = dump(v) if dump else full(v)
-            return out
-        if isinstance(obj, tuple):
-            return [full(v) for v in obj]
-        return obj
-
-    return full(recipe)
+    """The fully resolved recipe as plain data: every field, defaults included, of the kinds chosen (a loss
+    or teacher kind's own fields; ``deepspeed`` only with ``engine: deepspeed``), so it loads again."""
+    out = {}
+    for f in dataclasses.fields(recipe):
+        if not f.init or (f.name == "deepspeed" and recipe.engine != "deepspeed"):
+            continue
+        v = getattr(recipe, f.name)
+        dump = f.metadata.get("dump")
+        out[f.name] = dump(v) if dump else _full(v)
+    return out

@@ -62,7 +62,7 @@ def read_task_labels(recipe: Recipe) -> dict[str, str]:
     try:
         labels = read_labels(path, root)
     except OSError as err:
-        raise ConfigError([FieldError("data.labels", f"{path}: cannot read ({err.strerror})")]) from None
+        raise ConfigError([FieldError("data.labels", f"{path}: cannot read ({err.strerror})")], recipe.source) from None
     return {os.path.normpath(k): v for k, v in labels.items()}
 
 
@@ -84,25 +84,25 @@ class TaskLoss:
         if self.kind == "ctc":
             heads = [n for n in graph.nodes("heads") if n.kind == "ctc"]
             if not heads:
-                raise ConfigError([FieldError("loss.kind", f"ctc needs a ctc head; {graph.name} has none")])
+                raise ConfigError([FieldError("loss.kind", f"ctc needs a ctc head; {graph.name} has none")], recipe.source)
             vocab = heads[0].config.vocab
             if vocab != len(cfg.alphabet) + 1:
                 raise ConfigError([FieldError("loss.alphabet", f"{len(cfg.alphabet)} characters + blank != the ctc head's "
-                                                               f"vocab {vocab} in {graph.name}")])  # fmt: skip
+                                                               f"vocab {vocab} in {graph.name}")], recipe.source)  # fmt: skip
             self.alphabet = cfg.alphabet
             self.targets: dict[str, list[int]] = {}
             for path, text in self.labels.items():
                 try:
                     self.targets[path] = encode(text, cfg.alphabet)
                 except ValueError as err:
-                    raise ConfigError([FieldError("data.labels", f"{path}: {err} (loss.alphabet)")]) from None
+                    raise ConfigError([FieldError("data.labels", f"{path}: {err} (loss.alphabet)")], recipe.source) from None
         else:
             self.classes = list(cfg.classes) if cfg.classes is not None else sorted(set(self.labels.values()))
             unknown = sorted(set(self.labels.values()) - set(self.classes))
             if unknown:
-                raise ConfigError([FieldError("loss.classes", f"labels {unknown[:5]} are not among {self.classes}")])
+                raise ConfigError([FieldError("loss.classes", f"labels {unknown[:5]} are not among {self.classes}")], recipe.source)
             if len(self.classes) < 2:
-                raise ConfigError([FieldError("data.labels", f"one class only ({self.classes}); a classifier needs two")])
+                raise ConfigError([FieldError("data.labels", f"one class only ({self.classes}); a classifier needs two")], recipe.source)
             self.index = {c: i for i, c in enumerate(self.classes)}
 
     def make_classifier(self, width: int) -> nn.Module | None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from planner.errors import ConfigError, FieldError, WeightMappingError
 from planner.pretrained import MASK_EMBEDDING_KEY, read_state_dict, torchaudio_state_dict
 from trainers.masking import mask_frame_lengths
-from trainers.recipe import Recipe, TeacherConfig
+from trainers.recipe import Recipe, TeacherConfig, recipe_error
 
 __all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher", "TORCHAUDIO_BASE"]
 
@@ -131,11 +133,30 @@ class PlannerTeacher(Teacher):
         return TeacherOutput(list(out.hidden_states), out.hidden_lengths[-1])
 
 
-def _read_state(path: str, where: str) -> dict[str, Tensor]:
+def _read_state(path: str, where: str, recipe: Recipe | None = None) -> dict[str, Tensor]:
+    """The state dict at ``path``; a missing or unreadable file is an error naming the recipe and ``where``."""
+    source = recipe.source if recipe is not None else None
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ConfigError([FieldError(where, f"{path} is empty (expected a torch.save'd state dict)")], source)
     try:
         return read_state_dict(path)
     except FileNotFoundError:
-        raise ConfigError([FieldError(where, f"{path}: no such file")]) from None
+        raise ConfigError([FieldError(where, f"{path} does not exist")], source) from None
+    except WeightMappingError as err:
+        raise ConfigError([FieldError(where, str(err))], source) from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something else than tensors
+        raise ConfigError([FieldError(where, f"{path} cannot be read as a state dict of tensors (torch.load with "
+                                             "weights_only=True refuses it: a corrupt file, or pickled objects, which "
+                                             "are never loaded; save one with torch.save(model.state_dict(), PATH))")],
+                          source) from None  # fmt: skip
+    except (EOFError, ValueError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConfigError([FieldError(where, f"{path}: cannot read the checkpoint ({why})")], source) from None
+
+
+def _mismatch(recipe: Recipe, message: str) -> WeightMappingError:
+    """A checkpoint that does not fit its teacher, named ``RECIPE: teacher.checkpoint: ...``."""
+    return WeightMappingError(str(recipe_error(recipe, "teacher.checkpoint", message)))
 
 
 def float_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -168,47 +189,54 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         student: the student's :class:`~planner.ir.EncoderGraph`, for ``kind: self``.
 
     Raises:
-        ConfigError: a missing file or an unknown ``overrides`` argument, located in the recipe.
-        WeightMappingError: the checkpoint does not fit the teacher.
+        ConfigError: a missing or unreadable file, or an ``overrides`` argument torchaudio does not take, named
+            ``RECIPE: teacher.FIELD: ...``.
+        WeightMappingError: the checkpoint does not fit the teacher (named the same way).
     """
     cfg: TeacherConfig = recipe.teacher
     ckpt = recipe.resolve(cfg.checkpoint)
     if ckpt is None:
-        raise ConfigError([FieldError("teacher.checkpoint", "a teacher needs its weights (a torch.save'd state dict)")])
+        raise recipe_error(recipe, "teacher.checkpoint", "a teacher needs its weights (a torch.save'd state dict)")
     if cfg.kind == "self":
         from planner.nn.model import Encoder
 
         if student is None:
-            raise ConfigError([FieldError("teacher.kind", "self needs the student architecture")])
+            raise recipe_error(recipe, "teacher.kind", "self needs the student architecture")
         model = Encoder(student)  # the same modules without compress_: the float model
-        state = float_state(_read_state(ckpt, "teacher.checkpoint"))
+        state = float_state(_read_state(ckpt, "teacher.checkpoint", recipe))
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise WeightMappingError(f"{ckpt}: does not fit the float {student.name} ({err})") from err
+            raise _mismatch(recipe, f"{ckpt} does not fit the float {student.name} ({err})") from err
         return PlannerTeacher(model, same_input=True)
     if cfg.kind == "architecture":
         import planner
         from planner.pretrained import load_torchaudio_weights
 
-        graph = planner.load(recipe.resolve(cfg.arch))
+        arch = recipe.resolve(cfg.arch)
+        if not os.path.isfile(arch):
+            raise recipe_error(recipe, "teacher.arch", f"{arch} does not exist")
+        graph = planner.load(arch)
         if graph.spec.input.kind != "waveform":
-            raise ConfigError([FieldError("teacher.arch", f"{cfg.arch} takes {graph.spec.input.kind}; a teacher takes waveforms")])
+            raise recipe_error(recipe, "teacher.arch", f"{cfg.arch} takes {graph.spec.input.kind}; a teacher takes waveforms")
         model = planner.materialize(graph)
-        state = _read_state(ckpt, "teacher.checkpoint")
-        if set(state) == set(model.state_dict()):
-            model.load_state_dict(state)
-        else:
-            state, _ = torchaudio_state_dict(state)
-            embedding = [n for n in graph.nodes("frontend") if n.kind == "mask_embedding"]
-            if not embedding:  # unused without the node (masking is refused for such a teacher)
-                state.pop(MASK_EMBEDDING_KEY, None)
-            elif MASK_EMBEDDING_KEY not in state:
-                state[MASK_EMBEDDING_KEY] = torch.zeros(embedding[0].context.width)
+        state = _read_state(ckpt, "teacher.checkpoint", recipe)
+        try:
+            if set(state) == set(model.state_dict()):
+                model.load_state_dict(state)
+            else:
+                state, _ = torchaudio_state_dict(state)
+                embedding = [n for n in graph.nodes("frontend") if n.kind == "mask_embedding"]
+                if not embedding:  # unused without the node (masking is refused for such a teacher)
+                    state.pop(MASK_EMBEDDING_KEY, None)
+                elif MASK_EMBEDDING_KEY not in state:
+                    state[MASK_EMBEDDING_KEY] = torch.zeros(embedding[0].context.width)
+                    load_torchaudio_weights(model, state)
+                    _no_mask_embedding(recipe, ckpt)  # once the rest of the checkpoint fits
+                    return PlannerTeacher(model)
                 load_torchaudio_weights(model, state)
-                _no_mask_embedding(recipe, ckpt)  # once the rest of the checkpoint fits
-                return PlannerTeacher(model)
-            load_torchaudio_weights(model, state)
+        except (RuntimeError, WeightMappingError) as err:
+            raise _mismatch(recipe, f"{ckpt} does not fit the teacher {cfg.arch} ({err})") from err
         return PlannerTeacher(model)
 
     import torchaudio
@@ -216,25 +244,31 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
     kwargs = dict(TORCHAUDIO_BASE)
     for key, value in cfg.overrides:
         if key not in kwargs:
-            raise ConfigError([FieldError(f"teacher.overrides.{key}",
-                                          f"not a torchaudio.models.wav2vec2_model argument (allowed: {', '.join(kwargs)})")])  # fmt: skip
+            raise recipe_error(recipe, f"teacher.overrides.{key}",
+                               f"not a torchaudio.models.wav2vec2_model argument (allowed: {', '.join(kwargs)})")  # fmt: skip
         kwargs[key] = value
-    model = torchaudio.models.wav2vec2_model(**kwargs)
-    state, _ = torchaudio_state_dict(_read_state(ckpt, "teacher.checkpoint"))
+    try:
+        model = torchaudio.models.wav2vec2_model(**kwargs)
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise recipe_error(recipe, "teacher.overrides", f"torchaudio.models.wav2vec2_model rejects them ({err})") from err
+    state, _ = torchaudio_state_dict(_read_state(ckpt, "teacher.checkpoint", recipe))
     mask_emb = state.pop(MASK_EMBEDDING_KEY, None)
     state = {k: v for k, v in state.items() if not k.startswith(("mask_generator.", "logit_generator."))}
     legacy = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
     state = {(k.rsplit(".", 1)[0] + "." + legacy[k.rsplit(".", 1)[1]] if k.rsplit(".", 1)[-1] in legacy else k): v
              for k, v in state.items()}  # fmt: skip
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise _mismatch(recipe, f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher ({err})") from err
     if result.missing_keys or result.unexpected_keys:
-        raise WeightMappingError(f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher"
-                                 f"{' with overrides' if cfg.overrides else ''}: missing {result.missing_keys[:5]}, "
-                                 f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
+        raise _mismatch(recipe, f"{ckpt}: the checkpoint does not fit a {cfg.kind} teacher"
+                                f"{' with overrides' if cfg.overrides else ''}: missing {result.missing_keys[:5]}, "
+                                f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
     width = model.encoder.feature_projection.projection.out_features
     if mask_emb is None:
         _no_mask_embedding(recipe, ckpt)
     elif tuple(mask_emb.shape) != (width,):
-        raise WeightMappingError(f"{ckpt}: the mask embedding has shape {tuple(mask_emb.shape)}, the teacher's frames "
-                                 f"are {width} wide (a checkpoint of another model?)")  # fmt: skip
+        raise _mismatch(recipe, f"{ckpt}: the mask embedding has shape {tuple(mask_emb.shape)}, the teacher's frames "
+                                f"are {width} wide (a checkpoint of another model?)")  # fmt: skip
     return TorchaudioTeacher(model, mask_emb)
