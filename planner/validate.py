@@ -38,7 +38,7 @@ RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "opti
                          "deepspeed", "logging", "checkpoint", "seed", "format"})  # fmt: skip
 TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
                        "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
-STUDY_KEYS = frozenset({"name", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
+STUDY_KEYS = frozenset({"name", "bops", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
                         "evaluator", "heartbeat", "pruner"})  # fmt: skip
 _KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
 # the keys only one kind has: what tells the kinds apart

@@ -252,11 +252,14 @@ def parse_kind(table: Mapping[str, type[T]], data: Any, path: str, what: str) ->
     try:
         return from_data(table[kind], rest, path)
     except FieldError as err:
-        if any(e.message.startswith("unknown field") for e in err.errors):
-            fields = ", ".join(sorted(_FIELDS.get(table[kind], {}))) or "none"
+        fields = ", ".join(sorted(_FIELDS.get(table[kind], {}))) or "none"
+
+        def own(e: FieldError) -> bool:  # an unknown key of this kind's mapping itself, not of a nested one
+            return e.message.startswith("unknown field") and any(e.path == join(path, str(k)) for k in rest)
+
+        if any(own(e) for e in err.errors):
             raise FieldError.group(
-                FieldError(e.path, f"not a field of {what} kind {kind!r} (its fields: {fields})")
-                if e.message.startswith("unknown field") else e
+                FieldError(e.path, f"not a field of {what} kind {kind!r} (its fields: {fields})") if own(e) else e
                 for e in err.errors
             ) from None
         raise
