@@ -38,6 +38,9 @@ class Leaf:
         weight_norm: convolution weight is weight-normalised over its last dim (``g`` has ``kernel`` entries).
         shape: shape of a free parameter (``param``).
         tags: names that compression selectors match (``attention``, ``q``, ``ffn``, ``conv``...).
+        producers: the op that produces each input, where it decides how compression quantizes it
+            (``relu``, ``softmax``: non-negative, see :func:`planner.ir.compression.input_formats`); one
+            entry per input (a product has two, ``input`` and ``other``), ``""`` or missing: any sign.
     """
 
     path: str
@@ -51,6 +54,7 @@ class Leaf:
     weight_norm: bool = False
     shape: tuple[int, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
+    producers: tuple[str, ...] = ()
 
     @property
     def compressible(self) -> bool:
