@@ -6,10 +6,12 @@ so every leaf keeps its class (a ``Parametrized*`` subclass of ``nn.Linear`` / `
 
 Inputs: the activation quantizer is registered as a child ``input_quantizer`` of the leaf and run by a
 forward pre-hook; an attention product (:class:`~planner.nn.attention.Product`) gets one per input,
-``input_quantizer`` and ``other_quantizer``. Whether each is signed or unsigned is decided from the IR
-(:func:`planner.ir.compression.input_formats`: the producer of the input, unless the rule set ``symmetric``). A pre-hook rather than a wrapper module because a wrapper
+``input_quantizer`` and ``other_quantizer``. A pre-hook rather than a wrapper module because a wrapper
 would move the leaf to ``path.module`` and break the path contract; the child registration puts the
 quantizer's learnable ``alpha`` / ``beta`` in ``model.parameters()`` and its calibration in the state dict.
+Whether each input quantizer is signed or unsigned is decided from the IR
+(:func:`planner.ir.compression.input_formats`: by the producer of the input, unless the rule sets
+``symmetric``).
 """
 
 from __future__ import annotations

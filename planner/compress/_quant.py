@@ -399,7 +399,8 @@ def _above(t: Tensor) -> Tensor:
 
 
 # BiT's reference (facebookresearch/bit, transformer/utils_quant.py: ElasticQuantBinarizerSigned and
-# ElasticQuantBinarizerUnsigned, 1 bit, and AlphaInit) floors the step size at this value before using it.
+# ElasticQuantBinarizerUnsigned) floors the step size at this value before using it
+# (``alpha = torch.where(alpha > eps, alpha, eps)``).
 _ALPHA_EPS = 1e-5
 
 

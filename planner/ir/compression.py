@@ -115,7 +115,7 @@ class ActQuant:
     symmetric: bool | None = None
 
     def check(self) -> None:
-        if self.bits >= 16 and self.symmetric is not None:
+        if self.bits >= 16 and self.symmetric is False:
             raise FieldError("symmetric", f"{self.bits}-bit activations are floats: drop symmetric")
 
     @property
@@ -209,6 +209,7 @@ def input_formats(activation: ActQuant, leaf: Leaf | None) -> tuple[ActQuant, ..
     producers = leaf.producers if leaf is not None else ()
     return tuple(activation.for_input(i < len(producers) and producers[i] in NONNEGATIVE_PRODUCERS)
                  for i in range(count))  # fmt: skip
+
 
 _WEIGHT_SHORTHANDS: dict[str, WeightQuant] = {
     "fp32": WeightQuant(bits=32),
