@@ -153,6 +153,8 @@ class _Drawer:
             node["activation"] = rng.choice(["gelu", "relu", "swish"])
         else:
             node["kernel"] = rng.choice([3, 4, 5, 7, 8])
+            if rng.random() < 0.5:  # BiT-style ReLU FFNs (or GELU); Swish by default
+                node["activation"] = rng.choice(["relu", "gelu"])
         if kind == "conformer" and rng.random() < 0.3:
             node["conv_bias"] = False
         if kind == "squeezeformer":

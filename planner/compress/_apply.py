@@ -9,11 +9,13 @@ forward pre-hook; an attention product (:class:`~planner.nn.attention.Product`) 
 ``input_quantizer`` and ``other_quantizer``. A pre-hook rather than a wrapper module because a wrapper
 would move the leaf to ``path.module`` and break the path contract; the child registration puts the
 quantizer's learnable ``alpha`` / ``beta`` in ``model.parameters()`` and its calibration in the state dict.
+Whether each input quantizer is signed or unsigned is decided from the IR
+(:func:`planner.ir.compression.input_formats`: by the producer of the input, unless the rule sets
+``symmetric``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -23,7 +25,9 @@ from torch.nn.utils import parametrize
 from planner.compress._quant import WeightQuantizer, fake_compress, make_act_quantizer, make_weight_quantizer, mask_only
 from planner.compress._sparsity import MaskSchedule, NMSparsifier, SparsitySchedule
 from planner.errors import PlannerError
-from planner.ir.compression import Compression
+from planner.ir.compression import Compression, input_formats
+from planner.ir.graph import EncoderGraph
+from planner.ir.leaf import Leaf
 from planner.nn.attention import Product
 
 __all__ = ["compress_", "FakeCompressedWeight", "compressed_leaves", "CompressionError"]
@@ -75,12 +79,11 @@ def _quantize_operands(module: nn.Module, args: tuple) -> tuple:
     return (module.input_quantizer(args[0]), module.other_quantizer(args[1]))
 
 
-def _quantize_product(product: Product, comp: Compression) -> None:
-    """Hooks the quantizers of both inputs of an attention product (BiT: Q, K, V signed; P unsigned)."""
-    quantizers = []
-    for channels, view, signed in product.operands():
-        act = comp.activation if comp.activation.is_float else dataclasses.replace(comp.activation, symmetric=signed)
-        quantizers.append(make_act_quantizer(act, channels, -1, view))
+def _quantize_product(product: Product, comp: Compression, leaf: Leaf | None) -> None:
+    """Hooks the quantizers of both inputs of an attention product (by default Q, K, V signed, P unsigned)."""
+    formats = input_formats(comp.activation, leaf or Leaf(product.kind, "matmul"))  # no IR: producers unknown
+    quantizers = [make_act_quantizer(act, channels, -1, view)
+                  for act, (channels, view, _) in zip(formats, product.operands())]  # fmt: skip
     if quantizers[0] is None:
         return
     product.add_module("input_quantizer", quantizers[0])
@@ -105,7 +108,10 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
 
     Args:
         model: a materialized :class:`~planner.nn.Encoder` (or any module with the planned paths).
-        plan: module path -> :class:`~planner.ir.Compression`; defaults to ``model.compression_plan``.
+        plan: module path -> :class:`~planner.ir.Compression`; defaults to ``model.compression_plan``. An
+            activation format without ``symmetric`` is signed or unsigned per input as the producer named
+            by the IR leaf at that path (``model.graph``) is; a module without a graph counts every input
+            as signed.
         schedule: when masks are recomputed (default one-shot); change it later through
             ``model.mask_schedule.config``.
 
@@ -134,6 +140,8 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
     plan = dict(model.compression_plan if plan is None else plan)
     if hasattr(model, "mask_schedule"):
         raise CompressionError("the model is already compressed (it has a mask_schedule)")
+    graph = getattr(model, "graph", None)  # the IR leaves say what produces each input
+    leaves = {path: leaf for path, _, leaf in graph.leaves()} if isinstance(graph, EncoderGraph) else {}
     sched = MaskSchedule(schedule)
     for path, comp in plan.items():
         if comp.is_identity:
@@ -143,7 +151,7 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
         except AttributeError as err:
             raise CompressionError(f"compression plan names {path!r}, which the model does not have") from err
         if isinstance(leaf, Product):
-            _quantize_product(leaf, comp)
+            _quantize_product(leaf, comp, leaves.get(path))
             continue
         if not isinstance(leaf, _LEAF_TYPES):
             raise CompressionError(f"{path}: {type(leaf).__name__} is not a linear, convolution or attention product")
@@ -152,7 +160,8 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
             # unsafe: skips the trial forward torch runs to check shapes (ours keep them), which would
             # compute N:M masks on the initial weights before any checkpoint is loaded
             parametrize.register_parametrization(leaf, "weight", param, unsafe=True)
-        quant = make_act_quantizer(comp.activation, leaf.in_features if isinstance(leaf, nn.Linear) else leaf.in_channels,
+        (act,) = input_formats(comp.activation, leaves.get(path))
+        quant = make_act_quantizer(act, leaf.in_features if isinstance(leaf, nn.Linear) else leaf.in_channels,
                                    -1 if isinstance(leaf, nn.Linear) else 1)  # fmt: skip
         if quant is not None:
             leaf.add_module("input_quantizer", quant)

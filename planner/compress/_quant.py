@@ -359,6 +359,8 @@ class IntActQuantizer(nn.Module):
 
     def __init__(self, config: ActQuant) -> None:
         super().__init__()
+        if config.symmetric is None:
+            raise ValueError("IntActQuantizer needs a resolved ActQuant (symmetric True or False), see input_formats")
         self.config = config
         self.qmin, self.qmax = qrange(config.bits, config.symmetric)
         self.observer = MovingAverageMinMaxObserver(
@@ -396,69 +398,93 @@ def _above(t: Tensor) -> Tensor:
     return t.clamp_(min=0).sign_()
 
 
+# BiT's reference (facebookresearch/bit, transformer/utils_quant.py: ElasticQuantBinarizerSigned and
+# ElasticQuantBinarizerUnsigned) floors the step size at this value before using it
+# (``alpha = torch.where(alpha > eps, alpha, eps)``).
+_ALPHA_EPS = 1e-5
+
+
 class _ElasticBinarize(torch.autograd.Function):
     """BiT's elastic binarization in one autograd node (forward and its gradients in closed form).
 
-    ``x_r = (x - beta) / alpha``; output ``alpha * Q(x_r)`` with ``Q = sign`` (signed: ``+-1``, ``sign(0) = +1``)
-    or ``Q = [x_r >= 0.5]`` (unsigned). With ``P`` the STE's pass mask (``|x_r| <= 1`` signed, ``0 <= x_r <= 1``
-    unsigned)::
+    ``a = max(alpha, 1e-5)`` (the reference floors the step size), ``x_r = (x - beta) / a``; output
+    ``a * Q(x_r)`` with ``Q = sign`` (signed: ``+-1``, ``sign(0) = +1``) or ``Q = round(x_r)`` clamped to
+    ``[0, 1]``, that is ``[x_r > 0.5]`` (unsigned; ``round`` is half to even, so ``x_r = 0.5`` gives 0, as in
+    the reference). With ``P`` the STE's pass mask (``|x_r| <= 1`` signed, ``0 <= x_r <= 1`` unsigned) and
+    ``s = 1 / sqrt(numel)`` (LSQ's gradient scale with ``Qp = 1``)::
 
-        dL/dx     = g * P                                  (alpha * P * 1/alpha)
+        dL/dx     = g * P                                   (a * P * 1/a)
         dL/dbeta  = -sum(g * P) over the broadcast dims
-        dL/dalpha = scale * sum(g * (Q(x_r) - x_r * P))     (BiT; scale: LSQ's 1 / sqrt(numel))
+        dL/dalpha = s * sum(g * Q(x_r))                     signed: the exact derivative of a * sign(x_r)
+        dL/dalpha = s * sum(g * (Q(x_r) - x_r * P))         unsigned: LSQ's step-size gradient on {0, 1}
 
-    These are what autograd computes through the unfused composition (sub, div, STE, mul), up to float
-    rounding (autograd multiplies by ``alpha`` and divides by it again). One node with float-only
+    These are the backward passes of BiT's ``ElasticQuantBinarizerSigned`` (``num_bits == 1`` branch:
+    ``sum(sign(x) * g) * grad_scale``) and ``ElasticQuantBinarizerUnsigned`` (``Qp * [x_r > 1] +
+    (round(x_r) - x_r) * [0 <= x_r <= 1]``), read from facebookresearch/bit ``transformer/utils_quant.py``;
+    the gradient passes to ``alpha`` even where the floor applies, as there. One node with float-only
     arithmetic (see :func:`_above`) and one saved tensor (``x_r``) instead of several.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, alpha: Tensor, beta: Tensor, signed: bool, scale: float) -> Tensor:  # type: ignore[override]
-        xr = (x - beta).div_(alpha).add_(0.0)  # + 0.0: -0 becomes +0, whose sign is +1
-        if signed and _host_checks(alpha) and bool(alpha > 0):  # alpha * sign(x_r) in one pass
-            out = torch.copysign(alpha, xr)
-        else:
-            out = _q(xr, signed).mul_(alpha)
-        ctx.save_for_backward(xr, alpha, beta)
+        a = alpha.clamp(min=_ALPHA_EPS)  # NaN stays NaN: a broken alpha is not hidden
+        xr = (x - beta).div_(a).add_(0.0)  # + 0.0: -0 becomes +0, whose sign is +1
+        out = torch.copysign(a, xr) if signed else _q(xr, signed).mul_(a)
+        ctx.save_for_backward(xr)
         ctx.signed, ctx.scale = signed, scale
+        ctx.alpha_shape, ctx.beta_shape = alpha.shape, beta.shape
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:  # type: ignore[override]
-        xr, alpha, beta = ctx.saved_tensors
+        (xr,) = ctx.saved_tensors
         if ctx.signed:  # P = 1 - [|x_r| > 1]
             passed = _above(xr.abs().sub_(1)).neg_().add_(1)
         else:  # P = (1 - [x_r < 0]) (1 - [x_r > 1])
             passed = _above(xr.neg()).neg_().add_(1).mul_(_above(xr - 1).neg_().add_(1))
         gx = passed.mul_(g)
-        # sum(g * (Q - x_r P)) as two dot products (read-only passes): sum(g Q) - sum(gx x_r)
-        dalpha = (torch.dot(g.reshape(-1), _q(xr, ctx.signed).reshape(-1)) - torch.dot(gx.reshape(-1), xr.reshape(-1)))
-        dalpha = dalpha.mul_(ctx.scale).reshape(alpha.shape)
-        dbeta = gx.sum_to_size(beta.shape).neg()
+        # dot products (read-only passes): sum(g Q), and for the unsigned set also - sum(gx x_r)
+        dalpha = torch.dot(g.reshape(-1), _q(xr, ctx.signed).reshape(-1))
+        if not ctx.signed:
+            dalpha = dalpha - torch.dot(gx.reshape(-1), xr.reshape(-1))
+        dalpha = dalpha.mul_(ctx.scale).reshape(ctx.alpha_shape)
+        dbeta = gx.sum_to_size(ctx.beta_shape).neg()
         return gx, dalpha, dbeta, None, None
 
 
 def _q(xr: Tensor, signed: bool) -> Tensor:
-    """``Q(x_r)``: ``copysign(1, x_r)`` (``x_r`` has no -0), or ``[x_r >= 0.5] = min(sign(x_r - 0.5) + 1, 1)``."""
+    """``Q(x_r)``: ``copysign(1, x_r)`` (``x_r`` has no -0), or ``[x_r > 0.5] = max(sign(x_r - 0.5), 0)``."""
     if signed:
         return torch.copysign(torch.ones((), dtype=xr.dtype), xr)
-    return (xr - 0.5).sign_().add_(1).clamp_(max=1)
+    return _above(xr - 0.5)
 
 
 class ElasticBinarizer(nn.Module):
     """BiT's elastic binarization of a module input (Liu et al. 2022, eq. 4-5).
 
     ``x_r = (x - beta) / alpha``; signed: ``alpha * sign(x_r)`` (values ``+-alpha``); unsigned
-    (``ActQuant.symmetric = False``, for non-negative inputs): ``alpha * [x_r >= 0.5]`` (values ``{0, alpha}``).
-    ``alpha`` is a learnable scalar, initialised from the first training batch as BiT does
-    (``2 mean|x|`` signed, ``4 mean|x|`` unsigned), its gradient scaled by ``1 / sqrt(numel)`` (LSQ);
-    ``beta`` is a learnable per-channel bias (channels: last dim for linear inputs, dim 1 for convs).
-    Gradients: clipped STE to ``x``, and BiT's ``dL/dalpha = sign(x_r) - x_r 1{|x_r| <= 1}``, in closed form
-    in one autograd node (:class:`_ElasticBinarize`).
+    (``ActQuant.symmetric = False``, for non-negative inputs): ``alpha * [x_r > 0.5]`` (values ``{0, alpha}``).
+    ``alpha`` is a learnable scalar, initialised from the first batch as BiT does (``2 mean|x|`` signed,
+    ``4 mean|x|`` unsigned) and floored at ``1e-5`` where it is used, its gradient scaled by
+    ``1 / sqrt(numel)`` (LSQ); ``beta`` is a learnable per-channel bias (channels: last dim for linear
+    inputs, dim 1 for convs). Gradients (:class:`_ElasticBinarize`, one autograd node): clipped STE to
+    ``x``; to ``alpha``, signed ``sum(g * sign(x_r))`` (the exact derivative of ``alpha * sign(x_r)``),
+    unsigned ``sum(g * (Q(x_r) - x_r 1{0 <= x_r <= 1}))``, as BiT's reference code
+    (facebookresearch/bit ``transformer/utils_quant.py``) computes them.
+
+    Example:
+        >>> import torch
+        >>> from planner.ir.compression import ActQuant
+        >>> quant = ElasticBinarizer(ActQuant(bits=1, symmetric=True), channels=4, channel_dim=-1)
+        >>> y = quant(torch.randn(2, 3, 4))
+        >>> sorted({round(v / float(quant.alpha), 6) for v in y.flatten().tolist()})
+        [-1.0, 1.0]
     """
 
     def __init__(self, config: ActQuant, channels: int, channel_dim: int, view: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        if config.symmetric is None:
+            raise ValueError("ElasticBinarizer needs a resolved ActQuant (symmetric True or False), see input_formats")
         self.config = config
         self.channel_dim = channel_dim
         self.view = view
@@ -480,15 +506,17 @@ class ElasticBinarizer(nn.Module):
                 mean_abs = (x.detach() - beta).abs().mean()
                 self.alpha.fill_(float(2 * mean_abs if self.config.symmetric else 4 * mean_abs) or 1.0)
                 self.initialized.fill_(True)
-        return _ElasticBinarize.apply(x, self.alpha, beta, self.config.symmetric, 1.0 / math.sqrt(x.numel()))
+        return _ElasticBinarize.apply(x, self.alpha, beta, bool(self.config.symmetric), 1.0 / math.sqrt(x.numel()))
 
 
 def make_act_quantizer(config: ActQuant, channels: int, channel_dim: int,
                        view: tuple[int, ...] | None = None) -> nn.Module | None:  # fmt: skip
     """The input quantizer of an activation format, or None for float.
 
-    ``channels`` / ``channel_dim`` place BiT's per-channel ``beta`` (``view``: a shape it is reshaped to
-    instead, for inputs whose channels are spread over several dims, such as per-head Q/K/V).
+    ``config`` is resolved (``symmetric`` True or False: :func:`planner.ir.compression.input_formats` decides
+    it from the producer of the input). ``channels`` / ``channel_dim`` place BiT's per-channel ``beta``
+    (``view``: a shape it is reshaped to instead, for inputs whose channels are spread over several dims,
+    such as per-head Q/K/V).
     """
     if config.is_float:
         return None

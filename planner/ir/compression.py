@@ -10,7 +10,8 @@ YAML shorthands (one parser per concept):
 * weight: ``int8`` / ``int4`` (symmetric, per channel, as USM-Lite eq. 1-2), ``int2`` (asymmetric,
   per channel), ``binary`` (BiT, W1), ``fp16``, ``fp32``, a bit width as an integer, or the mapping
   ``{bits, granularity, groups, group_size, symmetric}``.
-* activation: ``8`` / ``int8`` / ``binary`` / ``fp32``..., or ``{bits, symmetric}``.
+* activation: ``8`` / ``int8`` / ``binary`` / ``fp32``..., or ``{bits, symmetric}``; without ``symmetric``
+  each input's grid is signed or unsigned as its producer is (:func:`input_formats`).
 * sparsity: ``"2:4"`` (keep N of every M consecutive input weights), ``[2, 4]``, ``{n, m}``, or ``none``.
 """
 
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from planner.errors import FieldError
 from planner.ir._schema import field, from_data, to_data
+from planner.ir.leaf import Leaf
 
 __all__ = [
     "WeightQuant",
@@ -30,6 +32,8 @@ __all__ = [
     "Compression",
     "CompressionRule",
     "FLOAT32",
+    "NONNEGATIVE_PRODUCERS",
+    "input_formats",
     "parse_weight",
     "parse_activation",
     "parse_sparsity",
@@ -96,19 +100,36 @@ class ActQuant:
 
     Attributes:
         bits: 32 or 16 keep floats; 8, 4, 2 integer (per tensor); 1 is BiT's elastic binarization.
-        symmetric: symmetric signed grid, or asymmetric (unsigned, for non-negative inputs).
+        symmetric: ``true``: a signed grid (BiT: ``{-alpha, +alpha}``; integers ``[-qmax, qmax]``);
+            ``false``: unsigned (BiT: ``{0, alpha}``; integers ``[0, 2^b - 1]`` with a zero point).
+            Unset (the default): it follows the producer of each input, as BiT's two-set binarization does
+            (Liu et al. 2022: non-negative inputs, ReLU outputs and softmax probabilities, take
+            ``{0, alpha}``, every other input ``{-alpha, +alpha}``; in facebookresearch/bit
+            ``transformer/modeling_bert_quant.py`` the attention probabilities and the FFN output
+            linear after the ReLU are quantized with ``sym_quant_ffn_attn``, false by default, the rest
+            with ``sym_quant_qkvo``): unsigned where the IR names a non-negative producer of the input
+            (:data:`NONNEGATIVE_PRODUCERS`, :func:`input_formats`), signed elsewhere.
     """
 
     bits: Bits = 32
-    symmetric: bool = True
+    symmetric: bool | None = None
 
     def check(self) -> None:
-        if self.bits >= 16 and not self.symmetric:
+        if self.bits >= 16 and self.symmetric is False:
             raise FieldError("symmetric", f"{self.bits}-bit activations are floats: drop symmetric")
 
     @property
     def is_float(self) -> bool:
         return self.bits >= 16
+
+    def for_input(self, nonnegative: bool) -> ActQuant:
+        """This format on an input whose producer is (or is not) non-negative: ``symmetric`` resolved.
+
+        An explicit ``symmetric`` is kept; unset, it becomes ``not nonnegative``. Floats stay as they are.
+        """
+        if self.is_float or self.symmetric is not None:
+            return self
+        return dataclasses.replace(self, symmetric=not nonnegative)
 
 
 @dataclass(frozen=True)
@@ -161,6 +182,34 @@ class Compression:
 
 
 FLOAT32 = Compression()
+
+#: ops whose outputs are never negative: an input they produce takes BiT's unsigned set ``{0, alpha}``
+#: (an integer input grid: ``[0, 2^b - 1]``) unless the compression rule sets ``symmetric``.
+NONNEGATIVE_PRODUCERS = frozenset({"relu", "softmax"})
+
+
+def input_formats(activation: ActQuant, leaf: Leaf | None) -> tuple[ActQuant, ...]:
+    """The resolved format of each input of a leaf: one for a linear or convolution, two for an attention
+    product (``input``, then ``other``: ``Q`` and ``K^T`` for ``scores``, ``P`` and ``V`` for ``context``).
+
+    Where ``activation.symmetric`` is unset, each input is unsigned if the IR names a non-negative producer
+    for it (:attr:`Leaf.producers`, :data:`NONNEGATIVE_PRODUCERS`: the ReLU before an FFN's second linear
+    or a subsampling conv, the softmax before ``P V``) and signed otherwise, as BiT chooses its two sets.
+    ``leaf`` None (a module the IR does not describe) counts every input as signed.
+
+    Example:
+        >>> from planner.ir.leaf import Leaf
+        >>> context = Leaf("attention.context", "matmul", in_dim=8, out_dim=8, groups=2, producers=("softmax", ""))
+        >>> [a.symmetric for a in input_formats(ActQuant(bits=1), context)]
+        [False, True]
+        >>> [a.symmetric for a in input_formats(ActQuant(bits=1, symmetric=True), context)]
+        [True, True]
+    """
+    count = 2 if leaf is not None and leaf.is_product else 1
+    producers = leaf.producers if leaf is not None else ()
+    return tuple(activation.for_input(i < len(producers) and producers[i] in NONNEGATIVE_PRODUCERS)
+                 for i in range(count))  # fmt: skip
+
 
 _WEIGHT_SHORTHANDS: dict[str, WeightQuant] = {
     "fp32": WeightQuant(bits=32),
@@ -245,14 +294,14 @@ def _dump_sparsity(s: Sparsity | Literal["none"] | None) -> Any:
     return s if s == "none" or s is None else str(s)
 
 
-LayerSelection = Any  # "all" | "frontend" | "heads" | "post" | int | "a-b" | tuple[int, ...]
-_SCOPES = ("all", "frontend", "heads", "post")
+LayerSelection = Any  # "all" | "frontend" | "layers" | "post" | "heads" | int | "a-b" | tuple[int, ...]
+_SCOPES = ("all", "frontend", "layers", "post", "heads")
 
 
 def parse_layers(value: Any, path: str) -> LayerSelection:
     """Validates a rule's layer selection; the indices are checked against the graph later."""
     if isinstance(value, bool):
-        raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, heads, post, N, 'A-B', [N, ...])")
+        raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])")
     if isinstance(value, int):
         if value < 0:
             raise FieldError(path, f"{value} is negative (layer indices start at 0)")
@@ -273,7 +322,7 @@ def parse_layers(value: Any, path: str) -> LayerSelection:
                 raise FieldError(f"{path}[{i}]", f"{v!r} is not a layer index (a non-negative integer)")
             items.append(v)
         return tuple(items)
-    raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, heads, post, N, 'A-B', [N, ...])")
+    raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])")
 
 
 @dataclass(frozen=True)
@@ -281,18 +330,21 @@ class CompressionRule:
     """Assigns compression to the selected leaves; later rules override earlier ones field by field.
 
     Attributes:
-        layers: ``all`` (every node), ``frontend``, ``heads``, ``post``, a layer index, an inclusive range
-            ``"4-11"`` or a list of indices into ``layers``.
+        layers: ``all`` (every node), a section (``frontend``, ``layers``: every node of the ``layers``
+            section, ``post``, ``heads``), a layer index, an inclusive range ``"4-11"`` or a list of
+            indices into ``layers``.
         modules: selectors of leaves inside the selected nodes: tag names (``attention``, ``q``, ``k``,
             ``v``, ``out``, ``ffn``, ``conv``, ``pointwise``, ``depthwise``, ``extractor``, ``head``,
             ``matmul``, ``scores``, ``context``...) or shell-style globs on a leaf's path inside its node
             (``ffn1.*``). Empty means every leaf. The attention products ``attention.scores`` (``Q K^T``)
             and ``attention.context`` (``P V``) are leaves too (tags ``attention``, ``matmul`` and
-            ``scores`` / ``context``): a rule's ``activation`` quantizes both of their inputs (Q, K, V
-            on a signed grid, the probabilities P on an unsigned one, as BiT does), and its ``weight`` and
-            ``sparsity`` pass them by.
+            ``scores`` / ``context``): a rule's ``activation`` quantizes both of their inputs, and its
+            ``weight`` and ``sparsity`` pass them by.
         weight: weight format for the selected leaves.
-        activation: activation format for the selected leaves.
+        activation: activation format for the selected leaves. Without an explicit ``symmetric``, each
+            input takes a signed or unsigned grid as its producer is signed or non-negative (BiT: Q, K, V
+            and most inputs ``+-alpha``; the probabilities P, ReLU outputs ``{0, alpha}``); an explicit
+            ``symmetric`` applies to every input the rule reaches.
         sparsity: N:M sparsity (``"2:4"``) or ``none`` to make them dense again.
     """
 

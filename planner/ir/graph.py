@@ -230,7 +230,7 @@ def _selected_nodes(rule: CompressionRule, nodes: list[GraphNode], layer_count: 
     sel = rule.layers
     if sel == "all":
         return nodes
-    if sel in ("frontend", "heads", "post"):
+    if sel in ("frontend", "layers", "post", "heads"):
         return [n for n in nodes if n.section == sel]
     idx = set(select_layers(sel, layer_count, path))
     return [n for n in nodes if n.section == "layers" and n.index in idx]

@@ -38,6 +38,11 @@ class Leaf:
         weight_norm: convolution weight is weight-normalised over its last dim (``g`` has ``kernel`` entries).
         shape: shape of a free parameter (``param``).
         tags: names that compression selectors match (``attention``, ``q``, ``ffn``, ``conv``...).
+        producers: the op that produces each input where the node kind states it (an FFN's activation
+            before its second linear, the ReLU before a subsampling conv or projection, the softmax
+            before ``P V``); one entry per input (a product has two, ``input`` and ``other``), ``""`` or
+            missing: not stated. Compression reads it to choose signed or unsigned input grids
+            (:func:`planner.ir.compression.input_formats`: ``relu`` and ``softmax`` are non-negative).
     """
 
     path: str
@@ -51,6 +56,7 @@ class Leaf:
     weight_norm: bool = False
     shape: tuple[int, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
+    producers: tuple[str, ...] = ()
 
     @property
     def compressible(self) -> bool:

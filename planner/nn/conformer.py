@@ -15,6 +15,7 @@ from planner.nn.attention import SelfAttention
 from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, zero_padding
+from planner.nn.transformer import activation
 
 __all__ = ["ConformerLayer", "ConvModule", "SwishFeedForward", "sub_leaves"]
 
@@ -63,19 +64,23 @@ class ConvModule(nn.Module):
 
 
 class SwishFeedForward(nn.Module):
-    """``fc2(dropout(Swish(fc1(LN(x)))))`` with dropout on the output; no layer norm when the leaves have none.
+    """``fc2(dropout(act(fc1(LN(x)))))`` with dropout on the output; no layer norm when the leaves have none.
 
-    The Conformer layer applies the half step (``0.5 *``) itself, so it is visible in its ``forward``.
+    ``act`` is Swish (Conformer, Squeezeformer) unless the block's ``activation`` says otherwise (``relu``
+    for BiT-style binarized blocks). The Conformer layer applies the half step (``0.5 *``) itself, so it
+    is visible in its ``forward``.
 
     Args:
         leaves: the IR leaves of the module, keyed by their path below it (``layer_norm``, ``fc1``, ``fc2``).
         dropout: dropout on the hidden activations and the output.
+        act: ``swish``, ``relu`` or ``gelu``.
     """
 
-    def __init__(self, leaves: dict[str, Leaf], dropout: float = 0.0) -> None:
+    def __init__(self, leaves: dict[str, Leaf], dropout: float = 0.0, act: str = "swish") -> None:
         super().__init__()
         self.layer_norm = build_leaf(leaves["layer_norm"]) if "layer_norm" in leaves else None
         self.fc1 = build_leaf(leaves["fc1"])
+        self.act = activation(act)
         self.fc2 = build_leaf(leaves["fc2"])
         self.dropout = nn.Dropout(dropout)
 
@@ -83,14 +88,14 @@ class SwishFeedForward(nn.Module):
         """x: ``(B, T, D)``. Returns ``(B, T, D)``."""
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-        return self.dropout(self.fc2(self.dropout(F.silu(self.fc1(x)))))
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
 
 
 class ConformerLayer(nn.Module):
     """A Conformer block, in ``forward``:
 
     ``x = x + 0.5 * FFN1(x)``; ``x = x + MHSA(LN(x))``; ``x = x + Conv(x)``; ``x = x + 0.5 * FFN2(x)``;
-    ``x = LN(x)``. Each FFN is ``fc2(Swish(fc1(LN(x))))``.
+    ``x = LN(x)``. Each FFN is ``fc2(act(fc1(LN(x))))``, ``act`` the block's ``activation`` (Swish by default).
 
     Args:
         node: a graph node of kind ``conformer``.
@@ -101,13 +106,13 @@ class ConformerLayer(nn.Module):
         cfg = node.config
         leaves = {lf.path: lf for lf in node.leaves}
         self.index = node.index
-        self.ffn1 = SwishFeedForward(sub_leaves(leaves, "ffn1"), cfg.dropout)
+        self.ffn1 = SwishFeedForward(sub_leaves(leaves, "ffn1"), cfg.dropout, cfg.activation)
         self.attention_layer_norm = build_leaf(leaves["attention_layer_norm"])
         self.attention = SelfAttention(node.context.width, cfg.heads, cfg.attention, cfg.positional, cfg.dropout,
                                        sub_leaves(leaves, "attention"))  # fmt: skip
         self.attention_dropout = nn.Dropout(cfg.dropout)
         self.conv = ConvModule(sub_leaves(leaves, "conv"), cfg.dropout)
-        self.ffn2 = SwishFeedForward(sub_leaves(leaves, "ffn2"), cfg.dropout)
+        self.ffn2 = SwishFeedForward(sub_leaves(leaves, "ffn2"), cfg.dropout, cfg.activation)
         self.final_layer_norm = build_leaf(leaves["final_layer_norm"])
 
     def forward(self, x: Tensor, lengths: Tensor, state: ForwardState) -> tuple[Tensor, Tensor]:

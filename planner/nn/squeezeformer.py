@@ -97,7 +97,7 @@ class SqueezeformerLayer(nn.Module):
             elif name == "conv":
                 module = SwishConvModule(sub_leaves(leaves, "conv"), cfg.dropout)
             else:
-                module = SwishFeedForward(sub_leaves(leaves, name), cfg.dropout)
+                module = SwishFeedForward(sub_leaves(leaves, name), cfg.dropout, cfg.activation)
             self.add_module(name, module)
             self.add_module(f"{name}_norm", build_leaf(leaves[f"{name}_norm"]))
         self.dropout = nn.Dropout(cfg.dropout)

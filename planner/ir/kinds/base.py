@@ -91,8 +91,10 @@ class NodeKind:
         return length
 
 
-def linear(path: str, i: int, o: int, tags: set[str], bias: bool = True) -> Leaf:
-    return Leaf(path, "linear", in_dim=i, out_dim=o, bias=bias, tags=frozenset(tags))
+def linear(path: str, i: int, o: int, tags: set[str], bias: bool = True, producer: str = "") -> Leaf:
+    """A linear leaf; ``producer``: the op its input comes from where it matters (``relu``), see :class:`Leaf`."""
+    return Leaf(path, "linear", in_dim=i, out_dim=o, bias=bias, tags=frozenset(tags),
+                producers=(producer,) if producer else ())  # fmt: skip
 
 
 def conv1d(path: str, i: int, o: int, k: int, tags: set[str], *, stride: int = 1, groups: int = 1,
@@ -101,18 +103,19 @@ def conv1d(path: str, i: int, o: int, k: int, tags: set[str], *, stride: int = 1
                 weight_norm=weight_norm, tags=frozenset(tags))  # fmt: skip
 
 
-def conv2d(path: str, i: int, o: int, k: int, s: int, tags: set[str], groups: int = 1) -> Leaf:
+def conv2d(path: str, i: int, o: int, k: int, s: int, tags: set[str], groups: int = 1, producer: str = "") -> Leaf:
     return Leaf(path, "conv2d", in_dim=i, out_dim=o, kernel=(k, k), stride=(s, s), groups=groups,
-                tags=frozenset(tags))  # fmt: skip
+                tags=frozenset(tags), producers=(producer,) if producer else ())  # fmt: skip
 
 
 def norm(path: str, op: str, dim: int, groups: int = 1) -> Leaf:
     return Leaf(path, op, in_dim=dim, out_dim=dim, groups=groups)  # type: ignore[arg-type]
 
 
-def product(path: str, width: int, heads: int, tags: set[str]) -> Leaf:
+def product(path: str, width: int, heads: int, tags: set[str], producers: tuple[str, ...] = ()) -> Leaf:
     """An attention product (``matmul``) over ``heads`` heads of a width-``width`` model."""
-    return Leaf(path, "matmul", in_dim=width, out_dim=width, groups=heads, bias=False, tags=frozenset(tags))
+    return Leaf(path, "matmul", in_dim=width, out_dim=width, groups=heads, bias=False, tags=frozenset(tags),
+                producers=producers)  # fmt: skip
 
 
 def param(path: str, *shape: int) -> Leaf:

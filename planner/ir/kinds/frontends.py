@@ -192,10 +192,12 @@ class Conv2dSubsampling(NodeKind):
 
     def leaves(self, ctx: NodeContext) -> list[Leaf]:
         out, cin = [], 1
-        for i, c in enumerate(self.channels):
-            out.append(conv2d(f"convs.{i}", cin, c, self.kernel, self.stride, {"subsampling", "conv"}))
+        for i, c in enumerate(self.channels):  # every conv but the first reads the previous one's ReLU
+            out.append(conv2d(f"convs.{i}", cin, c, self.kernel, self.stride, {"subsampling", "conv"},
+                              producer="relu" if i else ""))  # fmt: skip
             cin = c
-        out.append(linear("projection", cin * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"}))
+        out.append(linear("projection", cin * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"},
+                          producer="relu"))  # fmt: skip
         return out
 
 
@@ -249,9 +251,10 @@ class DwSepSubsampling(NodeKind):
         c = self.channels
         return [
             conv2d("conv", 1, c, 3, 2, {"subsampling", "conv"}),
-            conv2d("depthwise", c, c, 3, 2, {"subsampling", "conv", "depthwise"}, groups=c),
+            conv2d("depthwise", c, c, 3, 2, {"subsampling", "conv", "depthwise"}, groups=c, producer="relu"),
             conv2d("pointwise", c, c, 1, 1, {"subsampling", "conv", "pointwise"}),
-            linear("projection", c * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"}),
+            linear("projection", c * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"},
+                   producer="relu"),
         ]
 
 

@@ -33,7 +33,8 @@ def attention_leaves(prefix: str, width: int, heads: int, attention: AttentionCo
     """Q/K/V/out projections (no Q/K when reusing a map), relative-position parameters, and the products.
 
     The products ``scores`` (``Q K^T``, not when reusing a map) and ``context`` (``P V``) carry no
-    parameters; compression rules quantize their inputs (BiT: Q, K, V signed, probabilities P unsigned).
+    parameters; compression rules quantize their inputs. ``P`` comes from a softmax (also a reused map),
+    so it takes the unsigned set by default (BiT); Q, K and V come from linears.
     """
     out: list[Leaf] = []
     if attention.computes_map:
@@ -43,7 +44,7 @@ def attention_leaves(prefix: str, width: int, heads: int, attention: AttentionCo
     out.append(linear(f"{prefix}.out_proj", width, width, {"attention", "out"}))
     if attention.computes_map:
         out.append(product(f"{prefix}.scores", width, heads, {"attention", "matmul", "scores"}))
-    out.append(product(f"{prefix}.context", width, heads, {"attention", "matmul", "context"}))
+    out.append(product(f"{prefix}.context", width, heads, {"attention", "matmul", "context"}, ("softmax", "")))
     if positional == "relative" and attention.computes_map:
         out.append(linear(f"{prefix}.pos_proj", width, width, {"attention", "pos"}, bias=False))
         out.append(param(f"{prefix}.pos_bias_u", heads, width // heads))
@@ -51,10 +52,12 @@ def attention_leaves(prefix: str, width: int, heads: int, attention: AttentionCo
     return out
 
 
-def ffn_leaves(prefix: str, width: int, hidden: int, names: tuple[str, str] = ("fc1", "fc2")) -> list[Leaf]:
+def ffn_leaves(prefix: str, width: int, hidden: int, activation: Activation,
+               names: tuple[str, str] = ("fc1", "fc2")) -> list[Leaf]:  # fmt: skip
+    """``fc1``, the activation, ``fc2``: ``fc2``'s input is the activation's output (non-negative for ReLU)."""
     return [
         linear(f"{prefix}.{names[0]}", width, hidden, {"ffn", "fc1"}),
-        linear(f"{prefix}.{names[1]}", hidden, width, {"ffn", "fc2"}),
+        linear(f"{prefix}.{names[1]}", hidden, width, {"ffn", "fc2"}, producer=activation),
     ]
 
 
@@ -93,7 +96,8 @@ class TransformerLayer(_AttentionLayer):
     Attributes:
         heads: attention heads; the width must be divisible by it.
         ffn: FFN hidden width.
-        activation: FFN activation.
+        activation: FFN activation (``gelu`` as HuBERT; ``relu`` for BiT-style binarized blocks, whose FFN
+            hidden states are then non-negative and binarized to ``{0, alpha}``).
         norm: ``post`` (HuBERT BASE) or ``pre`` layer norm.
         attention: attention kind (see :mod:`planner.ir.attention`).
         positional: ``absolute`` (positions come from the frontend) or ``relative`` (Transformer-XL
@@ -123,7 +127,7 @@ class TransformerLayer(_AttentionLayer):
         return [
             *attention_leaves("attention", d, self.heads, self.attention, self.positional),
             norm("layer_norm", "layer_norm", d),
-            *ffn_leaves("feed_forward", d, self.ffn, ("intermediate_dense", "output_dense")),
+            *ffn_leaves("feed_forward", d, self.ffn, self.activation, ("intermediate_dense", "output_dense")),
             norm("final_layer_norm", "layer_norm", d),
         ]
 
@@ -135,7 +139,9 @@ class ConformerLayer(_AttentionLayer):
 
     Attributes:
         heads: attention heads.
-        ffn: hidden width of each FFN (Swish).
+        ffn: hidden width of each FFN.
+        activation: FFN activation: ``swish`` (Gulati et al.), or ``relu`` for BiT-style binarized blocks
+            (non-negative FFN hidden states, binarized to ``{0, alpha}``).
         kernel: depthwise convolution kernel (even kernels pad one more frame on the right).
         attention: attention kind.
         positional: ``absolute`` or ``relative`` positional attention.
@@ -146,6 +152,7 @@ class ConformerLayer(_AttentionLayer):
     heads: int
     ffn: int = field(le=MAX_HIDDEN)
     kernel: int = field(31, le=MAX_KERNEL)
+    activation: Activation = "swish"
     attention: AttentionConfig = field(FullAttention(), parse=parse_attention, dump=dump_attention)
     positional: Positional = "absolute"
     conv_bias: bool = True
@@ -164,13 +171,13 @@ class ConformerLayer(_AttentionLayer):
         d = ctx.width
         return [
             norm("ffn1.layer_norm", "layer_norm", d),
-            *ffn_leaves("ffn1", d, self.ffn),
+            *ffn_leaves("ffn1", d, self.ffn, self.activation),
             norm("attention_layer_norm", "layer_norm", d),
             *attention_leaves("attention", d, self.heads, self.attention, self.positional),
             norm("conv.layer_norm", "layer_norm", d),
             *conv_module_leaves("conv", d, self.kernel, self.conv_bias),
             norm("ffn2.layer_norm", "layer_norm", d),
-            *ffn_leaves("ffn2", d, self.ffn),
+            *ffn_leaves("ffn2", d, self.ffn, self.activation),
             norm("final_layer_norm", "layer_norm", d),
         ]
 
@@ -196,12 +203,14 @@ class SqueezeformerLayer(_AttentionLayer):
     pre-LN, and a post-LN follows every residual (Kim et al. 2022; reference implementation github
     kssteven418/Squeezeformer, ``src/models/conformer_encoder.py``, ``fixed_arch: [M, s, C, s]``, adaptive
     scale, no extra post-LN). The FFNs are full steps (``fc_factor 1``) and the conv module is
-    :func:`swish_conv_module_leaves` (Swish instead of GLU, ``conv_use_glu: false``).
+    :func:`swish_conv_module_leaves` (Swish instead of GLU, ``conv_use_glu: false``). ``activation`` is the
+    FFNs' (``swish`` as Kim et al.; ``relu`` for BiT-style binarized blocks).
     """
 
     heads: int
     ffn: int = field(le=MAX_HIDDEN)
     kernel: int = field(31, le=MAX_KERNEL)
+    activation: Activation = "swish"
     ordering: Literal["mfcf", "cfmf"] = "mfcf"
     attention: AttentionConfig = field(FullAttention(), parse=parse_attention, dump=dump_attention)
     positional: Positional = "absolute"
@@ -230,7 +239,7 @@ class SqueezeformerLayer(_AttentionLayer):
             elif name == "conv":
                 out += swish_conv_module_leaves("conv", d, self.kernel)
             else:
-                out += ffn_leaves(name, d, self.ffn)
+                out += ffn_leaves(name, d, self.ffn, self.activation)
             out.append(norm(f"{name}_norm", "layer_norm", d))
         return out
 
