@@ -333,16 +333,20 @@ def _check_sql_url(url: str, where: str) -> Any:
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
-        raise StorageError(f"{where}: {shown!r}: SQLAlchemy has no database kind {parsed.drivername!r}; give "
-                           f"{_URL_FORMS}") from None  # fmt: skip
+        backend = parsed.get_backend_name()
+        what = (f"no driver {parsed.drivername.partition('+')[2]!r} for {backend}" if "+" in parsed.drivername
+                else f"no database kind {backend!r}")  # fmt: skip
+        raise StorageError(f"{where}: {shown!r}: SQLAlchemy knows {what}; give {_URL_FORMS}") from None
     try:
         dialect.import_dbapi()
     except ImportError as err:
         module = (err.name or parsed.get_driver_name() or "").split(".")[0]
         package = _DRIVER_PACKAGES.get(module, module)
+        other = f"name an installed driver: {parsed.get_backend_name()}+DRIVER://..."
+        if parsed.get_backend_name() == "postgresql" and module != "psycopg2" and _importable("psycopg2"):
+            other = "psycopg2 is installed here: write postgresql+psycopg2://..."
         raise StorageError(f"{where}: {shown!r} needs the Python driver {module!r}, which is not installed: "
-                           f"pip install {package} (or name an installed driver, e.g. "
-                           f"{parsed.get_backend_name()}+DRIVER://...)") from None  # fmt: skip
+                           f"pip install {package} (or {other})") from None  # fmt: skip
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         try:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -350,6 +354,12 @@ def _check_sql_url(url: str, where: str) -> Any:
             raise StorageError(f"{where}: {shown!r}: cannot create the folder of {parsed.database} "
                                f"({os.strerror(err.errno or 0)})") from None  # fmt: skip
     return parsed
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEAT, where: str = "--storage") -> Any:
@@ -371,10 +381,12 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEA
     """
     if is_journal(url):
         return _open_journal(url, where)
-    _check_sql_url(url, where)
+    parsed = _check_sql_url(url, where)
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    if parsed.get_backend_name() == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 20}}  # an unreachable host: refuse, not hang
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
         warnings.simplefilter("ignore")
         if heartbeat is not None:

@@ -104,9 +104,12 @@ def _create(cfg: StudyConfig, url: str, where: str = "--storage") -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, cfg.heartbeat, where)
     directions = cfg.directions
-    study = optuna.create_study(study_name=cfg.name, storage=storage, load_if_exists=True, pruner=make_pruner(cfg),
-                                directions=directions if len(directions) > 1 else None,
-                                direction=directions[0] if len(directions) == 1 else None)  # fmt: skip
+    try:  # loaded first: create_study(load_if_exists=True) appends a failed creation to a journal each time
+        study = optuna.load_study(study_name=cfg.name, storage=storage, pruner=make_pruner(cfg))
+    except KeyError:
+        study = optuna.create_study(study_name=cfg.name, storage=storage, load_if_exists=True, pruner=make_pruner(cfg),
+                                    directions=directions if len(directions) > 1 else None,
+                                    direction=directions[0] if len(directions) == 1 else None)  # fmt: skip
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError([FieldError("study.objectives", f"study {cfg.name!r} in {where} was created with directions "
                                       f"{[d.name.lower() for d in study.directions]}, this study asks for {directions} "
