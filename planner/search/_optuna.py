@@ -399,10 +399,19 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEA
 
 def _rdb(url: str, kwargs: dict[str, Any], where: str) -> Any:
     from optuna.storages import RDBStorage
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     try:
-        return RDBStorage(url, **kwargs)
+        for attempt in range(5):
+            try:
+                return RDBStorage(url, **kwargs)
+            except SQLAlchemyError as err:
+                # two processes creating a new database at once: one's CREATE TABLE (or its schema
+                # version row) loses the race; the tables exist a moment later
+                racing = isinstance(err, IntegrityError) or "already exists" in str(err)
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except SQLAlchemyError as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise StorageError(f"{where}: cannot open the storage {_redacted(url)!r} ({reason}); check that the "
