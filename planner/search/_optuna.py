@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -444,7 +445,12 @@ def architecture_yaml(stored: str) -> str:
     return yaml.safe_dump(json.loads(stored), sort_keys=False, default_flow_style=None, width=110)
 
 
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+_RUNNING_OWNERS: set[str] = set()  # owners of the objectives running in this process now
+
+
+def new_owner() -> str:
+    """A fresh owner tag ``host:pid:nonce`` for the trials of one worker run (see :func:`owner_alive`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def architecture_key(text: str) -> str:
@@ -453,12 +459,19 @@ def architecture_key(text: str) -> str:
 
 
 def owner_alive(owner: str | None) -> bool:
-    """Whether the process ``host:pid`` that runs a trial may still be alive (unknown hosts count as alive)."""
-    if not owner or ":" not in owner:
+    """Whether the worker run ``host:pid:nonce`` that runs a trial may still be alive.
+
+    A process of another host counts as alive (it cannot be asked); one of this host is alive while its pid
+    exists, and a run of this very process while it is running.
+    """
+    if not owner or owner.count(":") < 2:
         return True
-    host, _, pid = owner.rpartition(":")
+    rest, _, _nonce = owner.rpartition(":")
+    host, _, pid = rest.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    if int(pid) == os.getpid():
+        return owner in _RUNNING_OWNERS
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -468,12 +481,13 @@ def owner_alive(owner: str | None) -> bool:
     return True
 
 
-def occupied(trials: list[Any], below: int | None = None) -> int:
+def occupied(trials: list[Any], below: int | None = None, waiting: bool = True) -> int:
     """How many of ``trials`` (numbered below ``below``) take a place of the study's ``n_trials``.
 
     Finished (complete, pruned), waiting (queued retries) and running trials count, except a running trial
     of a journal study whose owner process is gone (journal files have no heartbeats; SQL storages mark a
     dead worker's trial FAIL by its heartbeat before each new trial). Failed trials give their place back.
+    ``waiting=False`` leaves out the waiting ones (places taken, but still to be run by some worker).
     """
     from optuna.trial import TrialState
 
@@ -481,7 +495,7 @@ def occupied(trials: list[Any], below: int | None = None) -> int:
     for t in trials:
         if below is not None and t.number >= below:
             continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (waiting and t.state == TrialState.WAITING):
             n += 1
         elif t.state == TrialState.RUNNING and owner_alive(t.user_attrs.get("owner")):
             n += 1
@@ -517,6 +531,7 @@ class Objective:
         self.total = total
         self.journal = journal
         self.evaluator = evaluator_of(cfg.evaluator)
+        self.owner = new_owner()  # tags this run's trials of a journal study (journal files have no heartbeats)
         self.evaluations = 0  # evaluator calls of this process (repeats answered from the study do not count)
         have = available_metrics()
         missing = [(f"study.budgets.{m}", m) for m, _ in cfg.budgets.items() if m not in have]
@@ -532,7 +547,7 @@ class Objective:
     def _claim(self, trial: Any) -> None:
         """Raises :class:`SurplusTrial` when the study had its ``n_trials`` before this trial was created."""
         if self.journal:
-            trial.set_user_attr("owner", OWNER)
+            trial.set_user_attr("owner", self.owner)
         if self.total is None:
             return
         if occupied(trial.study.get_trials(deepcopy=False), below=trial.number) >= self.total:

@@ -172,12 +172,21 @@ class _StopAtTotal:
 
 
 def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: int, progress: bool,
-            where: str = "--storage") -> int:  # fmt: skip
+            where: str = "--storage", share: int | None = None) -> int:  # fmt: skip
     """One process: loads the study by name and runs trials until the study has ``cfg.n_trials`` in total
-    (counted on the storage, so every process and worker shares one count); returns its evaluator calls."""
+    (counted on the storage, so every process and worker shares one count), and at most ``share`` trials
+    itself; returns its evaluator calls."""
     import optuna
 
-    from planner.search._optuna import Objective, SurplusTrial, is_journal, make_pruner, make_sampler, open_storage
+    from planner.search._optuna import (
+        _RUNNING_OWNERS,
+        Objective,
+        SurplusTrial,
+        is_journal,
+        make_pruner,
+        make_sampler,
+        open_storage,
+    )
 
     if workers > 1:
         try:
@@ -194,7 +203,11 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     callbacks: list[Any] = [_Progress(cfg.n_trials, worker, workers, progress)]
     if cfg.n_trials is not None:
         callbacks.insert(0, _StopAtTotal(cfg.n_trials))
-    study.optimize(objective, n_trials=None, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+    _RUNNING_OWNERS.add(objective.owner)
+    try:
+        study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+    finally:
+        _RUNNING_OWNERS.discard(objective.owner)
     return objective.evaluations
 
 
@@ -226,17 +239,32 @@ def run_search(space_path: str, opts: SearchOptions = SearchOptions(), study_fil
         orphans = _fail_orphans(study)
         if orphans and opts.progress:
             print(f"study {cfg.name}: trial(s) {orphans} of a killed worker marked failed", file=sys.stderr)
+    else:  # a killed worker's trial: FAIL and queued again now, so it is counted once below
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna
+            optuna.storages.fail_stale_trials(study)
     if cfg.n_trials is not None and finished_count(study) >= cfg.n_trials:
         if opts.progress:
             print(f"study {cfg.name} already has {finished_count(study)} finished trials (n_trials "
                   f"{cfg.n_trials}); raise --trials to run more", file=sys.stderr)  # fmt: skip
         return study
     k = opts.workers
+    # Each worker also gets a share of the places still open, so the workers of one run never race each
+    # other for the last place; the storage-side count stops them (and other processes) at the total.
+    from planner.search._optuna import occupied
+
+    remaining = None if cfg.n_trials is None else max(cfg.n_trials - occupied(study.get_trials(deepcopy=False), waiting=False), 1)
+    shares = [None] * k if remaining is None else [remaining // k + (i < remaining % k) for i in range(k)]
     if k == 1:
-        _worker(space_path, cfg, url, 0, 1, opts.progress, where)
+        _worker(space_path, cfg, url, 0, 1, opts.progress, where, shares[0])
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(space_path, cfg, url, i, k, opts.progress, where)) for i in range(k)]
+        procs = [ctx.Process(target=_worker, args=(space_path, cfg, url, i, k, opts.progress, where, n))
+                 for i, n in enumerate(shares) if n != 0]  # fmt: skip
         for p in procs:
             p.start()
         for p in procs:
