@@ -548,8 +548,8 @@ class Objective:
         """Raises :class:`SurplusTrial` when the study had its ``n_trials`` before this trial was created."""
         if self.journal:
             trial.set_user_attr("owner", self.owner)
-        if self.total is None:
-            return
+        if self.total is None or trial.number < self.total:
+            return  # fewer than `total` trials exist below this one: it cannot be surplus
         if occupied(trial.study.get_trials(deepcopy=False), below=trial.number) >= self.total:
             trial.set_user_attr("surplus", f"the study had its {self.total} trials when this one was created; "
                                            "nothing was drawn or evaluated")  # fmt: skip
