@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import ConfigError, FieldError, PlannerError
+from planner.errors import ConfigError, FieldError, PlannerError, StorageError
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import StudyConfig, study_from_dict
 
@@ -203,12 +203,30 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     callbacks: list[Any] = [_Progress(cfg.n_trials, worker, workers, progress)]
     if cfg.n_trials is not None:
         callbacks.insert(0, _StopAtTotal(cfg.n_trials))
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from planner.files import writing
+
     _RUNNING_OWNERS.add(objective.owner)
     try:
-        study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+        with writing(url):  # a full disk under a journal: say so (the next open finds any torn record)
+            study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+    except SQLAlchemyError as err:  # e.g. SQLite's "database or disk is full", a server gone mid-study
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StorageError(f"{where}: the storage failed during the study ({reason}); the finished trials are "
+                           "kept: fix the cause and rerun the same command to resume") from None  # fmt: skip
     finally:
         _RUNNING_OWNERS.discard(objective.owner)
     return objective.evaluations
+
+
+def _worker_process(*args: Any) -> None:
+    """A spawned worker: :func:`_worker`, its planner errors printed as messages (no traceback)."""
+    try:
+        _worker(*args)
+    except PlannerError as err:
+        print(f"[worker {args[3]}] {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
 
 
 def run_search(space_path: str, opts: SearchOptions = SearchOptions(), study_file: str | None = None) -> Any:
@@ -263,7 +281,7 @@ def run_search(space_path: str, opts: SearchOptions = SearchOptions(), study_fil
         _worker(space_path, cfg, url, 0, 1, opts.progress, where, shares[0])
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(space_path, cfg, url, i, k, opts.progress, where, n))
+        procs = [ctx.Process(target=_worker_process, args=(space_path, cfg, url, i, k, opts.progress, where, n))
                  for i, n in enumerate(shares) if n != 0]  # fmt: skip
         for p in procs:
             p.start()
