@@ -259,3 +259,38 @@ def test_every_sampler_kind_builds_and_round_trips(kind: str) -> None:
     assert cfg.sampler.kind == kind
     assert study_from_dict(to_data(cfg), "s.yaml", path="") == cfg  # exact round trip of the study section
     assert make_sampler(cfg, space) is not None
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # noqa: ANN201
+    """A 64 KiB tmpfs (root and a kernel that allows the mount); skipped with the reason otherwise."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_during_a_journal_study(small_disk: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from planner.cli import main
+
+    space = _space(tmp_path)
+    journal = small_disk / "s.journal"
+    code = main(["search", str(space), "--storage", str(journal), "--trials", "100000"])
+    err = capsys.readouterr().err
+    assert code != 0 and "disk is full" in err and "Traceback" not in err, err
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space again
+    code = main(["search", str(space), "--storage", str(journal), "--trials", "3"])
+    err = capsys.readouterr().err
+    if code != 0:  # the full disk tore the last record: refused with the repair command, nothing appended
+        assert "torn" in err and "planner repair-journal" in err, err
+        assert main(["repair-journal", str(journal)]) == 0
+        code = main(["search", str(space), "--storage", str(journal), "--trials", "3"])
+    assert code == 0
+    assert all(json.loads(line) for line in journal.read_bytes().splitlines())  # every record readable

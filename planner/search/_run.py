@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import ConfigError, FieldError, PlannerError, StorageError
+from planner.errors import ConfigError, FieldError, PlannerError, StorageError, WriteError
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import StudyConfig, study_from_dict
 
@@ -205,19 +207,35 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
         callbacks.insert(0, _StopAtTotal(cfg.n_trials))
     from sqlalchemy.exc import SQLAlchemyError
 
-    from planner.files import writing
-
     _RUNNING_OWNERS.add(objective.owner)
     try:
-        with writing(url):  # a full disk under a journal: say so (the next open finds any torn record)
-            study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+        # a full disk: say so (the next open finds any record it tore)
+        study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
     except SQLAlchemyError as err:  # e.g. SQLite's "database or disk is full", a server gone mid-study
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise StorageError(f"{where}: the storage failed during the study ({reason}); the finished trials are "
                            "kept: fix the cause and rerun the same command to resume") from None  # fmt: skip
+    except Exception as err:  # Optuna turns a failed write while it fails the trial into an AssertionError
+        full = _disk_full(err)
+        if full is None:
+            raise
+        raise WriteError(f"{url}: the disk is full ({os.strerror(full.errno)}); the finished trials are kept: "
+                         "free space and rerun the same command to resume") from err  # fmt: skip
     finally:
         _RUNNING_OWNERS.discard(objective.owner)
     return objective.evaluations
+
+
+def _disk_full(err: BaseException) -> OSError | None:
+    """The "no space left" OSError in ``err`` or the errors it was raised while handling, or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _worker_process(*args: Any) -> None:
