@@ -124,6 +124,12 @@ class Logged:
         return {}
 
 from planner.cli import main
+
+barrier = os.environ["BARRIER"]  # both processes start searching together, whatever their import times
+open(os.path.join(barrier, str(os.getpid())), "w").close()
+deadline = time.monotonic() + 120
+while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
 sys.exit(main(["search", *sys.argv[1:]]))
 """
 
@@ -135,7 +141,10 @@ def test_two_processes_share_n_trials(tmp_path: Path, kind: str) -> None:
     runner.write_text(RUNNER)
     url = str(tmp_path / "p.journal") if kind == "journal" else f"sqlite:///{tmp_path / 'p.db'}"
     log = tmp_path / "calls.log"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CALLS_LOG": str(log)}
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CALLS_LOG": str(log),
+           "BARRIER": str(barrier)}
     cmd = [sys.executable, str(runner), str(space), "--storage", url, "--trials", "10"]
     procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(2)]
