@@ -26,13 +26,13 @@ import optuna
 
 from planner.search import SearchOptions, load_space, resolve_study
 from planner.search._optuna import Objective, make_sampler, open_storage, suggest
-from planner.search._study import SamplerConfig
+from planner.search._study import parse_sampler
 
 
 def planner_s_per_trial(space_path: str, sampler: str, n: int, url: str) -> float:
     space = load_space(space_path)
     cfg = resolve_study(space, SearchOptions(n_trials=n, storage=url, progress=False))
-    cfg = dataclasses.replace(cfg, sampler=SamplerConfig(kind=sampler))
+    cfg = dataclasses.replace(cfg, sampler=parse_sampler(sampler))
     study = optuna.create_study(storage=open_storage(url, cfg.heartbeat), sampler=make_sampler(cfg, space),
                                 directions=cfg.directions)  # fmt: skip
     objective = Objective(space, cfg)
@@ -47,7 +47,7 @@ def bare_s_per_trial(space_path: str, sampler: str, n: int, url: str) -> float:
     the same storage with the same heartbeats, and as many objective values; only a trivial objective."""
     space = load_space(space_path)
     cfg = resolve_study(space, SearchOptions(n_trials=n, storage=url, progress=False))
-    cfg = dataclasses.replace(cfg, sampler=SamplerConfig(kind=sampler))
+    cfg = dataclasses.replace(cfg, sampler=parse_sampler(sampler))
     m = len(cfg.objectives)
     study = optuna.create_study(storage=open_storage(url, cfg.heartbeat), sampler=make_sampler(cfg, space),
                                 directions=cfg.directions)  # fmt: skip

@@ -16,6 +16,7 @@ __all__ = [
     "FieldError",
     "WeightMappingError",
     "WriteError",
+    "StorageError",
 ]
 
 
@@ -103,3 +104,9 @@ class WeightMappingError(PlannerError):
 
 class WriteError(PlannerError):
     """A file or folder could not be written (a full disk, no permission, a file where a folder must be)."""
+
+
+class StorageError(PlannerError):
+    """A study storage cannot be used: a malformed or unreachable URL, a missing driver, a torn journal."""
+
+    exit_code = 2

@@ -9,11 +9,22 @@ from planner.search._evaluators import EVALUATORS, EvalContext, NullContext, Pru
 from planner.search._run import SearchOptions, resolve_study, run_search, summarize
 from planner.search._sample import Sample, sample_space
 from planner.search._space import SearchSpace, load_space, loads_space, space_from_dict
-from planner.search._study import COST_METRICS, Budgets, Objective, SamplerConfig, StudyConfig, study_from_dict
+from planner.search._study import (
+    COST_METRICS,
+    PRUNERS,
+    SAMPLERS,
+    Budgets,
+    Objective,
+    SamplerConfig,
+    StudyConfig,
+    study_from_dict,
+)
 
 __all__ = [
     "COST_METRICS",
     "EVALUATORS",
+    "PRUNERS",
+    "SAMPLERS",
     "Budgets",
     "Categorical",
     "Condition",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from planner.errors import FieldError, PlannerError
+from planner.ir._schema import field
 from planner.registry import Registry
 
 __all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "DistillEvaluator",
@@ -75,18 +76,12 @@ class NaswotEvaluator:
         seed: seeds the initialisation and the inputs, so a graph always gets the same score.
     """
 
-    batch: int = 8
-    seconds: float = 0.5
-    batches: int = 2
-    seed: int = 0
+    batch: int = field(8, ge=2, le=4096)  # at least 2: the score compares utterances
+    seconds: float = field(0.5, gt=0, le=3600)
+    batches: int = field(2, ge=1, le=10_000)
+    seed: int = field(0, ge=0, le=2**32 - 1)
 
     metrics: ClassVar[tuple[str, ...]] = ("naswot",)
-
-    def check(self) -> None:
-        if self.batch < 2:
-            raise FieldError("batch", f"{self.batch} must be at least 2 (the score compares utterances)")
-        if self.batches < 1 or self.seconds <= 0:
-            raise FieldError("batches" if self.batches < 1 else "seconds", "must be positive")
 
     def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
         import torch
@@ -136,19 +131,15 @@ class DistillEvaluator:
     """
 
     recipe: str
-    steps: int = 100
-    eval_every: int | None = None
-    eval_batches: int = 4
+    steps: int = field(100, ge=1, le=10_000_000)
+    eval_every: int | None = field(None, ge=1)
+    eval_batches: int = field(4, ge=1, le=1_000_000)
 
     metrics: ClassVar[tuple[str, ...]] = ("distill_loss",)
 
     def check(self) -> None:
-        if self.steps < 1:
-            raise FieldError("steps", f"{self.steps} must be at least 1")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise FieldError("eval_every", f"{self.eval_every} must be at least 1")
-        if self.eval_batches < 1:
-            raise FieldError("eval_batches", f"{self.eval_batches} must be at least 1")
+        if not self.recipe.strip():
+            raise FieldError("recipe", "is empty: give the training recipe file the proxy distils with")
 
     def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
         from trainers import distill_proxy
@@ -183,3 +174,9 @@ def _recipe_and_teacher(path: str, graph: Any) -> tuple[Any, Any]:
 def build_evaluator(kind: str, kwargs: dict[str, Any]) -> Any:
     """The evaluator registered as ``kind`` with its keyword arguments."""
     return EVALUATORS[kind](**kwargs)
+
+
+def evaluator_of(cfg: Any) -> Any:
+    """The evaluator of a study's :class:`~planner.search._study.EvaluatorConfig` (its parsed config, or the
+    registered kind's defaults)."""
+    return cfg.config if cfg.config is not None else EVALUATORS[cfg.kind]()

@@ -9,19 +9,28 @@ never materialized; a feasible one goes to the evaluator.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
+import socket
 import time
+import uuid
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from planner.errors import ConfigError, FieldError
+from optuna.samplers import BaseSampler
+
+from planner.errors import ConfigError, FieldError, StorageError
 from planner.search._domains import Categorical, FloatRange, IntRange
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
 
-__all__ = ["suggest", "make_sampler", "open_storage", "default_storage", "Objective", "constraints_of",
-           "architecture_text", "architecture_yaml"]
+__all__ = ["suggest", "make_sampler", "make_pruner", "open_storage", "default_storage", "Objective", "constraints_of",
+           "architecture_text", "architecture_yaml", "architecture_key", "trial_seed", "occupied", "SurplusTrial",
+           "SAMPLER_BUILDERS", "PRUNER_BUILDERS", "is_journal", "journal_path", "journal_lock"]
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
@@ -109,32 +118,145 @@ def _rdb_batch(trial: Any) -> tuple[Any, Any, Any, str] | None:
     return backend, models, _create_scoped_session, _CONSTRAINTS_KEY
 
 
-def make_sampler(cfg: StudyConfig, space: SearchSpace, worker: int = 0) -> Any:
-    """The Optuna sampler of ``cfg`` (worker ``k`` is seeded ``seed + k`` so workers do not repeat each other)."""
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number`` of a study seeded ``seed``: a 32-bit hash of both.
+
+    Every worker and every resume of one study draws trial ``k`` from its own generator, so a resumed
+    study continues the sequence instead of replaying it, and two processes (which get distinct trial
+    numbers from the storage) never draw the same sequence.
+    """
+    digest = hashlib.sha256(f"planner-trial:{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _tpe(s: Any, space: SearchSpace, seed: int) -> Any:
     import optuna
 
-    s = cfg.sampler
-    seed = cfg.seed + worker
-    if s.kind == "tpe":
-        conditional = any(d.when for d in space.domains())
-        return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate, group=s.multivariate and conditional,
-                                          n_startup_trials=s.n_startup_trials)  # fmt: skip
-    if s.kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
-    if s.kind == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=s.population_size)
-    if s.kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.kind == "gp":
-        try:
-            return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
-        except ImportError as err:
-            raise ConfigError([FieldError("study.sampler.kind", f"gp needs torch and scipy ({err})")], space.source) from None
-    # grid
+    conditional = any(d.when for d in space.domains())
+    return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate, group=s.multivariate and conditional,
+                                      n_startup_trials=s.n_startup_trials)  # fmt: skip
+
+
+def _nsga2(s: Any, space: SearchSpace, seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
+
+
+def _nsga3(s: Any, space: SearchSpace, seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(seed=seed, population_size=s.population_size)
+
+
+def _random(s: Any, space: SearchSpace, seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _gp(s: Any, space: SearchSpace, seed: int) -> Any:
+    import optuna
+
+    try:
+        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+    except ImportError as err:
+        raise ConfigError([FieldError("study.sampler.kind", f"gp needs torch and scipy ({err})")], space.source) from None
+
+
+def _grid(s: Any, space: SearchSpace, seed: int) -> Any:
+    import optuna
+
     if any(d.when for d in space.domains()) or any(isinstance(d, FloatRange) and d.step is None for d in space.domains()):
         raise ConfigError([FieldError("study.sampler.kind", "grid needs a space without conditions and with a step "
                                       "on every float range (use tpe or random)")], space.source)  # fmt: skip
     return optuna.samplers.GridSampler({d.label: d.grid() for d in space.domains()}, seed=seed)
+
+
+# one builder per sampler kind of planner.search._study.SAMPLERS (a test asserts the key sets are equal)
+SAMPLER_BUILDERS: dict[str, Callable[[Any, SearchSpace, int], Any]] = {
+    "tpe": _tpe, "nsga2": _nsga2, "nsga3": _nsga3, "random": _random, "grid": _grid, "gp": _gp}  # fmt: skip
+
+
+def _make_pruner_none(p: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+def _make_pruner_median(p: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+
+
+def _make_pruner_hyperband(p: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+
+
+# one builder per pruner kind of planner.search._study.PRUNERS (a test asserts the key sets are equal)
+PRUNER_BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "none": _make_pruner_none, "median": _make_pruner_median, "hyperband": _make_pruner_hyperband}  # fmt: skip
+
+
+def make_pruner(cfg: StudyConfig) -> Any:
+    """The Optuna pruner of ``cfg.pruner``."""
+    return PRUNER_BUILDERS[cfg.pruner.kind](cfg.pruner)
+
+
+def make_sampler(cfg: StudyConfig, space: SearchSpace, worker: int = 0) -> Any:
+    """The Optuna sampler of ``cfg``, seeded per trial from the study seed and the trial number.
+
+    Args:
+        cfg: the study.
+        space: the search space (conditions decide TPE's grouping; grid needs its domains).
+        worker: unused; kept for callers of earlier versions (workers no longer need their own seed: each
+            trial number belongs to one worker, and each trial number has its own seed).
+
+    Raises:
+        ConfigError: a sampler that cannot serve this space (grid with conditions, gp without torch).
+    """
+    build = SAMPLER_BUILDERS[cfg.sampler.kind]
+    build(cfg.sampler, space, cfg.seed)  # refuses what cannot work, before any trial
+    return _PerTrialSeeded(lambda seed: build(cfg.sampler, space, seed), cfg.seed)
+
+
+class _PerTrialSeeded(BaseSampler):
+    """Delegates to a sampler rebuilt for each trial with :func:`trial_seed` (study seed, trial number).
+
+    Optuna's samplers keep their state in the study (TPE's and GP's models are fitted on its trials,
+    NSGA-II/III's generations are in its system attributes), so a fresh sampler per trial loses nothing but
+    the random generator, which is exactly what must not repeat across resumes and processes.
+    """
+
+    def __init__(self, build: Callable[[int], Any], seed: int) -> None:
+        self._build = build
+        self._seed = seed
+        self._inner = build(seed)
+
+    def __str__(self) -> str:
+        return f"{type(self._inner).__name__} seeded per trial from {self._seed}"
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self._inner = self._build(trial_seed(self._seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def default_storage(study_name: str, root: str | os.PathLike[str] = "studies") -> str:
@@ -145,35 +267,159 @@ def default_storage(study_name: str, root: str | os.PathLike[str] = "studies") -
 
 _DEFAULT_HEARTBEAT = HeartbeatConfig()
 
+# the Python module each SQLAlchemy driver imports, and the package that installs it
+_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "PyMySQL",
+                    "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000", "cx_Oracle": "cx_Oracle",
+                    "oracledb": "oracledb", "pyodbc": "pyodbc", "mysql": "mysql-connector-python"}  # fmt: skip
+_URL_FORMS = ("sqlite:///PATH.db, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, "
+              "or a PATH.journal file")
 
-def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEAT) -> Any:
+
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (error messages must not print secrets)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names a journal file (``*.journal`` or ``journal:PATH``) rather than an SQL database."""
+    return url.startswith("journal:") or url.endswith(".journal")
+
+
+def journal_path(url: str) -> str:
+    """The file of a journal storage URL."""
+    return url.removeprefix("journal:")
+
+
+def journal_lock(path: str) -> Any:
+    """The lock Optuna's :class:`JournalFileBackend` appends under (so holding it means no append is half done)."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    return JournalFileSymlinkLock(path)
+
+
+def _open_journal(url: str, where: str) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    from planner.search._journal import check_journal, find_damage
+
+    path = journal_path(url)
+    if not path.strip():
+        raise StorageError(f"{where}: {url!r} names no journal file (give PATH.journal)")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).exists() and find_damage(path) is not None:
+            # a last line without its newline may be an append in progress: look again holding the lock
+            # the writers hold while they append
+            with get_lock_file(journal_lock(path)):
+                check_journal(path)
+        return JournalStorage(JournalFileBackend(path, lock_obj=journal_lock(path)))
+    except OSError as err:
+        raise StorageError(f"{where}: cannot open the journal file {path} ({os.strerror(err.errno or 0) or err}); "
+                           "give a writable PATH.journal") from None  # fmt: skip
+
+
+def _check_sql_url(url: str, where: str) -> Any:
+    """The parsed SQLAlchemy URL, its dialect known and its driver importable; else a :class:`StorageError`."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _redacted(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as err:
+        raise StorageError(f"{where}: {shown!r} is not a storage URL ({str(err).splitlines()[0]}); give "
+                           f"{_URL_FORMS}") from None  # fmt: skip
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        backend = parsed.get_backend_name()
+        what = (f"no driver {parsed.drivername.partition('+')[2]!r} for {backend}" if "+" in parsed.drivername
+                else f"no database kind {backend!r}")  # fmt: skip
+        raise StorageError(f"{where}: {shown!r}: SQLAlchemy knows {what}; give {_URL_FORMS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        module = (err.name or parsed.get_driver_name() or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module)
+        other = f"name an installed driver: {parsed.get_backend_name()}+DRIVER://..."
+        if parsed.get_backend_name() == "postgresql" and module != "psycopg2" and _importable("psycopg2"):
+            other = "psycopg2 is installed here: write postgresql+psycopg2://..."
+        raise StorageError(f"{where}: {shown!r} needs the Python driver {module!r}, which is not installed: "
+                           f"pip install {package} (or {other})") from None  # fmt: skip
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"{where}: {shown!r}: cannot create the folder of {parsed.database} "
+                               f"({os.strerror(err.errno or 0)})") from None  # fmt: skip
+    return parsed
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEAT, where: str = "--storage") -> Any:
     """An Optuna storage for ``url``: ``*.journal`` / ``journal:PATH`` (journal file) or an SQLAlchemy URL.
 
     SQL storages get heartbeats (unless ``heartbeat`` is None) and
     :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, so the trial of a worker killed with SIGKILL
-    is marked FAIL once its heartbeat is ``grace`` seconds old, and queued to run again.
+    is marked FAIL once its heartbeat is ``grace`` seconds old, and queued to run again. A journal with a
+    torn record is refused with its repair command (never appended to).
+
+    Args:
+        url: the storage URL.
+        heartbeat: heartbeat settings of SQL storages, or None for none (read-only use).
+        where: where the URL came from, for error messages (``--storage`` or ``FILE: study.storage``).
+
+    Raises:
+        StorageError: a malformed URL, an unknown database kind, a driver that is not installed, a database
+            that cannot be reached or opened, a torn journal.
     """
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if url.startswith("journal:") or url.endswith(".journal"):
-        path = url.removeprefix("journal:")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+    if is_journal(url):
+        return _open_journal(url, where)
+    parsed = _check_sql_url(url, where)
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    if parsed.get_backend_name() == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    if heartbeat is not None:
-        import warnings
-
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore")
+    elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 20}}  # an unreachable host: refuse, not hang
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+        warnings.simplefilter("ignore")
+        if heartbeat is not None:
             from optuna.storages import RetryHeartbeatStaleTrialCallback
 
             kwargs.update(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.retries))  # fmt: skip
-            return RDBStorage(url, **kwargs)
-    return RDBStorage(url, **kwargs)
+        return _rdb(url, kwargs, where)
+
+
+def _rdb(url: str, kwargs: dict[str, Any], where: str) -> Any:
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    try:
+        for attempt in range(5):
+            try:
+                return RDBStorage(url, **kwargs)
+            except SQLAlchemyError as err:
+                # two processes creating a new database at once: one's CREATE TABLE (or its schema
+                # version row) loses the race; the tables exist a moment later
+                racing = isinstance(err, IntegrityError) or "already exists" in str(err)
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StorageError(f"{where}: cannot open the storage {_redacted(url)!r} ({reason}); check that the "
+                           "database is reachable, exists and accepts these credentials") from None  # fmt: skip
+    except RuntimeError as err:  # Optuna: the database was written by an incompatible Optuna version
+        raise StorageError(f"{where}: {_redacted(url)!r}: {str(err).splitlines()[0]} (optuna storage upgrade "
+                           f"--storage URL upgrades it)") from None  # fmt: skip
 
 
 def architecture_text(graph: Any) -> str:
@@ -199,21 +445,94 @@ def architecture_yaml(stored: str) -> str:
     return yaml.safe_dump(json.loads(stored), sort_keys=False, default_flow_style=None, width=110)
 
 
+_RUNNING_OWNERS: set[str] = set()  # owners of the objectives running in this process now
+
+
+def new_owner() -> str:
+    """A fresh owner tag ``host:pid:nonce`` for the trials of one worker run (see :func:`owner_alive`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def architecture_key(text: str) -> str:
+    """The canonical key of a candidate: SHA-256 of its stored architecture text (:func:`architecture_text`)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the worker run ``host:pid:nonce`` that runs a trial may still be alive.
+
+    A process of another host counts as alive (it cannot be asked); one of this host is alive while its pid
+    exists, and a run of this very process while it is running.
+    """
+    if not owner or owner.count(":") < 2:
+        return True
+    rest, _, _nonce = owner.rpartition(":")
+    host, _, pid = rest.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return owner in _RUNNING_OWNERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def occupied(trials: list[Any], below: int | None = None, waiting: bool = True) -> int:
+    """How many of ``trials`` (numbered below ``below``) take a place of the study's ``n_trials``.
+
+    Finished (complete, pruned), waiting (queued retries) and running trials count, except a running trial
+    of a journal study whose owner process is gone (journal files have no heartbeats; SQL storages mark a
+    dead worker's trial FAIL by its heartbeat before each new trial). Failed trials give their place back.
+    ``waiting=False`` leaves out the waiting ones (places taken, but still to be run by some worker).
+    """
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in trials:
+        if below is not None and t.number >= below:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (waiting and t.state == TrialState.WAITING):
+            n += 1
+        elif t.state == TrialState.RUNNING and owner_alive(t.user_attrs.get("owner")):
+            n += 1
+    return n
+
+
+class SurplusTrial(Exception):
+    """A trial that started after the study had its ``n_trials`` (two workers asked at once); it is marked
+    FAIL with a ``surplus`` attribute before any candidate is drawn, and its worker stops."""
+
+
 class Objective:
     """The Optuna objective of one study: freeze, validate, price, check budgets, evaluate.
+
+    A candidate whose architecture an earlier complete (or pruned) trial of the study already evaluated is
+    answered from that trial (``repeat_of``: its number), never evaluated again: every trial records its
+    architecture's canonical key (``arch_key``, :func:`architecture_key`).
 
     Args:
         space: the search space.
         cfg: the study config.
+        total: the study's ``n_trials``, shared by every worker: a trial numbered past it is surplus
+            (:class:`SurplusTrial`); None for no limit (a timeout-only study).
+        journal: the study is a journal file (trials record their ``owner`` process, see :func:`occupied`).
     """
 
-    def __init__(self, space: SearchSpace, cfg: StudyConfig) -> None:
+    def __init__(self, space: SearchSpace, cfg: StudyConfig, total: int | None = None, journal: bool = False) -> None:
         from planner.search._cost import available_metrics
-        from planner.search._evaluators import build_evaluator
+        from planner.search._evaluators import evaluator_of
 
         self.space = space
         self.cfg = cfg
-        self.evaluator = build_evaluator(cfg.evaluator.kind, cfg.evaluator.kwargs())
+        self.total = total
+        self.journal = journal
+        self.evaluator = evaluator_of(cfg.evaluator)
+        self.owner = new_owner()  # tags this run's trials of a journal study (journal files have no heartbeats)
+        self.evaluations = 0  # evaluator calls of this process (repeats answered from the study do not count)
         have = available_metrics()
         missing = [(f"study.budgets.{m}", m) for m, _ in cfg.budgets.items() if m not in have]
         missing += [(f"study.objectives[{i}].metric", o.metric) for i, o in enumerate(cfg.objectives)
@@ -225,6 +544,28 @@ class Objective:
     def _worst(self) -> list[float]:
         return [math.inf if o.direction == "minimize" else -math.inf for o in self.cfg.objectives]
 
+    def _claim(self, trial: Any) -> None:
+        """Raises :class:`SurplusTrial` when the study had its ``n_trials`` before this trial was created."""
+        if self.journal:
+            trial.set_user_attr("owner", self.owner)
+        if self.total is None or trial.number < self.total:
+            return  # fewer than `total` trials exist below this one: it cannot be surplus
+        if occupied(trial.study.get_trials(deepcopy=False), below=trial.number) >= self.total:
+            trial.set_user_attr("surplus", f"the study had its {self.total} trials when this one was created; "
+                                           "nothing was drawn or evaluated")  # fmt: skip
+            trial.study.stop()
+            raise SurplusTrial(f"trial {trial.number}: the study already has its {self.total} trials")
+
+    def _earlier(self, trial: Any, key: str) -> Any:
+        """The first complete or pruned trial of the study that evaluated the architecture ``key``, or None."""
+        from optuna.trial import TrialState
+
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.number != trial.number and t.user_attrs.get("arch_key") == key and t.user_attrs.get("feasible"):
+                if t.state == TrialState.PRUNED or "quality" in t.user_attrs:
+                    return t
+        return None
+
     def __call__(self, trial: Any) -> list[float] | float:
         import optuna
 
@@ -232,6 +573,7 @@ class Objective:
         from planner.search._cost import price
         from planner.search._evaluators import Pruned
 
+        self._claim(trial)
         values = suggest(trial, self.space)
         keys = ["invalid", *(f"budget.{m}" for m, _ in self.cfg.budgets.items())]
         try:
@@ -249,15 +591,26 @@ class Objective:
             if c > 0:
                 over.append(f"{metric} {v} > {bound:g}")
         objective = [cost.get(o.metric) for o in self.cfg.objectives]
-        attrs: dict[str, Any] = {"architecture": architecture_text(graph), "cost": cost}
+        text = architecture_text(graph)
+        key = architecture_key(text)
+        attrs: dict[str, Any] = {"architecture": text, "arch_key": key, "cost": cost}
         if over:
             _record(trial, {**attrs, "feasible": False, "over_budget": ", ".join(over)}, (keys, constraints))
             worst = self._worst()
             return self._ret([worst[i] if v is None else float(v) for i, v in enumerate(objective)])
+        earlier = self._earlier(trial, key)
+        if earlier is not None:  # the same architecture was evaluated: answer from that trial
+            repeat = {**attrs, "feasible": True, "repeat_of": earlier.number}
+            if earlier.state == optuna.trial.TrialState.PRUNED:
+                _record(trial, repeat, (keys, constraints))
+                raise optuna.TrialPruned(f"the same architecture as trial {earlier.number}, which was pruned")
+            _record(trial, {**repeat, "quality": earlier.user_attrs["quality"]}, (keys, constraints))
+            return self._ret(list(earlier.values))
         # written before the evaluation, so a worker killed while training leaves its cost behind
         _record(trial, {**attrs, "feasible": True}, (keys, constraints))
         ctx = _TrialContext(trial, len(self.cfg.objectives) > 1)
         t0 = time.perf_counter()
+        self.evaluations += 1
         try:
             quality = self.evaluator.evaluate(graph, ctx)
         except Pruned:

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from planner.errors import WriteError
+from planner.files import staged_dir
+
 __all__ = ["pareto_trials", "export_pareto"]
 
 
@@ -31,23 +34,60 @@ def pareto_trials(study: Any) -> list[Any]:
     return sorted(front, key=lambda t: t.number)
 
 
-def export_pareto(study: Any, out: str | Path) -> dict[str, Any]:
-    """Writes ``pareto.csv``, ``pareto.json``, ``trial-NNNN.yaml`` per point and plots into ``out``.
+def _check_target(out: Path, force: bool) -> None:
+    """Refuses an export folder that holds anything but an earlier Pareto export (and that one without force)."""
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"{out}: is a file, not a folder; give a folder for the Pareto export")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    previous = out / "pareto.json"
+    try:
+        kind = json.loads(previous.read_text(encoding="utf-8")).get("type") if previous.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "planner.pareto":
+        raise WriteError(f"{out}: the folder holds files that are not a Pareto export (no pareto.json of type "
+                         "planner.pareto); nothing was changed. Give an empty or new folder")  # fmt: skip
+    if not force:
+        raise WriteError(f"{out}: holds a Pareto export already; nothing was changed. Pass --force to replace it "
+                         "whole (the new export is written beside it and swapped in), or give a new folder")  # fmt: skip
+
+
+def export_pareto(study: Any, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Writes ``pareto.csv``, ``pareto.json``, ``trial-NNNN.yaml`` per point and plots into the folder ``out``.
+
+    The export is built in a new folder beside ``out`` and swapped in whole (:func:`planner.files.staged_dir`):
+    a kill or a full disk leaves the old folder as it was, and two studies' files never mix.
+
+    Args:
+        study: the Optuna study.
+        out: the export folder: new, empty, or (with ``force``) an earlier Pareto export to replace.
+        force: replace an earlier Pareto export.
+
+    Raises:
+        WriteError: ``out`` is a file, holds files that are not a Pareto export, or holds one without
+            ``force``; or the disk is full.
 
     Returns:
         the ``pareto.json`` document.
     """
-    from planner.ir.io import write_text_atomic
+    out = Path(out)
+    _check_target(out, force)
+    with staged_dir(out) as tmp:
+        doc = _write_export(study, tmp)
+    return doc
+
+
+def _write_export(study: Any, out: Path) -> dict[str, Any]:
+    """Writes the export files into the (staging) folder ``out``."""
     from planner.search._optuna import architecture_yaml
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     names = study.user_attrs.get("objectives") or [f"objective{i}" for i in range(len(study.directions))]
     front = pareto_trials(study)
     points = []
     for t in front:
         arch = f"trial-{t.number:04d}.yaml"
-        write_text_atomic(out / arch, architecture_yaml(t.user_attrs["architecture"]))
+        (out / arch).write_text(architecture_yaml(t.user_attrs["architecture"]), encoding="utf-8")
         points.append({"trial": t.number, "objectives": dict(zip(names, t.values)),
                        "cost": t.user_attrs.get("cost", {}), "quality": t.user_attrs.get("quality", {}),
                        "params": t.params, "architecture": arch})  # fmt: skip
@@ -55,14 +95,14 @@ def export_pareto(study: Any, out: str | Path) -> dict[str, Any]:
            "directions": [d.name.lower() for d in study.directions], "objectives": names,
            "budgets": study.user_attrs.get("budgets", {}), "seconds": study.user_attrs.get("seconds"),
            "points": points}  # fmt: skip
-    write_text_atomic(out / "pareto.json", json.dumps(doc, indent=2) + "\n")
+    (out / "pareto.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     cost_keys = sorted({k for p in points for k in p["cost"]})
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["trial", *names, *(f"cost.{k}" for k in cost_keys), "architecture"])
     for p in points:
         w.writerow([p["trial"], *p["objectives"].values(), *(p["cost"].get(k, "") for k in cost_keys), p["architecture"]])
-    write_text_atomic(out / "pareto.csv", buf.getvalue())
+    (out / "pareto.csv").write_text(buf.getvalue(), encoding="utf-8")
     _plots(study, front, names, out)
     return doc
 

@@ -17,16 +17,18 @@ Example (inside a space file, or as a separate file with the same keys at the to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import field, from_data, join
+from planner.ir._schema import dump_kind, field, from_data, parse_kind, to_data
 
 __all__ = ["StudyConfig", "Objective", "Budgets", "SamplerConfig", "EvaluatorConfig", "HeartbeatConfig",
-           "PrunerConfig", "study_from_dict", "COST_METRICS"]  # fmt: skip
+           "PrunerConfig", "SAMPLERS", "PRUNERS", "study_from_dict", "parse_sampler", "parse_pruner",
+           "COST_METRICS", "MAX_TRIALS", "MAX_SEED"]  # fmt: skip
 
 COST_METRICS = ("params", "storage_bytes", "macs", "flops", "bops", "latency_s", "nvda_est_time")
-SamplerKind = Literal["tpe", "nsga2", "nsga3", "random", "grid", "gp"]
+MAX_TRIALS = 1_000_000  # a study of more trials is a typo (each trial is at least one storage write)
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which every Optuna sampler seeds, takes 0 <= seed < 2**32
 
 
 @dataclass(frozen=True)
@@ -41,40 +43,164 @@ class Objective:
 class Budgets:
     """Upper bounds; a candidate over any of them is infeasible and never materialized."""
 
-    params: float | None = None
-    storage_bytes: float | None = None
-    macs: float | None = None
-    flops: float | None = None
-    bops: float | None = None
-    latency_s: float | None = None
-    nvda_est_time: float | None = None
-
-    def check(self) -> None:
-        for name in COST_METRICS:
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise FieldError(name, f"{v} must be positive (or leave the budget out)")
+    params: float | None = field(None, gt=0)
+    storage_bytes: float | None = field(None, gt=0)
+    macs: float | None = field(None, gt=0)
+    flops: float | None = field(None, gt=0)
+    bops: float | None = field(None, gt=0)
+    latency_s: float | None = field(None, gt=0)
+    nvda_est_time: float | None = field(None, gt=0)
 
     def items(self) -> list[tuple[str, float]]:
         return [(n, getattr(self, n)) for n in COST_METRICS if getattr(self, n) is not None]
 
 
+# ----------------------------------------------------------------------------------------------- samplers
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Optuna sampler. ``multivariate`` and ``n_startup_trials`` apply to tpe; ``population_size`` to nsga2/3."""
+    """Base of the sampler kinds; each kind below holds only its own fields (the adapter builds the sampler)."""
 
-    kind: SamplerKind = "tpe"
+    kind: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class TPESamplerConfig(SamplerConfig):
+    """``tpe``: Optuna's TPESampler.
+
+    Attributes:
+        multivariate: model the parameters jointly (grouped by condition when the space has conditions).
+        n_startup_trials: random trials before TPE models the study.
+    """
+
+    kind: ClassVar[str] = "tpe"
     multivariate: bool = True
-    n_startup_trials: int = 10
-    population_size: int = 20
-
-    def check(self) -> None:
-        if self.n_startup_trials < 0:
-            raise FieldError("n_startup_trials", f"{self.n_startup_trials} must be >= 0")
-        if self.population_size < 2:
-            raise FieldError("population_size", f"{self.population_size} must be >= 2")
+    n_startup_trials: int = field(10, ge=0, le=MAX_TRIALS)
 
 
+@dataclass(frozen=True)
+class NSGA2SamplerConfig(SamplerConfig):
+    """``nsga2``: Optuna's NSGAIISampler.
+
+    Attributes:
+        population_size: candidates per generation.
+    """
+
+    kind: ClassVar[str] = "nsga2"
+    population_size: int = field(20, ge=2, le=MAX_TRIALS)
+
+
+@dataclass(frozen=True)
+class NSGA3SamplerConfig(SamplerConfig):
+    """``nsga3``: Optuna's NSGAIIISampler.
+
+    Attributes:
+        population_size: candidates per generation.
+    """
+
+    kind: ClassVar[str] = "nsga3"
+    population_size: int = field(20, ge=2, le=MAX_TRIALS)
+
+
+@dataclass(frozen=True)
+class RandomSamplerConfig(SamplerConfig):
+    """``random``: independent uniform draws (Optuna's RandomSampler)."""
+
+    kind: ClassVar[str] = "random"
+
+
+@dataclass(frozen=True)
+class GridSamplerConfig(SamplerConfig):
+    """``grid``: every combination once, in a seeded order (needs a space without conditions)."""
+
+    kind: ClassVar[str] = "grid"
+
+
+@dataclass(frozen=True)
+class GPSamplerConfig(SamplerConfig):
+    """``gp``: Optuna's Gaussian-process sampler (needs torch and scipy)."""
+
+    kind: ClassVar[str] = "gp"
+
+
+SAMPLERS: dict[str, type[SamplerConfig]] = {c.kind: c for c in (
+    TPESamplerConfig, NSGA2SamplerConfig, NSGA3SamplerConfig, RandomSamplerConfig, GridSamplerConfig,
+    GPSamplerConfig)}  # fmt: skip
+
+
+def parse_sampler(value: Any, path: str = "sampler") -> SamplerConfig:
+    """A sampler config from ``tpe`` or ``{kind: tpe, ...its own fields}``.
+
+    Example:
+        >>> parse_sampler({"kind": "nsga2", "population_size": 8})
+        NSGA2SamplerConfig(population_size=8)
+    """
+    return parse_kind(SAMPLERS, value, path, "sampler")
+
+
+def _dump_sampler(cfg: SamplerConfig) -> Any:
+    return dump_kind(cfg.kind, cfg)
+
+
+# ----------------------------------------------------------------------------------------------- pruners
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Base of the pruner kinds, for evaluators that report intermediate values (``distill``, ``naswot``).
+
+    Pruning applies to single-objective studies (Optuna cannot prune multi-objective trials).
+    """
+
+    kind: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class NoPrunerConfig(PrunerConfig):
+    """``none``: every trial runs to its end."""
+
+    kind: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True)
+class MedianPrunerConfig(PrunerConfig):
+    """``median``: Optuna's MedianPruner.
+
+    Attributes:
+        n_startup_trials: trials that finish before pruning starts.
+        n_warmup_steps: steps of a trial before it can be pruned.
+    """
+
+    kind: ClassVar[str] = "median"
+    n_startup_trials: int = field(5, ge=0, le=MAX_TRIALS)
+    n_warmup_steps: int = field(0, ge=0)
+
+
+@dataclass(frozen=True)
+class HyperbandPrunerConfig(PrunerConfig):
+    """``hyperband``: Optuna's HyperbandPruner.
+
+    Attributes:
+        min_resource: the smallest step budget of a bracket.
+        reduction_factor: the factor between brackets.
+    """
+
+    kind: ClassVar[str] = "hyperband"
+    min_resource: int = field(1, ge=1)
+    reduction_factor: int = field(3, ge=2)
+
+
+PRUNERS: dict[str, type[PrunerConfig]] = {c.kind: c for c in (NoPrunerConfig, MedianPrunerConfig,
+                                                               HyperbandPrunerConfig)}  # fmt: skip
+
+
+def parse_pruner(value: Any, path: str = "pruner") -> PrunerConfig:
+    """A pruner config from ``median`` or ``{kind: median, ...its own fields}``."""
+    return parse_kind(PRUNERS, value, path, "pruner")
+
+
+def _dump_pruner(cfg: PrunerConfig) -> Any:
+    return cfg.kind if not to_data(cfg) else dump_kind(cfg.kind, cfg)
+
+
+# ----------------------------------------------------------------------------------------------- heartbeat
 @dataclass(frozen=True)
 class HeartbeatConfig:
     """Heartbeats of SQL storages (SQLite, PostgreSQL...): how a killed worker's trial is found and retried.
@@ -89,102 +215,45 @@ class HeartbeatConfig:
         retries: how often one trial is queued again after it died.
     """
 
-    interval: int = 5
-    grace: int = 20
-    retries: int = 2
+    interval: int = field(5, ge=1, le=86400)
+    grace: int = field(20, ge=2)
+    retries: int = field(2, ge=0, le=100)
 
     def check(self) -> None:
-        if self.interval < 1:
-            raise FieldError("interval", f"{self.interval} must be at least 1 (seconds)")
-        if self.grace <= self.interval:
+        if not self.grace > self.interval:
             raise FieldError("grace", f"{self.grace} must exceed interval {self.interval} (a live trial would count "
                              "as dead)")  # fmt: skip
-        if self.retries < 0:
-            raise FieldError("retries", f"{self.retries} must be >= 0")
 
 
-@dataclass(frozen=True)
-class PrunerConfig:
-    """Optuna pruner for evaluators that report intermediate values (``distill``, ``naswot``).
-
-    Pruning applies to single-objective studies (Optuna cannot prune multi-objective trials).
-
-    Attributes:
-        kind: ``none``, ``median`` (MedianPruner) or ``hyperband`` (HyperbandPruner).
-        n_startup_trials: median: trials that finish before pruning starts.
-        n_warmup_steps: median: steps of a trial before it can be pruned.
-        min_resource: hyperband: the smallest step budget of a bracket.
-        reduction_factor: hyperband: the factor between brackets.
-    """
-
-    kind: Literal["none", "median", "hyperband"] = "none"
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
-    min_resource: int = 1
-    reduction_factor: int = 3
-
-    def check(self) -> None:
-        for name in ("n_startup_trials", "n_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise FieldError(name, f"{getattr(self, name)} must be >= 0")
-        if self.min_resource < 1:
-            raise FieldError("min_resource", f"{self.min_resource} must be >= 1")
-        if self.reduction_factor < 2:
-            raise FieldError("reduction_factor", f"{self.reduction_factor} must be >= 2")
-
-    def build(self) -> Any:
-        import optuna
-
-        if self.kind == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=self.n_startup_trials, n_warmup_steps=self.n_warmup_steps)
-        if self.kind == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=self.min_resource, reduction_factor=self.reduction_factor)
-        return optuna.pruners.NopPruner()
-
-
-def _parse_pruner(value: Any, path: str) -> PrunerConfig:
-    if isinstance(value, str):
-        value = {"kind": value}
-    return from_data(PrunerConfig, value, path)
-
-
-def _parse_sampler(value: Any, path: str) -> SamplerConfig:
-    if isinstance(value, str):
-        value = {"kind": value}
-    return from_data(SamplerConfig, value, path)
-
-
+# ----------------------------------------------------------------------------------------------- evaluators
 @dataclass(frozen=True)
 class EvaluatorConfig:
-    """Which registered evaluator scores feasible candidates, and its keyword arguments."""
+    """Which registered evaluator scores feasible candidates, and its config (the evaluator's dataclass).
+
+    Attributes:
+        kind: the registered evaluator name (``planner.search.EVALUATORS``).
+        config: the evaluator's frozen dataclass holding only its own fields, or None for its defaults.
+    """
 
     kind: str = "capacity"
-    options: tuple[tuple[str, Any], ...] = ()
+    config: Any = None
 
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.options)
+        """The evaluator's keyword arguments (only those that differ from its defaults)."""
+        return {} if self.config is None else to_data(self.config)
 
 
 def _parse_evaluator(value: Any, path: str) -> EvaluatorConfig:
     from planner.search._evaluators import EVALUATORS
 
-    if isinstance(value, str):
-        value = {"kind": value}
-    if not isinstance(value, dict):
-        raise FieldError(path, f"expected an evaluator name or a mapping with kind, got {value!r}")
-    kind = value.get("kind", "capacity")
-    if kind not in EVALUATORS:
-        raise FieldError(join(path, "kind"), f"unknown evaluator {kind!r} (allowed: {EVALUATORS.allowed()})")
-    cls = EVALUATORS[kind]
-    rest = {k: v for k, v in value.items() if k != "kind"}
-    cfg = from_data(cls, rest, path)  # validates the evaluator's own keyword arguments
-    from dataclasses import asdict
-
-    return EvaluatorConfig(kind, tuple(asdict(cfg).items()))
+    cfg = parse_kind(dict(EVALUATORS.items()), value, path, "evaluator")
+    kind = value if isinstance(value, str) else value["kind"]
+    return EvaluatorConfig(kind, cfg)
 
 
 def _dump_evaluator(cfg: EvaluatorConfig) -> Any:
-    return {"kind": cfg.kind, **cfg.kwargs()}
+    rest = cfg.kwargs()
+    return {"kind": cfg.kind, **rest} if rest else cfg.kind
 
 
 @dataclass(frozen=True)
@@ -195,60 +264,62 @@ class StudyConfig:
         name: the Optuna study name (also the default storage file name under ``studies/``).
         objectives: what to minimize or maximize, in order.
         budgets: upper bounds (constraints).
-        sampler: Optuna sampler.
-        n_trials: trials to reach in total (a re-run resumes up to this number).
+        sampler: Optuna sampler: one of :data:`SAMPLERS`, with only that kind's fields.
+        n_trials: finished trials the study reaches in total, shared by every process and worker on its
+            storage (a re-run resumes up to this number).
         timeout: stop after this many seconds (per worker), or null.
         storage: an SQLAlchemy URL, a ``*.journal`` path, or null for ``sqlite:///studies/NAME.db``.
-        seed: sampler seed; same seed and same storage kind give the same trials.
+        seed: study seed, ``0 <= seed < 2**32``; trial ``k`` draws from a generator seeded by the seed and
+            ``k``, so a resumed or shared study continues the sequence instead of replaying it.
         seconds: audio length the costs are priced for.
         bops: the cost model's BOP/FLOP convention (``bayesian_bits`` or ``jeon2023``; planner.cost.bops).
         evaluator: the registered evaluator that scores feasible candidates.
         heartbeat: heartbeat interval, grace period and retries of SQL storages.
-        pruner: stops poor candidates early from the evaluator's intermediate values.
+        pruner: stops poor candidates early from the evaluator's intermediate values (:data:`PRUNERS`).
     """
 
     name: str
     objectives: tuple[Objective, ...] = (Objective("params"),)
     budgets: Budgets = Budgets()
-    sampler: SamplerConfig = field(SamplerConfig(), parse=_parse_sampler)
-    n_trials: int | None = 20
-    timeout: float | None = None
+    sampler: SamplerConfig = field(TPESamplerConfig(), parse=parse_sampler, dump=_dump_sampler)
+    n_trials: int | None = field(20, ge=1, le=MAX_TRIALS)
+    timeout: float | None = field(None, gt=0)
     storage: str | None = None
-    seed: int = 0
-    seconds: float = 1.0
+    seed: int = field(0, ge=0, le=MAX_SEED)
+    seconds: float = field(1.0, gt=0)
     bops: Literal["bayesian_bits", "jeon2023"] = "bayesian_bits"
     evaluator: EvaluatorConfig = field(EvaluatorConfig(), parse=_parse_evaluator, dump=_dump_evaluator)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    pruner: PrunerConfig = field(PrunerConfig(), parse=_parse_pruner)
+    pruner: PrunerConfig = field(NoPrunerConfig(), parse=parse_pruner, dump=_dump_pruner)
 
     def check(self) -> None:
-        if not self.name.strip() or any(c in self.name for c in "/\\ "):
-            raise FieldError("name", f"{self.name!r} is not a study name (letters, digits, - and _)")
-        if not self.objectives:
-            raise FieldError("objectives", "give at least one objective")
+        """Every cross-field mistake at once (the field-level ones were reported by the schema)."""
         from planner.search._evaluators import EVALUATORS
 
+        errors: list[FieldError] = []
+        if not self.name.strip() or any(c in self.name for c in "/\\ "):
+            errors.append(FieldError("name", f"{self.name!r} is not a study name (letters, digits, - and _)"))
+        if not self.objectives:
+            errors.append(FieldError("objectives", "give at least one objective"))
         quality = EVALUATORS[self.evaluator.kind].metrics
         seen = set()
         for i, obj in enumerate(self.objectives):
             if obj.metric not in COST_METRICS and obj.metric not in quality:
-                raise FieldError(f"objectives[{i}].metric", f"{obj.metric!r} is not a metric (allowed: "
-                                 f"{', '.join(COST_METRICS + quality)}; quality metrics come from the evaluator)")  # fmt: skip
-            if obj.metric in seen:
-                raise FieldError(f"objectives[{i}].metric", f"{obj.metric!r} appears twice")
+                errors.append(FieldError(f"objectives[{i}].metric", f"{obj.metric!r} is not a metric (allowed: "
+                                         f"{', '.join(COST_METRICS + quality)}; quality metrics come from the "
+                                         "evaluator)"))  # fmt: skip
+            elif obj.metric in seen:
+                errors.append(FieldError(f"objectives[{i}].metric", f"{obj.metric!r} appears twice"))
             seen.add(obj.metric)
         if self.n_trials is None and self.timeout is None:
-            raise FieldError("n_trials", "give n_trials or timeout (or both)")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise FieldError("n_trials", f"{self.n_trials} must be positive")
-        if self.timeout is not None and self.timeout <= 0:
-            raise FieldError("timeout", f"{self.timeout} must be positive")
-        if self.seconds <= 0:
-            raise FieldError("seconds", f"{self.seconds} must be positive")
+            errors.append(FieldError("n_trials", "give n_trials or timeout (or both)"))
+        if self.storage is not None and not self.storage.strip():
+            errors.append(FieldError("storage", "is empty (leave it out for sqlite:///studies/NAME.db)"))
         if self.pruner.kind != "none" and len(self.objectives) > 1:
-            raise FieldError("pruner", "Optuna prunes single-objective studies only (use one objective, or pruner: none)")
-        if self.sampler.kind == "grid" and self.timeout is None and self.n_trials is None:
-            raise FieldError("sampler", "grid needs n_trials")
+            errors.append(FieldError("pruner", "Optuna prunes single-objective studies only (use one objective, or "
+                                               "pruner: none)"))  # fmt: skip
+        if errors:
+            raise FieldError.group(errors)
 
     @property
     def directions(self) -> list[str]:
@@ -256,10 +327,10 @@ class StudyConfig:
 
 
 def study_from_dict(data: Any, source: str | None = None, path: str = "study") -> StudyConfig:
-    """Validates a ``study:`` mapping.
+    """Validates a ``study:`` mapping, reporting all of its mistakes at once.
 
     Raises:
-        ConfigError: naming the file and the field (``FILE: study.budgets.params: ...``).
+        ConfigError: naming the file and the field (``FILE: study.budgets.params: ...``), one line per mistake.
     """
     if data is None:
         raise ConfigError([FieldError(path, "missing: add a study section (name, objectives, n_trials)")], source)
