@@ -9,7 +9,7 @@ key twice, or a malformed key, fails at import.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 __all__ = ["Registry"]
@@ -20,15 +20,19 @@ _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Registry(Generic[V]):
-    """A mapping from ``kind`` to one value, filled by explicit ``register`` calls.
+    """A mapping from ``kind`` to one value, filled by explicit ``register`` calls or given as one table.
 
     Args:
         axis: what the registry holds, used in error messages (``"node kind"``).
+        table: ``kind -> value`` entries to add now, checked like :meth:`add` (an explicit table, for an
+            axis whose values are defined in other modules: see :data:`planner.nn.BUILDERS`).
     """
 
-    def __init__(self, axis: str) -> None:
+    def __init__(self, axis: str, table: Mapping[str, V] | None = None) -> None:
         self.axis = axis
         self._items: dict[str, V] = {}
+        for key, value in (table or {}).items():
+            self.add(key, value)
 
     def register(self, key: str) -> Callable[[V], V]:
         """Decorator that registers its argument under ``key``."""

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from planner.ir.graph import GraphNode
 from planner.ir.leaf import Leaf
 from planner.nn.attention import SelfAttention
-from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, zero_padding
 from planner.nn.transformer import activation
@@ -123,6 +122,3 @@ class ConformerLayer(nn.Module):
         x = x + self.conv(x, lengths)
         x = x + 0.5 * self.ffn2(x)
         return self.final_layer_norm(x), lengths
-
-
-BUILDERS.add("conformer", ConformerLayer)

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planner.ir.graph import GraphNode
-from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, padding_mask, zero_padding
 
@@ -124,9 +123,3 @@ class LayerNormBlock(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor, state: ForwardState) -> tuple[Tensor, Tensor]:
         return self.layer_norm(x), lengths
-
-
-BUILDERS.add("conv_extractor", ConvExtractor)
-BUILDERS.add("mask_embedding", MaskEmbedding)
-BUILDERS.add("conv_pos_embedding", ConvPosEmbedding)
-BUILDERS.add("layer_norm", LayerNormBlock)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from planner.ir.graph import GraphNode
-from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 
 __all__ = ["ProjectionHeads", "CtcHead"]
@@ -32,7 +31,3 @@ class CtcHead(nn.Module):
 
     def forward(self, output: Tensor, hidden_states: list[Tensor], lengths: Tensor) -> Tensor:
         return self.linear(output)
-
-
-BUILDERS.add("projection_heads", ProjectionHeads)
-BUILDERS.add("ctc", CtcHead)

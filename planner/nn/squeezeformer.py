@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from planner.ir.graph import GraphNode
 from planner.ir.leaf import Leaf
 from planner.nn.attention import SelfAttention
-from planner.nn.builders import BUILDERS
 from planner.nn.conformer import SwishFeedForward, sub_leaves
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, zero_padding
@@ -170,8 +169,3 @@ class TimeRecovery(nn.Module):
         stride = state.reduction_strides[self.source]
         x = x.repeat_interleave(stride, dim=1)[:, : skip.shape[1]]
         return self.projection(x) + skip, skip_lengths
-
-
-BUILDERS.add("squeezeformer", SqueezeformerLayer)
-BUILDERS.add("time_reduction", TimeReduction)
-BUILDERS.add("time_recovery", TimeRecovery)

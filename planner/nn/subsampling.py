@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planner.ir.graph import GraphNode
-from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState, padding_mask, zero_padding
 
@@ -87,7 +86,3 @@ class DwSepSubsampling(nn.Module):
         x = F.relu(self.pointwise(self.depthwise(self._pad_end(x, lengths))))
         lengths = torch.div(lengths, 2, rounding_mode="floor")
         return self.projection(_flatten(x)), lengths
-
-
-BUILDERS.add("conv2d_subsampling", Conv2dSubsampling)
-BUILDERS.add("dwsep_subsampling", DwSepSubsampling)

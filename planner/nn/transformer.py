@@ -6,7 +6,6 @@ from torch import Tensor, nn
 
 from planner.ir.graph import GraphNode
 from planner.nn.attention import SelfAttention
-from planner.nn.builders import BUILDERS
 from planner.nn.leaves import build_leaf
 from planner.nn.state import ForwardState
 
@@ -66,6 +65,3 @@ class TransformerLayer(nn.Module):
             return x + self.feed_forward(self.final_layer_norm(x)), lengths
         x = self.layer_norm(x)
         return self.final_layer_norm(x + self.feed_forward(x)), lengths
-
-
-BUILDERS.add("transformer", TransformerLayer)
