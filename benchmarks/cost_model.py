@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from planner.cost import estimate
-from planner.cost.profile import profile
 from planner.ir import from_dict
+from planner.profile import profile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -55,7 +55,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from planner.cost.profile import format_profile, profile
+    from planner.profile import format_profile, profile
     from planner.ir import load
 
     result = profile(load(args.file), seconds=args.seconds, attention=args.attention)

@@ -15,8 +15,8 @@ import pytest
 from conftest import STUDIES  # noqa: E402
 
 from planner.cost import attended_pairs, estimate
-from planner.cost.profile import profile
 from planner.ir import ATTENTION_KINDS, NODE_KINDS, from_dict, load
+from planner.profile import profile
 from planner.testing import random_arch
 
 # usm-2b variants: 1.84B parameters (7.4 GB float32 weights) and a 10-minute CPU profile; see the slow test.

@@ -89,7 +89,7 @@ def test_reuse_pairs_equal_the_nonzero_map_the_materialized_layer_applies(one_th
 
 
 def test_deepspeed_counts_the_dense_product_the_exact_count_omits_the_masked_pairs():
-    from planner.cost.profile import profile
+    from planner.profile import profile
 
     t = 32
     graph = _graph()

@@ -4,7 +4,7 @@
     cost.macs, cost.storage_bytes, cost.latency_s, cost.nvda_est_time, cost.layers[0]
 
 Conventions are written next to each formula (:mod:`planner.cost.formulas`, :mod:`planner.cost.storage`)
-and in ``docs/cost-model.md``. :func:`planner.cost.profile.profile` cross-checks against DeepSpeed.
+and in ``docs/cost-model.md``. :func:`planner.profile.profile` (a floor above, with torch) cross-checks against DeepSpeed.
 """
 
 from planner.cost._types import Cost, LeafCost

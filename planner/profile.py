@@ -1,5 +1,8 @@
 """``planner profile``: materialize a graph, measure it with DeepSpeed's flops profiler, compare.
 
+It sits on the top floor, next to :mod:`planner.validate` and :mod:`planner.show`, because it needs the
+cost model and the materialized (torch) model at once; :mod:`planner.cost` stays torch-free.
+
 DeepSpeed counts MACs for ``F.linear``, ``F.conv*`` and ``matmul``/``bmm``-style products, and counts
 parameters as ``sum(p.numel())``. The materialized model computes sparse attention kinds as a masked
 dense product, so the measured MACs match ``estimate(..., attention="dense")``; the default exact count
@@ -18,7 +21,7 @@ from planner.cost.estimate import estimate
 from planner.cost.formulas import AttentionMode
 from planner.ir.graph import EncoderGraph
 
-__all__ = ["ProfileResult", "profile"]
+__all__ = ["ProfileResult", "flops_profiler_module_macs", "format_profile", "profile"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def profile(graph: EncoderGraph, *, seconds: float | None = None, samples: int |
         The :class:`ProfileResult`.
 
     Example:
+        >>> import planner
         >>> r = profile(planner.load("studies/recycle-and-distill/armhubert-s.yaml"), seconds=1)  # doctest: +SKIP
         >>> r.to_dict()["rel_error"]  # doctest: +SKIP
         {'params': 0.0, 'macs': 0.0}
@@ -126,9 +130,6 @@ def flops_profiler_module_macs(module: Any) -> int:
     from deepspeed.profiling.flops_profiler.profiler import get_module_macs
 
     return get_module_macs(module)
-
-
-
 
 
 def format_profile(result: ProfileResult) -> str:
