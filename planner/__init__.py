@@ -3,7 +3,7 @@
 The stages, one verb each::
 
     graph = planner.load("arch.yaml")        # validate a file into the graph IR
-    model = planner.materialize(graph)       # build the PyTorch model
+    model = planner.materialize(graph)       # build the PyTorch model, compressed as the file says
     planner.dump(graph, "copy.yaml")         # write it back, exactly
     cost = planner.estimate(graph)           # price it (torch-free): params, storage, MACs, BOPs
 """
@@ -42,12 +42,13 @@ __version__ = "0.1.0"
 
 
 def materialize(graph: EncoderGraph) -> Encoder:
-    """Builds the PyTorch model of ``graph`` (see :func:`planner.nn.materialize`).
+    """Builds the PyTorch model of ``graph``, compressed as its file says (see :func:`planner.compress.materialize`;
+    :func:`planner.nn.build` makes the float model only).
 
     torch is imported here, not at ``import planner``, so that loading, validating and searching stay
     torch-free.
     """
-    from planner.nn import materialize as _materialize
+    from planner.compress import materialize as _materialize
 
     return _materialize(graph)
 

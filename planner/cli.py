@@ -55,8 +55,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from planner.profile import format_profile, profile
     from planner.ir import load
+    from planner.profile import format_profile, profile
 
     result = profile(load(args.file), seconds=args.seconds, attention=args.attention)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_profile(result))
@@ -102,9 +102,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from planner.compress import export, load_checkpoint_
+    from planner.compress import export, load_checkpoint_, materialize
     from planner.ir import load
-    from planner.nn import materialize
 
     graph = load(args.file)
     model = materialize(graph)

@@ -97,7 +97,7 @@ def profile(graph: EncoderGraph, *, seconds: float | None = None, samples: int |
     flops_profiler = _import_deepspeed_profiler()
     import torch
 
-    from planner.nn import materialize
+    from planner.compress import materialize
 
     torch.manual_seed(seed)
     model = materialize(graph).eval()

@@ -15,7 +15,7 @@ from test_probe_ctc import ALPHABET, write_tone_corpus, write_tsv
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
-from planner.nn.model import Encoder
+from planner.nn import build
 from trainers import (
     BatchStream,
     Distiller,
@@ -64,7 +64,7 @@ def work(tmp_path: Path) -> Path:
     write_tsv(tmp_path / "audio" / "labels.tsv", rows)
     (tmp_path / "student.yaml").write_text(STUDENT)
     torch.manual_seed(0)
-    torch.save(Encoder(planner.load(tmp_path / "student.yaml")).state_dict(), tmp_path / "float.pt")
+    torch.save(build(planner.load(tmp_path / "student.yaml")).state_dict(), tmp_path / "float.pt")
     scan_folder(tmp_path / "audio", tmp_path / "train.tsv")
     return tmp_path
 
@@ -242,7 +242,7 @@ def test_classification_with_distillation_starts_from_the_same_task_loss(work: P
     write_tsv(labels, [(f"u{i}.wav", "ab"[i % 2]) for i in range(6)])
     qat = planner.load(DATA / "tiny-student-int4-2of4.yaml")  # no dropout: the first forward is deterministic
     torch.manual_seed(0)
-    torch.save(Encoder(qat).state_dict(), work / "qat-float.pt")
+    torch.save(build(qat).state_dict(), work / "qat-float.pt")
     data = "{train: [train.tsv], labels: audio/classes.tsv, batch_seconds: 2.0, max_seconds: 1.0, min_seconds: 0.1}"
     alone = recipe_text(teacher="", init="qat-float.pt", data=data, loss="{kind: classification}", steps="2")
     both = recipe_text(teacher="{kind: self, checkpoint: qat-float.pt}", init="qat-float.pt", data=data,

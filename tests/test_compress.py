@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import planner
+import planner.compress
+import planner.nn
 from planner.cli import main
 from planner.compress import (
     CompressionError,
@@ -79,6 +81,42 @@ def test_float32_plan_is_exactly_the_float_model():
         m(x).output.square().mean().backward()
         opt.step()
     assert torch.equal(ref(x).output, model(x).output)
+
+
+# --- build, then compress -------------------------------------------------------------------------------
+
+
+def test_build_is_the_float_model_and_materialize_compresses_it():
+    """``planner.nn.build`` attaches nothing; ``planner.compress.materialize`` is build + ``compress_``, and
+    the facade ``planner.materialize`` is that verb. Exact: the same seed draws the same initial weights."""
+    graph = tiny('  - {layers: all, modules: [ffn], weight: int4, sparsity: "2:4"}')
+    torch.manual_seed(0)
+    float_model = planner.nn.build(graph)
+    assert compressed_leaves(float_model) == {} and not hasattr(float_model, "mask_schedule")
+    torch.manual_seed(0)
+    by_hand = planner.nn.build(graph)
+    compress_(by_hand)
+    torch.manual_seed(0)
+    verb = planner.compress.materialize(graph)
+    facade = build(graph)  # planner.materialize, seed 0
+    planned = {p for p, c in graph.compression.items() if not c.is_identity}
+    assert planned and set(compressed_leaves(verb)) == planned
+    x = features()
+    with torch.no_grad():
+        out = verb.eval()(x).output
+        assert torch.equal(out, by_hand.eval()(x).output) and torch.equal(out, facade.eval()(x).output)
+        assert not torch.equal(out, float_model.eval()(x).output)  # int4 + 2:4 changes the outputs
+
+
+def test_build_and_materialize_agree_on_a_float_graph():
+    graph = tiny()
+    torch.manual_seed(0)
+    built = planner.nn.build(graph)
+    torch.manual_seed(0)
+    made = planner.compress.materialize(graph)
+    assert not hasattr(made, "mask_schedule")
+    a, b = built.state_dict(), made.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --- grids ----------------------------------------------------------------------------------------------

@@ -58,11 +58,11 @@ def test_features_shorter_than_one_window_name_the_framing():
 
 @pytest.mark.parametrize("data", [WAVE, FEATS], ids=["waveform", "features"])
 def test_the_model_runs_at_the_minimum_and_raises_below_it(data, one_thread):
-    from planner.nn import materialize
+    from planner.nn import build
 
     graph = from_dict(data)
     need = shortest_input(graph)
-    model = materialize(graph).eval()
+    model = build(graph).eval()
     inp = graph.spec.input
 
     def run(samples: int) -> None:

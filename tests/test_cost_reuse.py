@@ -72,13 +72,13 @@ def test_memo_tells_reuse_layers_of_different_sources_apart():
 
 
 def test_reuse_pairs_equal_the_nonzero_map_the_materialized_layer_applies(one_thread):
-    from planner.nn import materialize
+    from planner.nn import build
 
     t = 48
     graph = _graph()
     cost = _context_macs(estimate(graph, samples=t))
     torch.manual_seed(0)
-    model = materialize(graph).eval()
+    model = build(graph).eval()
     with torch.no_grad():
         out = model(torch.randn(1, t, 8))
     for layer, src in REUSE.items():

@@ -45,13 +45,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from planner.compress import materialize
 from planner.errors import ConfigError, FieldError, PlannerError
 from planner.ir._schema import from_data
-from planner.ir.io import read_yaml
+from planner.ir.io import load, read_yaml
 from trainers.ctc import encode, error_rates, greedy_decode
 from trainers.data import collate, read_audio, read_labels
+from trainers.engine import read_deepspeed_checkpoint
 from trainers.recipe import DEFAULT_ALPHABET
 from trainers.task import mean_pool
+from trainers.train import latest_checkpoint
 
 __all__ = ["ProbeTask", "evaluate", "load_task", "load_run_model"]
 
@@ -130,14 +133,11 @@ def load_task(path: str | os.PathLike[str]) -> tuple[ProbeTask, Path]:
 
 def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -> tuple[Any, nn.Module]:
     """The run's architecture and its trained encoder (``student.pt``, else the newest checkpoint), in eval mode."""
-    import planner
-    from trainers.train import latest_checkpoint
-
     run = Path(run)
     if not (run / "arch.yaml").is_file():
         raise PlannerError(f"{run}: not a training run (no arch.yaml)")
-    graph = planner.load(run / "arch.yaml")
-    model = planner.materialize(graph)
+    graph = load(run / "arch.yaml")
+    model = materialize(graph)
     if checkpoint is not None:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     elif (run / "student.pt").is_file():
@@ -145,8 +145,6 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
     else:
         ckpt = latest_checkpoint(run)
         if ckpt is not None and (ckpt / "state").is_dir():  # a DeepSpeed checkpoint (ZeRO: consolidated in fp32)
-            from trainers.engine import read_deepspeed_checkpoint
-
             state = read_deepspeed_checkpoint(ckpt)
         elif ckpt is None or not (ckpt / "engine.pt").is_file():
             raise PlannerError(f"{run}: no student.pt and no torch-engine or DeepSpeed checkpoint to evaluate")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-import planner
+from planner.compress import materialize
 from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
 from trainers.data import BatchStream
@@ -54,7 +54,7 @@ def distill_proxy(graph: EncoderGraph, recipe: Recipe, steps: int, *, eval_every
     object.__setattr__(short, "source", recipe.source)  # errors found later name the recipe file
     torch.manual_seed(recipe.seed)
     teacher = teacher if teacher is not None else load_teacher(short, graph)
-    student = planner.materialize(graph)
+    student = materialize(graph)
     distiller = Distiller(graph, teacher, short)
     data = recipe.data
 

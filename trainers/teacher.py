@@ -30,8 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from planner.compress import materialize
 from planner.errors import ConfigError, FieldError, WeightMappingError
-from planner.pretrained import MASK_EMBEDDING_KEY, read_state_dict, torchaudio_state_dict
+from planner.ir.io import load
+from planner.nn import build
+from planner.pretrained import MASK_EMBEDDING_KEY, load_torchaudio_weights, read_state_dict, torchaudio_state_dict
 from trainers.masking import mask_frame_lengths
 from trainers.recipe import Recipe, TeacherConfig, recipe_error
 
@@ -198,11 +201,9 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
     if ckpt is None:
         raise recipe_error(recipe, "teacher.checkpoint", "a teacher needs its weights (a torch.save'd state dict)")
     if cfg.kind == "self":
-        from planner.nn.model import Encoder
-
         if student is None:
             raise recipe_error(recipe, "teacher.kind", "self needs the student architecture")
-        model = Encoder(student)  # the same modules without compress_: the float model
+        model = build(student)  # the float twin of the (possibly compressed) student
         state = float_state(_read_state(ckpt, "teacher.checkpoint", recipe))
         try:
             model.load_state_dict(state)
@@ -210,16 +211,13 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
             raise _mismatch(recipe, f"{ckpt} does not fit the float {student.name} ({err})") from err
         return PlannerTeacher(model, same_input=True)
     if cfg.kind == "architecture":
-        import planner
-        from planner.pretrained import load_torchaudio_weights
-
         arch = recipe.resolve(cfg.arch)
         if not os.path.isfile(arch):
             raise recipe_error(recipe, "teacher.arch", f"{arch} does not exist")
-        graph = planner.load(arch)
+        graph = load(arch)
         if graph.spec.input.kind != "waveform":
             raise recipe_error(recipe, "teacher.arch", f"{cfg.arch} takes {graph.spec.input.kind}; a teacher takes waveforms")
-        model = planner.materialize(graph)
+        model = materialize(graph)  # as its file says: a compressed teacher architecture keeps its quantizers
         state = _read_state(ckpt, "teacher.checkpoint", recipe)
         try:
             if set(state) == set(model.state_dict()):

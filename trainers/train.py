@@ -40,10 +40,10 @@ import numpy as np
 import torch
 import yaml
 
-import planner
-from planner.errors import PlannerError
+from planner.compress import CompressionError, load_checkpoint_, materialize
+from planner.errors import ConfigError, FieldError, PlannerError
 from planner.ir.graph import EncoderGraph
-from planner.ir.io import dumps, write_text_atomic
+from planner.ir.io import dumps, load, write_text_atomic
 from trainers import distributed
 from trainers.data import Batch, BatchStream
 from trainers.distill import Distiller
@@ -270,11 +270,9 @@ def build_student(graph: EncoderGraph, recipe: Recipe) -> torch.nn.Module:
         ConfigError: ``init`` cannot be read or does not fit; a ``compression`` section for an
             architecture without one.
     """
-    from planner.compress import CompressionError, load_checkpoint_
-    from planner.errors import ConfigError, FieldError
-    from trainers.teacher import _read_state
+    from trainers.teacher import _read_state  # local: this module's own _read_state reads trainer.pt
 
-    student = planner.materialize(graph)
+    student = materialize(graph)
     if recipe.init is not None:
         path = recipe.resolve(recipe.init)
         state = _read_state(path, "init")
@@ -354,7 +352,7 @@ def train(
         ...       load_recipe("recipes/distill.yaml"), "runs/a1")  # doctest: +SKIP
     """
     if not isinstance(graph, EncoderGraph):
-        graph = planner.load(graph)
+        graph = load(graph)
     out = Path(out)
     world = distributed.world_from_env()
     check_engine(recipe)  # before claiming the folder: a recipe fixed after this error may use it

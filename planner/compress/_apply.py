@@ -107,7 +107,8 @@ def compress_(model: nn.Module, plan: Mapping[str, Compression] | None = None, *
     """Attaches weight fake quantization, N:M masks and input fake quantization to planned leaves, in place.
 
     Args:
-        model: a materialized :class:`~planner.nn.Encoder` (or any module with the planned paths).
+        model: a float :class:`~planner.nn.Encoder` from :func:`planner.nn.build` (or any module with the
+            planned paths).
         plan: module path -> :class:`~planner.ir.Compression`; defaults to ``model.compression_plan``. An
             activation format without ``symmetric`` is signed or unsigned per input as the producer named
             by the IR leaf at that path (``model.graph``) is; a module without a graph counts every input

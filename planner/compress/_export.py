@@ -278,8 +278,8 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
     """
     from safetensors.torch import load_file
 
+    from planner.compress._materialize import materialize
     from planner.ir import load
-    from planner.nn import materialize
 
     src = Path(out_dir)
     try:

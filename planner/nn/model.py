@@ -1,4 +1,4 @@
-"""The materialized encoder and :func:`materialize`."""
+"""The encoder module and :func:`build`, which makes the float model of a graph."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from planner.ir.graph import EncoderGraph
 from planner.nn.builders import BUILDERS
 from planner.nn.state import ForwardState
 
-__all__ = ["Encoder", "EncoderOutput", "materialize"]
+__all__ = ["Encoder", "EncoderOutput", "build"]
 
 
 @dataclass
@@ -100,20 +100,19 @@ class Encoder(nn.Module):
         return out
 
 
-def materialize(graph: EncoderGraph) -> Encoder:
-    """Builds the PyTorch model of ``graph``.
+def build(graph: EncoderGraph) -> Encoder:
+    """Builds the float PyTorch model of ``graph``: plain modules, no quantizers or masks.
+
+    The first of two steps; :func:`planner.compress.materialize` (``planner.materialize``) builds, then
+    attaches the graph's compression with :func:`planner.compress.compress_`. A graph without compression
+    gives the same model both ways.
 
     Example:
         >>> import planner, torch
         >>> graph = planner.load("studies/recycle-and-distill/armhubert-s.yaml")
-        >>> model = planner.materialize(graph)
+        >>> model = build(graph)
         >>> out = model(torch.randn(2, 16000), torch.tensor([16000, 12000]))
         >>> out.output.shape, out.lengths.tolist()
         (torch.Size([2, 49, 432]), [49, 37])
     """
-    model = Encoder(graph)
-    if model.compression_plan:  # attach fake quantizers and N:M masks in place (planner.compress)
-        from planner.compress import compress_
-
-        compress_(model)
-    return model
+    return Encoder(graph)

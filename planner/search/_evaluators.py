@@ -86,10 +86,10 @@ class NaswotEvaluator:
     def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
         import torch
 
-        import planner
+        from planner.compress import materialize
 
         torch.manual_seed(self.seed)
-        model = planner.materialize(graph).eval()
+        model = materialize(graph).eval()
         inp = graph.spec.input
         samples = int(round(self.seconds * inp.sample_rate))
         scores = []
