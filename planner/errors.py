@@ -1,13 +1,26 @@
-"""One exception tree for the whole planner.
+"""One exception tree for the whole planner: every exception class of ``planner`` and ``trainers`` is here.
 
 Every user-facing mistake raises a subclass of :class:`PlannerError`. Errors about a file carry a
 location (``FILE: field.path``) so that the CLI can print ``FILE: field.path: what is wrong (what is
-allowed)`` and exit non-zero without a traceback.
+allowed)`` and exit non-zero without a traceback. The modules that raise them re-export them under their
+old names (``planner.compress.CompressionError``, ``trainers.distributed.PeerError``, ...).
+
+::
+
+    PlannerError
+    ├── FieldError                 one problem at a field path (before the file is known)
+    │   └── YamlRefusal            the YAML reader refuses a document while composing it (at ``line N``)
+    ├── ConfigError                FILE: field.path: problem, one line each
+    │   └── GraphError             the file parses, the graph cannot work
+    ├── WeightMappingError, CompressionError, WriteError, StorageError
+    ├── LaunchError, PeerError     the trainer's job
+    └── Pruned, SurplusTrial       the search's signals to Optuna (not mistakes)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "PlannerError",
@@ -17,6 +30,12 @@ __all__ = [
     "WeightMappingError",
     "WriteError",
     "StorageError",
+    "YamlRefusal",
+    "CompressionError",
+    "LaunchError",
+    "PeerError",
+    "Pruned",
+    "SurplusTrial",
 ]
 
 
@@ -110,3 +129,41 @@ class StorageError(PlannerError):
     """A study storage cannot be used: a malformed or unreachable URL, a missing driver, a torn journal."""
 
     exit_code = 2
+
+
+class YamlRefusal(FieldError):
+    """A refusal the YAML reader finds while composing (a self-containing alias, too deep, too many values),
+    located at ``line N``; :mod:`planner.ir._yaml` turns it into a :class:`ConfigError` naming the file.
+
+    Args:
+        mark: the YAML mark of the refused node (``mark.line`` is 0-based), or None.
+        message: what is refused, and the fix.
+    """
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(f"line {mark.line + 1}" if mark is not None else "", message)
+
+
+class CompressionError(PlannerError):
+    """A compression plan cannot be applied to (or exported from) a model."""
+
+
+class LaunchError(PlannerError):
+    """The launcher's environment does not describe a usable job (names the variable and the fix)."""
+
+    exit_code = 2
+
+
+class PeerError(PlannerError):
+    """Another process of the job stopped with a :class:`PlannerError`; this one stops with the same message
+    and exit code. The CLI prints it only in the process that hit it."""
+
+
+class Pruned(PlannerError):
+    """Raised by an evaluator when ``ctx.should_prune()`` says the candidate is not worth finishing."""
+
+
+class SurplusTrial(PlannerError):
+    """A trial that started after the study had its ``n_trials`` (two workers asked at once); it is marked
+    FAIL with a ``surplus`` attribute before any candidate is drawn, and its worker stops. Not a mistake: the
+    objective raises it for Optuna to catch."""

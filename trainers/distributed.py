@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
-from planner.errors import PlannerError
+from planner.errors import LaunchError, PeerError, PlannerError
 
 __all__ = [
     "LaunchError",
@@ -61,17 +61,6 @@ _MPI_VARS = (
     ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),  # MPICH / Intel MPI (Hydra)
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"),  # MVAPICH
 )
-
-
-class LaunchError(PlannerError):
-    """The launcher's environment does not describe a usable job (names the variable and the fix)."""
-
-    exit_code = 2
-
-
-class PeerError(PlannerError):
-    """Another process of the job stopped with a :class:`PlannerError`; this one stops with the same message
-    and exit code. The CLI prints it only in the process that hit it."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 
 from planner.compress._quant import WeightQuantizer, fake_compress, make_act_quantizer, make_weight_quantizer, mask_only
 from planner.compress._sparsity import MaskSchedule, NMSparsifier, SparsitySchedule
-from planner.errors import PlannerError
+from planner.errors import CompressionError
 from planner.ir.compression import Compression, input_formats
 from planner.ir.graph import EncoderGraph
 from planner.ir.leaf import Leaf
@@ -33,10 +33,6 @@ from planner.nn.attention import Product
 __all__ = ["compress_", "FakeCompressedWeight", "compressed_leaves", "CompressionError"]
 
 _LEAF_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-class CompressionError(PlannerError):
-    """A compression plan cannot be applied to (or exported from) a model."""
 
 
 class FakeCompressedWeight(nn.Module):

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from planner.errors import ConfigError, FieldError
+from planner.errors import ConfigError, FieldError, YamlRefusal
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "parse_yaml"]
 
@@ -35,14 +35,6 @@ MAX_NODES = 20_000
 own files have at most a few hundred)."""
 
 _MERGE = "tag:yaml.org,2002:merge"
-
-
-class _Refused(Exception):
-    """A refusal found while composing (turned into a :class:`ConfigError` naming the file)."""
-
-    def __init__(self, mark: Any, message: str) -> None:
-        super().__init__(message)
-        self.error = FieldError(f"line {mark.line + 1}" if mark is not None else "", message)
 
 
 class _Loader(yaml.SafeLoader):
@@ -59,12 +51,12 @@ class _Loader(yaml.SafeLoader):
             event = self.peek_event()
             node = self.anchors.get(event.anchor)
             if node is not None and node not in self._sizes:  # its anchor is still being composed
-                raise _Refused(event.start_mark, f"alias *{event.anchor} refers to a value that contains it "
+                raise YamlRefusal(event.start_mark, f"alias *{event.anchor} refers to a value that contains it "
                                                  "(a cyclic document cannot be read)")  # fmt: skip
             return super().compose_node(parent, index)  # an undefined alias is PyYAML's error
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(self.peek_event().start_mark,
+            raise YamlRefusal(self.peek_event().start_mark,
                            f"the document nests deeper than {MAX_DEPTH} levels (the limit of planner files)")
         try:
             node = super().compose_node(parent, index)
@@ -78,7 +70,7 @@ class _Loader(yaml.SafeLoader):
             size += sum(self._sizes[v] for v in node.value)
         self._sizes[node] = size
         if size > MAX_NODES:
-            raise _Refused(node.start_mark, f"the document expands to more than {MAX_NODES:,} values (aliases "
+            raise YamlRefusal(node.start_mark, f"the document expands to more than {MAX_NODES:,} values (aliases "
                                             "counted at each use; the limit of planner files)")  # fmt: skip
         return node
 
@@ -127,8 +119,8 @@ def parse_yaml(text: str, source: str | None) -> Any:
     loader = _Loader(text)
     try:
         data = loader.get_single_data()
-    except _Refused as err:
-        raise ConfigError([err.error], source) from None
+    except YamlRefusal as err:
+        raise ConfigError([err], source) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from planner.errors import FieldError, PlannerError
+from planner.errors import FieldError, Pruned
 from planner.ir._schema import field
 from planner.registry import Registry
 
@@ -20,10 +20,6 @@ __all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEv
            "NullContext"]  # fmt: skip
 
 EVALUATORS: Registry[type] = Registry("evaluator")
-
-
-class Pruned(PlannerError):
-    """Raised by an evaluator when ``ctx.should_prune()`` says the candidate is not worth finishing."""
 
 
 class EvalContext(Protocol):

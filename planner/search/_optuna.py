@@ -23,7 +23,7 @@ from typing import Any
 
 from optuna.samplers import BaseSampler
 
-from planner.errors import ConfigError, FieldError, StorageError
+from planner.errors import ConfigError, FieldError, StorageError, SurplusTrial
 from planner.search._domains import Categorical, FloatRange, IntRange
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
@@ -500,11 +500,6 @@ def occupied(trials: list[Any], below: int | None = None, waiting: bool = True) 
         elif t.state == TrialState.RUNNING and owner_alive(t.user_attrs.get("owner")):
             n += 1
     return n
-
-
-class SurplusTrial(Exception):
-    """A trial that started after the study had its ``n_trials`` (two workers asked at once); it is marked
-    FAIL with a ``surplus`` attribute before any candidate is drawn, and its worker stops."""
 
 
 class Objective:
