@@ -12,8 +12,8 @@ old names (``planner.compress.CompressionError``, ``trainers.distributed.PeerErr
     │   └── YamlRefusal            the YAML reader refuses a document while composing it (at ``line N``)
     ├── ConfigError                FILE: field.path: problem, one line each
     │   └── GraphError             the file parses, the graph cannot work
-    ├── WeightMappingError, CompressionError, WriteError, StorageError
-    ├── LaunchError, PeerError     the trainer's job
+    ├── WeightMappingError, CompressionError, DataError, WriteError, StorageError
+    ├── LaunchError, PeerError, RunConflictError           the trainer's job and run folder
     └── Pruned, SurplusTrial       the search's signals to Optuna (not mistakes)
 """
 
@@ -32,8 +32,10 @@ __all__ = [
     "StorageError",
     "YamlRefusal",
     "CompressionError",
+    "DataError",
     "LaunchError",
     "PeerError",
+    "RunConflictError",
     "Pruned",
     "SurplusTrial",
 ]
@@ -148,6 +150,10 @@ class CompressionError(PlannerError):
     """A compression plan cannot be applied to (or exported from) a model."""
 
 
+class DataError(PlannerError):
+    """A manifest, labels file or audio file cannot be used."""
+
+
 class LaunchError(PlannerError):
     """The launcher's environment does not describe a usable job (names the variable and the fix)."""
 
@@ -157,6 +163,12 @@ class LaunchError(PlannerError):
 class PeerError(PlannerError):
     """Another process of the job stopped with a :class:`PlannerError`; this one stops with the same message
     and exit code. The CLI prints it only in the process that hit it."""
+
+
+class RunConflictError(PlannerError):
+    """The output folder holds a different run."""
+
+    exit_code = 3
 
 
 class Pruned(PlannerError):

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
-from planner.errors import ConfigError, FieldError, PlannerError
+from planner.errors import ConfigError, DataError, FieldError
 from planner.ir.spec import InputSpec
 
 __all__ = [
@@ -42,10 +42,6 @@ __all__ = [
 ]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
-class DataError(PlannerError):
-    """A manifest, labels file or audio file cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from planner.compress import CompressionError, load_checkpoint_, materialize
-from planner.errors import ConfigError, FieldError, PlannerError
+from planner.errors import ConfigError, FieldError, RunConflictError
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, load, write_text_atomic
 from trainers import distributed
@@ -63,12 +63,6 @@ STATE_FORMAT = 2  # trainer.pt; 1 (no "format" key): one process's RNG states at
 _CKPT = "step-"
 
 LossFn = Callable[[torch.nn.Module, Batch, int], LossResult]
-
-
-class RunConflictError(PlannerError):
-    """The output folder holds a different run."""
-
-    exit_code = 3
 
 
 @dataclass
