@@ -192,3 +192,28 @@ def test_no_dynamic_import(path: Path) -> None:
         )
     ]
     assert not dynamic, f"{path.relative_to(ROOT)}: dynamic import at " + ", ".join(dynamic)
+
+
+def _exception_bases() -> set[str]:
+    """Names a class that is an exception derives from: the builtins and every class of planner.errors."""
+    import builtins
+
+    import planner.errors
+
+    names = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    return names | {n for n, v in vars(planner.errors).items() if isinstance(v, type) and issubclass(v, BaseException)}
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.name != "errors.py"], ids=lambda p: _module_name(p))
+def test_every_exception_class_lives_in_errors(path: Path) -> None:
+    """One exception tree, in one file: other modules import (and may re-export) its classes."""
+    bases = _exception_bases()
+    defined = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            names = {
+                b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases
+            }
+            if names & bases or any(n.endswith(("Error", "Exception")) for n in names):
+                defined.append(f"line {node.lineno}: {node.name}")
+    assert not defined, f"{path.relative_to(ROOT)}: define these in planner/errors.py:\n" + "\n".join(defined)
