@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from planner.errors import ConfigError, FieldError
+from planner.ir.io import read_yaml  # the one YAML reader (repeated keys, alias bombs, deep nesting)
 
 __all__ = ["Hardware", "PRECISIONS", "load_hardware", "parse_hardware", "catalog_names", "precision_of"]
 
@@ -157,6 +158,4 @@ def load_hardware(name_or_path: str | os.PathLike[str] | Hardware) -> Hardware:
         if not path.exists():
             raise ConfigError([FieldError("hardware", f"{text!r} is not in the catalog (allowed: "
                                           f"{', '.join(catalog_names())}, or a path to a YAML file)")])  # fmt: skip
-    from planner.ir.io import read_yaml  # the one YAML reader (repeated keys, alias bombs, deep nesting)
-
     return parse_hardware(read_yaml(path), str(path))

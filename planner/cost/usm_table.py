@@ -21,6 +21,7 @@ from pathlib import Path
 
 from planner.cost.estimate import estimate
 from planner.cost.storage import leaf_storage_bytes, weight_storage_bytes
+from planner.ir import load
 from planner.ir.compression import FLOAT32
 from planner.ir.graph import EncoderGraph
 
@@ -69,8 +70,6 @@ def ratios(graph: EncoderGraph, float_graph: EncoderGraph) -> tuple[float, float
 
 def usm_ratios(directory: str | Path = STUDIES) -> list[UsmRatio]:
     """Every setting of :data:`PAPER` found in ``directory``, against ``usm-2b.yaml``."""
-    from planner.ir import load
-
     directory = Path(directory)
     base = load(directory / "usm-2b.yaml")
     out = []

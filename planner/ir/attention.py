@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from planner.errors import FieldError
+from planner.ir._schema import from_data, to_data
 from planner.registry import Registry
 
 __all__ = [
@@ -153,8 +154,6 @@ AttentionConfig = (FullAttention | LocalAttention | StridedAttention | StridedOn
 
 def parse_attention(value: Any, path: str) -> AttentionConfig:
     """Parses ``full`` / ``{kind: local, window: 64}`` / ..."""
-    from planner.ir._schema import from_data
-
     if isinstance(value, str):
         value = {"kind": value}
     if not isinstance(value, dict):
@@ -167,8 +166,6 @@ def parse_attention(value: Any, path: str) -> AttentionConfig:
 
 
 def dump_attention(cfg: AttentionConfig) -> Any:
-    from planner.ir._schema import to_data
-
     data = to_data(cfg)
     if list(data) == [] and cfg.kind == "full":
         return "full"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from planner.search._study import COST_METRICS
+
 __all__ = ["price", "available_metrics"]
 
 
@@ -17,8 +19,6 @@ def _estimate() -> Any:
 
 def available_metrics() -> tuple[str, ...]:
     """The cost metrics this checkout can compute."""
-    from planner.search._study import COST_METRICS
-
     return COST_METRICS if _estimate() is not None else ("params",)
 
 
@@ -28,8 +28,6 @@ def price(graph: Any, seconds: float, bops: str = "bayesian_bits") -> dict[str, 
     Uses ``planner.cost.estimate`` (``bops``: its BOP/FLOP convention); without it only ``params``
     (``graph.param_count``) is available.
     """
-    from planner.search._study import COST_METRICS
-
     estimate = _estimate()
     if estimate is None:
         return {"params": graph.param_count}

@@ -23,8 +23,13 @@ from typing import Any
 
 from optuna.samplers import BaseSampler
 
-from planner.errors import ConfigError, FieldError, StorageError, SurplusTrial
+from planner.errors import ConfigError, FieldError, Pruned, StorageError, SurplusTrial
+from planner.ir.io import from_dict
+from planner.ir.spec import dump_spec
+from planner.search._cost import available_metrics, price
 from planner.search._domains import Categorical, FloatRange, IntRange
+from planner.search._evaluators import evaluator_of
+from planner.search._journal import check_journal, find_damage
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
 
@@ -302,8 +307,6 @@ def _open_journal(url: str, where: str) -> Any:
     from optuna.storages.journal import JournalFileBackend
     from optuna.storages.journal._file import get_lock_file
 
-    from planner.search._journal import check_journal, find_damage
-
     path = journal_path(url)
     if not path.strip():
         raise StorageError(f"{where}: {url!r} names no journal file (give PATH.journal)")
@@ -428,8 +431,6 @@ def architecture_text(graph: Any) -> str:
     :func:`architecture_yaml` turns it into the architecture file."""
     import json
 
-    from planner.ir.spec import dump_spec
-
     return json.dumps(dump_spec(graph.spec), separators=(",", ":"))
 
 
@@ -518,9 +519,6 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, cfg: StudyConfig, total: int | None = None, journal: bool = False) -> None:
-        from planner.search._cost import available_metrics
-        from planner.search._evaluators import evaluator_of
-
         self.space = space
         self.cfg = cfg
         self.total = total
@@ -563,10 +561,6 @@ class Objective:
 
     def __call__(self, trial: Any) -> list[float] | float:
         import optuna
-
-        from planner.ir.io import from_dict
-        from planner.search._cost import price
-        from planner.search._evaluators import Pruned
 
         self._claim(trial)
         values = suggest(trial, self.space)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.errors import ConfigError, FieldError, PlannerError, StorageError, WriteError
+from planner.ir.io import read_yaml
 from planner.search._space import SearchSpace, load_space
-from planner.search._study import StudyConfig, study_from_dict
+from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
 
 __all__ = ["SearchOptions", "resolve_study", "run_search", "summarize", "finished_count"]
 
@@ -34,8 +35,6 @@ class SearchOptions:
 
 def _check_overrides(opts: SearchOptions) -> None:
     """Refuses command-line values the study section would refuse (naming the flag)."""
-    from planner.search._study import MAX_SEED, MAX_TRIALS
-
     errors = []
     if opts.n_trials is not None and not 1 <= opts.n_trials <= MAX_TRIALS:
         errors.append(FieldError("--trials", f"{opts.n_trials} is not a trial count (1 to {MAX_TRIALS:,}: the "
@@ -65,8 +64,6 @@ def resolve_study(space: SearchSpace, opts: SearchOptions, study_file: str | Non
     """
     _check_overrides(opts)
     if study_file is not None:
-        from planner.ir.io import read_yaml
-
         cfg = study_from_dict(read_yaml(study_file), study_file, path="")
     else:
         cfg = study_from_dict(space.study, space.source)

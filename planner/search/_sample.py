@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import ConfigError
+from planner.ir.io import dump, from_dict
 from planner.search._space import SearchSpace
 
 __all__ = ["Sample", "sample_space"]
@@ -30,8 +31,6 @@ def sample_space(space: SearchSpace, n: int, seed: int = 0, out: str | Path | No
         >>> from planner.search import load_space, sample_space
         >>> samples = sample_space(load_space("searchspaces/quickstart.yaml"), 3, seed=0)
     """
-    from planner.ir.io import dump, from_dict
-
     rng = random.Random(seed)
     out_dir = Path(out) if out is not None else None
     samples = []

@@ -31,6 +31,8 @@ from typing import Any
 
 from planner.errors import ConfigError, FieldError
 from planner.ir._schema import join
+from planner.ir.io import _parse_yaml, read_yaml
+from planner.ir.spec import parse_spec
 from planner.search._domains import MAX_BOUND, Categorical, Condition, Domain, FloatRange, IntRange
 
 __all__ = ["SearchSpace", "load_space", "loads_space", "space_from_dict"]
@@ -454,8 +456,6 @@ def _probe(space: SearchSpace) -> None:
     """Parses one frozen sample per option index, so that typos in any option fail at load time, and one with
     every range at its high end, so that a range past a field's ceiling (``repeat: {range: [1, 10**8]}``) fails
     at load time too rather than in every trial that draws a large value."""
-    from planner.ir.spec import parse_spec
-
     width = max([len(d.choices) for d in space.domains() if isinstance(d, Categorical)], default=1)
     ranges = any(not isinstance(d, Categorical) for d in space.domains())
     for i in range(width + ranges):
@@ -484,13 +484,9 @@ def load_space(path: str | os.PathLike[str]) -> SearchSpace:
     Raises:
         ConfigError: every problem, as ``FILE: field.path: message``.
     """
-    from planner.ir.io import read_yaml
-
     return space_from_dict(read_yaml(path), str(path))
 
 
 def loads_space(text: str, source: str | None = None) -> SearchSpace:
     """Parses a search space from YAML text."""
-    from planner.ir.io import _parse_yaml
-
     return space_from_dict(_parse_yaml(text, source), source)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from planner.errors import ConfigError, FieldError
 from planner.ir._schema import dump_kind, field, from_data, parse_kind, to_data
+from planner.search._evaluators import EVALUATORS
 
 __all__ = ["StudyConfig", "Objective", "Budgets", "SamplerConfig", "EvaluatorConfig", "HeartbeatConfig",
            "PrunerConfig", "SAMPLERS", "PRUNERS", "study_from_dict", "parse_sampler", "parse_pruner",
@@ -244,8 +245,6 @@ class EvaluatorConfig:
 
 
 def _parse_evaluator(value: Any, path: str) -> EvaluatorConfig:
-    from planner.search._evaluators import EVALUATORS
-
     cfg = parse_kind(dict(EVALUATORS.items()), value, path, "evaluator")
     kind = value if isinstance(value, str) else value["kind"]
     return EvaluatorConfig(kind, cfg)
@@ -294,8 +293,6 @@ class StudyConfig:
 
     def check(self) -> None:
         """Every cross-field mistake at once (the field-level ones were reported by the schema)."""
-        from planner.search._evaluators import EVALUATORS
-
         errors: list[FieldError] = []
         if not self.name.strip() or any(c in self.name for c in "/\\ "):
             errors.append(FieldError("name", f"{self.name!r} is not a study name (letters, digits, - and _)"))

@@ -6,8 +6,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from planner.errors import FieldError
+from planner.errors import ConfigError, FieldError
 from planner.ir._schema import field
+from planner.ir._yaml import parse_yaml
 from planner.ir.kinds.base import (
     MAX_CONV_LAYERS,
     MAX_KERNEL,
@@ -39,9 +40,6 @@ def _flow_yaml(text: str) -> Any:
 
     It goes through the planner's one reader (a string of a file is hostile input too); None if invalid.
     """
-    from planner.errors import ConfigError
-    from planner.ir._yaml import parse_yaml
-
     try:
         return parse_yaml(text, None)
     except ConfigError:
