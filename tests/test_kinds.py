@@ -7,14 +7,16 @@ leaf by leaf against the IR. A kind without a builder fails here (it does not sk
 
 from __future__ import annotations
 
+import ast
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 import planner
 from planner.ir import ATTENTION_KINDS, NODE_KINDS, EncoderGraph
-from planner.nn import BUILDERS, Encoder, EncoderOutput
+from planner.nn import BUILDERS, Encoder, EncoderOutput, builders
 from planner.nn.attention import pattern_mask
 from planner.testing import FEATURE_FRAMES, WAVEFORM_SAMPLES, random_arch
 
@@ -128,6 +130,23 @@ def test_builders_and_node_kinds_have_the_same_keys() -> None:
         f"node kinds without a builder: {sorted(set(NODE_KINDS) - set(BUILDERS))}; "
         f"builders without a node kind: {sorted(set(BUILDERS) - set(NODE_KINDS))}"
     )
+
+
+def test_builders_is_one_explicit_table() -> None:
+    """The kind -> builder map is written out in planner/nn/builders.py: no module of planner/nn or
+    planner/compress fills a registry by ``add`` / ``register`` (an import side effect), and every builder
+    is a class of a block module that builders.py imports by name."""
+    root = Path(__file__).resolve().parent.parent
+    calls = []
+    for path in sorted([*(root / "planner" / "nn").glob("*.py"), *(root / "planner" / "compress").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("add", "register") and isinstance(node.value, ast.Name) \
+                    and node.value.id.isupper():  # fmt: skip
+                calls.append(f"{path.relative_to(root)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not calls, "registration by import side effect:\n" + "\n".join(calls)
+    imported = set(vars(builders))
+    for kind, builder in BUILDERS.items():
+        assert builder.__name__ in imported and builder.__module__.startswith("planner.nn."), (kind, builder)
 
 
 @pytest.mark.parametrize(("axis", "kind", "seed"), CASES, ids=[f"{a}-{k}-{s}" for a, k, s in CASES])
