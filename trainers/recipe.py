@@ -416,6 +416,7 @@ class Recipe:
     seed: int = 0
     format: int = FORMAT_VERSION
     base_dir: str = dataclasses.field(default=".", init=False, compare=False)
+    source: str | None = dataclasses.field(default=None, init=False, compare=False)  # the file, for errors
 
     def check(self) -> None:
         if self.format != FORMAT_VERSION:
@@ -464,6 +465,7 @@ def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None 
     except FieldError as err:
         raise ConfigError([err], source) from None
     object.__setattr__(recipe, "base_dir", base_dir or (str(Path(source).parent) if source else "."))
+    object.__setattr__(recipe, "source", source)
     return recipe
 
 
