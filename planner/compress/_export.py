@@ -43,7 +43,7 @@ from planner.compress._quant import (
     dequantize,
 )
 from planner.errors import FieldError
-from planner.files import confined, staged_dir
+from planner.files import confined, staged_dir, writing
 
 __all__ = ["export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
 
@@ -226,7 +226,7 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         >>> manifest["format"], manifest["version"]
         ('planner-packed', 1)
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from planner.ir import dump
 
@@ -267,8 +267,10 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         payload[entry["role"]] += sum(_nbytes(tensors[n]) for n in names)
     manifest = {"format": FORMAT, "version": VERSION, "architecture": _ARCH, "weights": _WEIGHTS,
                 "payload_bytes": payload, "tensors": entries}  # fmt: skip
-    with staged_dir(out) as tmp:
-        save_file(tensors, str(tmp / _WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
+    # serialised in memory: safetensors' own writer reports a full disk as its own error type, not OSError
+    data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION)})
+    with staged_dir(out) as tmp, writing(out):
+        (tmp / _WEIGHTS).write_bytes(data)
         dump(graph, tmp / _ARCH)
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
