@@ -185,3 +185,50 @@ def test_a_nan_loss_stops_training_naming_step_loss_and_recipe(cli, tmp_path: Pa
     result = _train(cli, recipe, tmp_path / "run")
     refused(result, names=[str(recipe), "optimizer.lr", "diverged at step 1", "loss nan"], code=5)
     assert not (tmp_path / "run" / "student.pt").exists()
+
+
+# -- DeepSpeed's files ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ds_finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A finished 2-step DeepSpeed ZeRO-1 run (model and optimizer state files) and its recipe."""
+    return trained(tmp_path_factory.mktemp("ds-runs"), engine="deepspeed", deepspeed="{zero_stage: 1}")
+
+
+DS_CASES = [("train", "*model_states.pt"), ("train", "*optim_states.pt"),
+            ("evaluate", "*model_states.pt"), ("evaluate", "*optim_states.pt")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "pattern"), DS_CASES)
+def test_a_pickle_planted_in_deepspeeds_files_is_refused(cli, ds_finished, tmp_path: Path, command: str,
+                                                         pattern: str) -> None:  # fmt: skip
+    run, recipe = ds_finished
+    run = copy_run(run, tmp_path / "run")
+    for old in sorted((run / "checkpoints").iterdir())[:-1]:
+        shutil.rmtree(old)
+    (run / "student.pt").unlink()  # train resumes; evaluate reads the checkpoint
+    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    target = next((ckpt / "state").glob(pattern))
+    marker = tmp_path / "owned"
+    plant(target, marker)
+    before = snapshot(run)
+    if command == "train":
+        result = _train(cli, recipe, run)
+    else:
+        result = cli(["evaluate", run, "--task", _task(tmp_path, recipe.parent)])
+    refused(result, names=[str(target), "weights_only=True"], code=4)
+    assert not marker.exists() and snapshot(run) == before
+
+
+# -- files a recipe names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["teacher.checkpoint", "init"])
+def test_a_pickle_planted_as_a_recipe_checkpoint_is_refused_before_the_claim(cli, tmp_path: Path, field: str) -> None:
+    recipe = setup_corpus(tmp_path, **({"init": "init.pt"} if field == "init" else {}))
+    marker = tmp_path / "owned"
+    target = plant(tmp_path / ("teacher.pt" if field == "teacher.checkpoint" else "init.pt"), marker)
+    result = _train(cli, recipe, tmp_path / "run")
+    refused(result, names=[str(target), "as data"])
+    assert not marker.exists() and not (tmp_path / "run").exists()
