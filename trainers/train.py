@@ -175,13 +175,10 @@ def _lock(out: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
         os.close(fd)
-        raise RunConflictError(f"{out}: another planner train (pid {holder or '?'}) is training into this folder; "
-                               "wait for it to end, or choose another --out") from None  # fmt: skip
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        raise RunConflictError(f"{out}: another planner train is training into this folder (it holds {path}); wait "
+                               "for it to end, or choose another --out") from None  # fmt: skip
+    return fd  # the file stays empty: a refused command changes nothing in the folder
 
 
 def _claim(out: Path, graph: EncoderGraph, recipe: Recipe) -> int:
