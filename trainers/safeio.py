@@ -120,14 +120,20 @@ def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
 def weights_only_loads(allow: Sequence[str] = (DEEPSPEED_GLOBALS,)) -> Iterator[None]:
     """Within the block, every ``torch.load`` (DeepSpeed's own included) reads with ``weights_only=True``,
     the ``allow`` lists allowlisted; a refused file raises ``pickle.UnpicklingError`` from the reader."""
-    name = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-    before = os.environ.get(name)
-    os.environ[name] = "1"
+    # the opposite switch, if a user set it, would make torch refuse every load (both set is an error)
+    names = {"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": None}
+    before = {name: os.environ.get(name) for name in names}
+    for name, value in names.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         with torch.serialization.safe_globals(_allowed(allow)):
             yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
