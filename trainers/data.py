@@ -4,7 +4,8 @@ A manifest is the fairseq wav2vec/HuBERT format: the first line is the root fold
 the manifest's own folder), then one line per utterance ``relative/path<TAB>num_samples`` (samples at the
 file's own rate, at least 1). A labels file for downstream tasks is ``relative/path<TAB>label`` per line
 (paths relative to the manifest's root, or to the labels file's folder). Paths in rows are data: each must stay
-inside its root (no absolute paths, no ``..`` or links out, see :func:`planner.files.confined`), and every
+inside its root (no ``..`` or links out, see :func:`planner.files.confined`; an absolute path only inside an
+absolute root), and every
 mistake is reported as ``FILE: line N: problem``. Audio that holds no samples, or NaN or infinite ones, is
 refused naming the file.
 
@@ -112,6 +113,14 @@ def _text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
                                                       "UTF-8 text")], str(path)) from None  # fmt: skip
 
 
+def _check_inside(root: str, path: str, where: str, absolute_ok: bool) -> None:
+    """Refuses a row's ``path`` unless it stays inside ``root``; an absolute one only where ``absolute_ok``
+    (the root was written as an absolute path) and only inside the root."""
+    if absolute_ok and os.path.isabs(path):
+        path = os.path.relpath(path, root)  # outside the root: '../..', which confined() refuses
+    confined(root, path, where)
+
+
 def _raise_located(errors: list[FieldError], path: str | os.PathLike[str]) -> None:
     if len(errors) > _MAX_ERRORS:
         errors = [*errors[:_MAX_ERRORS], FieldError("", f"... and {len(errors) - _MAX_ERRORS} more lines")]
@@ -122,8 +131,8 @@ def _raise_located(errors: list[FieldError], path: str | os.PathLike[str]) -> No
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Reads a manifest; each malformed line is reported as ``FILE: line N: problem``.
 
-    Rows are confined to the root folder (relative paths, no ``..`` or links out); a relative root line is
-    taken against the manifest's folder.
+    Rows are confined to the root folder (no ``..`` or links out; an absolute row only under an absolute root
+    line, and inside it); a relative root line is taken against the manifest's folder.
 
     Raises:
         ConfigError: an unreadable or non-UTF-8 file, no root line, a malformed row, a row of 0 samples, or a
@@ -136,7 +145,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     if not lines or not lines[0].strip():
         raise ConfigError([FieldError("line 1", "expected the root folder on the first line")], str(path))
     root = os.path.expanduser(lines[0].strip())
-    if not os.path.isabs(root):
+    absolute_root = os.path.isabs(root)
+    if not absolute_root:
         root = os.path.join(os.path.dirname(os.path.abspath(path)), root)
     root = os.path.normpath(root)
     utts, errors = [], []
@@ -152,7 +162,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
                                                   "1 (remove the line, or rescan the folder)"))  # fmt: skip
             continue
         try:
-            confined(root, parts[0], f"line {n}")
+            _check_inside(root, parts[0], f"line {n}", absolute_root)
         except FieldError as err:
             errors.append(err)
             continue
@@ -164,7 +174,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 def read_labels(path: str | os.PathLike[str], root: str | None = None) -> dict[str, str]:
     """Reads ``path<TAB>label`` lines into ``{absolute path: label}``.
 
-    Paths are relative to ``root`` (default: the labels file's folder) and must stay inside it.
+    Paths are relative to ``root`` (default: the labels file's folder) and must stay inside it (an absolute
+    path is accepted only inside it).
 
     Raises:
         OSError: the file cannot be read.
@@ -181,11 +192,11 @@ def read_labels(path: str | os.PathLike[str], root: str | None = None) -> dict[s
             errors.append(FieldError(f"line {n}", f"{line!r} is not 'path<TAB>label'"))
             continue
         try:
-            confined(base, parts[0], f"line {n}")
+            _check_inside(base, parts[0], f"line {n}", True)
         except FieldError as err:
             errors.append(err)
             continue
-        out[os.path.join(base, parts[0])] = parts[1].strip()
+        out[os.path.normpath(os.path.join(base, parts[0]))] = parts[1].strip()
     _raise_located(errors, path)
     return out
 

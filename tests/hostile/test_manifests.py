@@ -30,7 +30,7 @@ def _rows(manifest: Path) -> list[str]:
 
 MANIFEST_CASES = [
     ("escape", lambda root: "../../outside.wav\t8000", "leaves its folder"),
-    ("absolute", lambda root: "/etc/hostname\t8000", "is an absolute path"),
+    ("absolute", lambda root: "/etc/hostname\t8000", "leaves its folder"),  # under an absolute root: inside only
     ("zero-samples", lambda root: "b/u0.flac\t0", "has 0 samples"),
     ("link-out", lambda root: "link.wav\t8000", "leaves its folder"),
 ]
@@ -77,13 +77,19 @@ def test_a_relative_root_line_is_taken_against_the_manifest_folder(tmp_path: Pat
     (tmp_path / "data" / "m.tsv").write_text("clips\nx.wav\t10\n")
     m = read_manifest(tmp_path / "data" / "m.tsv")
     assert m.utterances[0].path == str(tmp_path / "data" / "clips" / "x.wav")
+    # an absolute row: only under an absolute root line, and inside it
+    (tmp_path / "data" / "m.tsv").write_text(f"clips\n{tmp_path / 'data' / 'clips' / 'x.wav'}\t10\n")
+    with pytest.raises(ConfigError, match=r"m.tsv: line 2: .* is an absolute path"):
+        read_manifest(tmp_path / "data" / "m.tsv")
+    (tmp_path / "data" / "m.tsv").write_text(f"{tmp_path / 'data'}\n{tmp_path / 'data' / 'clips' / 'x.wav'}\t10\n")
+    assert read_manifest(tmp_path / "data" / "m.tsv").utterances[0].path == str(tmp_path / "data" / "clips" / "x.wav")
 
 
 # -- label TSVs (planner evaluate reads them before the run) --------------------------------------------
 
 TSV_CASES = [
     ("escape", "../../../etc/hostname\tyes\n", "line 1", "leaves its folder"),
-    ("absolute", "a.wav\tno\n/etc/hostname\tyes\n", "line 2", "is an absolute path"),
+    ("absolute", "a.wav\tno\n/etc/hostname\tyes\n", "line 2", "leaves its folder"),
     ("not-utf8", "a.wav\tno\nb.wav\t\xff\n", "line 2", "not UTF-8"),
 ]
 
