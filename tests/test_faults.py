@@ -248,3 +248,35 @@ def test_a_full_disk_during_export_force_keeps_the_old_export(small_disk: Path, 
     assert code != 0 and "disk is full" in err and "Traceback" not in err, err
     assert snapshot(out) == old
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "packed"]  # no staging folder left
+
+
+# -- two processes on one run folder --------------------------------------------------------------------
+
+SLOW_TRAIN = """
+import time, planner, trainers
+trainers.train(planner.load({student!r}), trainers.load_recipe({recipe!r}), {out!r}, log=None,
+               on_step=lambda step, metrics: time.sleep(1.0))
+"""
+
+
+def test_a_second_train_process_on_one_folder_is_refused_while_the_first_runs(reference, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001  # fmt: skip
+    import time
+
+    recipe, curve = reference
+    out = tmp_path / "run"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    first = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN.format(student=str(STUDENT), recipe=str(recipe), out=str(out))],
+                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run.json").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first process ended before the second started"
+        capsys.readouterr()
+        assert _train_cli(recipe, out) == 3
+        assert "another planner train is training into this folder" in capsys.readouterr().err
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    assert _losses(out) == curve  # the first run, undisturbed

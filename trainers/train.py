@@ -186,9 +186,12 @@ def _claim(out: Path, graph: EncoderGraph, recipe: Recipe) -> int:
 
     Returns the lock's fd (held until training ends). A claim that fails removes a folder it created.
     """
-    created = not out.exists()
     with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
+        try:  # atomic: of two processes starting on a new folder, one creates it (and may remove it on failure)
+            out.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            created = False
     fd = None
     try:
         fd = _lock(out)
@@ -198,10 +201,10 @@ def _claim(out: Path, graph: EncoderGraph, recipe: Recipe) -> int:
                     write_text_atomic(out / name, text)
                 write_text_atomic(out / "run.json", json.dumps(_run_info(graph, recipe), indent=2) + "\n")
         return fd
-    except BaseException:
+    except BaseException as err:
         if fd is not None:
             os.close(fd)
-        if created:
+        if created and not isinstance(err, RunConflictError):  # not when another process took it meanwhile
             shutil.rmtree(out, ignore_errors=True)
         raise
 
