@@ -46,6 +46,7 @@ Every mismatch is collected and reported together in one :class:`~planner.errors
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -312,8 +313,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except (OSError, RuntimeError, EOFError) as err:
-        raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a pickle holding code: refused unrun
+        raise WeightMappingError(f"{path}: cannot read the checkpoint as data ({str(err).splitlines()[0][:200]})") from None
     if isinstance(state, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(state.get(wrapper), Mapping):

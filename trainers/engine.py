@@ -39,6 +39,7 @@ import contextlib
 import io
 import math
 import os
+import pickle
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,16 +48,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from planner.errors import ConfigError, FieldError
+from planner.errors import ConfigError, FieldError, PlannerError
 from trainers import distributed
 from trainers.distributed import World
 from trainers.recipe import DeepSpeedConfig, Recipe
+from trainers.safeio import DEEPSPEED_GLOBALS, CheckpointError, read_torch, save_torch, weights_only_loads
 
 __all__ = [
     "Engine",
     "TorchEngine",
     "DeepSpeedEngine",
+    "NonFiniteError",
     "build_engine",
+    "check_checkpoint",
     "check_deepspeed_support",
     "check_engine",
     "deepspeed_config",
@@ -64,6 +68,12 @@ __all__ = [
     "lr_lambda",
     "single_process_env",
 ]
+
+
+class NonFiniteError(PlannerError):
+    """Training produced a NaN or infinite loss or gradient norm (the caller adds the step and the recipe)."""
+
+    exit_code = 5
 
 
 def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
@@ -105,7 +115,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
-        ...
+        """One optimizer step on ``loss_fn(module)``.
+
+        Raises:
+            NonFiniteError: the gradient norm (where clipping computes it) is NaN or infinite.
+        """
 
     @property
     @abc.abstractmethod
@@ -178,7 +192,11 @@ class TorchEngine(Engine):
                 for i, value in zip(changed, values):
                     self.trainable[i].copy_(value)
         if self.clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
+            # the norm clipping computes anyway: a NaN/inf one stops training before the step spreads it into
+            # the weights (the same in every process: the gradients are averaged already)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip))
+            if not math.isfinite(norm):
+                raise NonFiniteError(f"the gradient norm is {norm}")
         self.optimizer.step()
         self.scheduler.step()
 
@@ -187,14 +205,14 @@ class TorchEngine(Engine):
         return float(self.scheduler.get_last_lr()[0])
 
     def save(self, folder: Path) -> None:
-        """Writes ``engine.pt`` (rank 0: every process holds the same model and optimizer state)."""
+        """Writes ``engine.pt`` (rank 0: every process holds the same model and optimizer state), fsynced."""
         if not self.world.is_main:
             return
-        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+        save_torch({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict()}, folder / "engine.pt")  # fmt: skip
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / "engine.pt", map_location=self.device, weights_only=True)
+        state = _read_engine_pt(folder / "engine.pt", self.device)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -280,8 +298,50 @@ def check_engine(recipe: Recipe) -> None:
         check_deepspeed_support(recipe.deepspeed)
 
 
-_TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.pt
+_TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.json
 _SHAPES = "planner_param_shapes"  # client state: each parameter's shape in the plain model
+
+
+def _read_engine_pt(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    state = read_torch(path, what="the torch engine's state", map_location=device)
+    if not isinstance(state, dict) or not all(k in state for k in ("model", "optimizer", "scheduler")):
+        raise CheckpointError(f"{path}: not a torch engine state (expected model, optimizer and scheduler)")
+    return state
+
+
+def _deepspeed_files(folder: Path) -> list[Path]:
+    """The DeepSpeed state files of a checkpoint folder (model states first)."""
+    tag_dir = folder / _TAG
+    states = sorted(tag_dir.glob("*model_states.pt"))
+    if not states:
+        raise CheckpointError(f"{tag_dir}: no DeepSpeed model states (*model_states.pt)")
+    return states + sorted(p for p in tag_dir.glob("*.pt") if p not in states)
+
+
+def check_checkpoint(folder: str | os.PathLike[str], engine: str) -> None:
+    """Reads every engine file of a checkpoint folder as plain data (tensors, plain types, the allowlisted
+    DeepSpeed records), so that a resume can tell an intact checkpoint from a damaged one before loading it.
+
+    Raises:
+        CheckpointError: naming the first file that cannot be read that way.
+    """
+    folder = Path(folder)
+    if engine == "deepspeed":
+        for f in _deepspeed_files(folder):
+            read_torch(f, what="a DeepSpeed checkpoint file", allow=(DEEPSPEED_GLOBALS,))
+    else:
+        _read_engine_pt(folder / "engine.pt")
+
+
+@contextlib.contextmanager
+def _deepspeed_reads(folder: Path) -> Iterator[None]:
+    """DeepSpeed's own reads of ``folder`` with ``weights_only=True``; a refusal names the file."""
+    try:
+        with weights_only_loads((DEEPSPEED_GLOBALS,)):
+            yield
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        check_checkpoint(folder, "deepspeed")  # names the file (raises) where one cannot be read as data
+        raise CheckpointError(f"{folder}: DeepSpeed cannot load this checkpoint ({str(err).splitlines()[0][:200]})") from None
 
 
 def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -298,13 +358,12 @@ def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tenso
     single_process_env()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    tag_dir = Path(folder) / _TAG
-    states = sorted(tag_dir.glob("*model_states.pt"))
-    if not states:
-        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states")
-    saved = torch.load(states[0], map_location="cpu", weights_only=False)
+    folder = Path(folder)
+    tag_dir = folder / _TAG
+    states = _deepspeed_files(folder)
+    saved = read_torch(states[0], what="DeepSpeed's model states", allow=(DEEPSPEED_GLOBALS,))
     if any(tag_dir.glob("*optim_states.pt")):
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
+        with contextlib.redirect_stdout(io.StringIO()), _deepspeed_reads(folder):  # it prints its progress
             state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=_TAG)
     else:
         state = {k: v.float() if v.is_floating_point() else v for k, v in saved["module"].items()}
@@ -387,6 +446,8 @@ class DeepSpeedEngine(Engine):
             model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe))  # fmt: skip
         self.module = self.engine.module
         self.device = torch.device(self.engine.device)
+        # DeepSpeed's files through our writer: fsynced, renamed into place, a full disk a WriteError
+        self.engine.checkpoint_engine.save = _save_deepspeed_file
         self.order = {p: i for i, p in enumerate(self.module.parameters())}  # one numbering in every process
         if ds.zero_stage == 0 and ds.precision != "fp32":
             # DeepSpeed's FP16_UnfusedOptimizer (ZeRO-0, 16-bit weights, a torch optimizer) creates the
@@ -462,7 +523,8 @@ class DeepSpeedEngine(Engine):
         self.engine.save_checkpoint(str(folder), tag=_TAG, client_state={_SHAPES: shapes}, save_latest=False)
 
     def load(self, folder: Path) -> None:
-        self.engine.load_checkpoint(str(folder), tag=_TAG)
+        with _deepspeed_reads(folder):
+            self.engine.load_checkpoint(str(folder), tag=_TAG)
         self._note_versions()
 
     @contextlib.contextmanager
@@ -481,6 +543,11 @@ class DeepSpeedEngine(Engine):
         finally:
             for p, data in saved:
                 p.data = data
+
+
+def _save_deepspeed_file(state_dict: Any, path: str) -> None:
+    """``CheckpointEngine.save`` (DeepSpeed calls it with keywords) through :func:`save_torch`."""
+    save_torch(state_dict, path)
 
 
 def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
