@@ -313,7 +313,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a pickle holding code: refused unrun
+    except pickle.UnpicklingError:  # a pickle holding code or objects: refused before any of it runs
+        raise WeightMappingError(f"{path} cannot be read as data, a state dict of tensors (torch.load with weights_only=True "
+                                 "refuses it: a corrupt file, or pickled objects, which are never loaded; save one "
+                                 "with torch.save(model.state_dict(), PATH))") from None  # fmt: skip
+    except (OSError, RuntimeError, EOFError) as err:
         raise WeightMappingError(f"{path}: cannot read the checkpoint as data ({str(err).splitlines()[0][:200]})") from None
     if isinstance(state, Mapping):
         for wrapper in ("state_dict", "model"):

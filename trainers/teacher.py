@@ -145,7 +145,7 @@ def _read_state(path: str, where: str, recipe: Recipe | None = None) -> dict[str
     except WeightMappingError as err:
         raise ConfigError([FieldError(where, str(err))], source) from None
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met something else than tensors
-        raise ConfigError([FieldError(where, f"{path} cannot be read as a state dict of tensors (torch.load with "
+        raise ConfigError([FieldError(where, f"{path} cannot be read as data, a state dict of tensors (torch.load with "
                                              "weights_only=True refuses it: a corrupt file, or pickled objects, which "
                                              "are never loaded; save one with torch.save(model.state_dict(), PATH))")],
                           source) from None  # fmt: skip
