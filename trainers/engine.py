@@ -50,12 +50,13 @@ from torch import Tensor, nn
 from planner.errors import ConfigError, FieldError
 from trainers import distributed
 from trainers.distributed import World
-from trainers.recipe import DeepSpeedConfig, Recipe
+from trainers.recipe import DeepSpeedConfig, Recipe, recipe_errors
 
 __all__ = [
     "Engine",
     "TorchEngine",
     "DeepSpeedEngine",
+    "ENGINES",
     "build_engine",
     "check_deepspeed_support",
     "check_engine",
@@ -229,7 +230,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
         >>> deepspeed_config(load_recipe("recipes/distill.yaml"))["zero_optimization"]
         {'stage': 0}
     """
-    ds = recipe.deepspeed
+    ds = recipe.engine if isinstance(recipe.engine, DeepSpeedConfig) else DeepSpeedConfig()  # torch: the defaults
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -247,7 +248,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
+def check_deepspeed_support(ds: DeepSpeedConfig, where: str = "engine.precision") -> None:
     """Checks that this machine's DeepSpeed accelerator can run ``ds.precision``.
 
     DeepSpeed refuses the same combinations inside ``deepspeed.initialize`` ("Type fp16 is not supported
@@ -256,7 +257,8 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
     recipe that fails here runs unchanged on a GPU machine.
 
     Raises:
-        ConfigError: ``deepspeed.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...``.
+        ConfigError: ``engine.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...`` (``where``:
+            the field's path in the recipe file, ``Recipe.engine_field("precision")``).
     """
     single_process_env()
     from deepspeed.accelerator import get_accelerator
@@ -267,7 +269,7 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
         usable = ", ".join(p for p, ok in supported.items() if ok)
         fix = "bf16 (fp32 master weights, no loss scaling) or fp32" if supported["bf16"] else "fp32"
         raise ConfigError([FieldError(
-            "deepspeed.precision",
+            where,
             f"{ds.precision} is not supported by DeepSpeed's {acc.device_name()!r} accelerator on this machine "
             f"(allowed here: {usable}); use {fix}, or train on a machine whose accelerator has "
             f"{ds.precision} (a CUDA GPU{', Ampere or newer' if ds.precision == 'bf16' else ''})")])  # fmt: skip
@@ -276,8 +278,9 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
 def check_engine(recipe: Recipe) -> None:
     """Raises a :class:`ConfigError` if this machine cannot run the recipe's engine (before a run folder
     is claimed, so that the fixed recipe can use the same folder)."""
-    if recipe.engine == "deepspeed":
-        check_deepspeed_support(recipe.deepspeed)
+    if isinstance(recipe.engine, DeepSpeedConfig):
+        with recipe_errors(recipe):
+            check_deepspeed_support(recipe.engine, recipe.engine_field("precision"))
 
 
 _TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.pt
@@ -363,8 +366,8 @@ class DeepSpeedEngine(Engine):
     """
 
     def __init__(self, model: nn.Module, recipe: Recipe, world: World | None = None) -> None:
-        ds = recipe.deepspeed
-        check_deepspeed_support(ds)
+        ds = recipe.engine
+        check_deepspeed_support(ds, recipe.engine_field("precision"))
         import deepspeed
 
         self.world = world if world is not None else World()
@@ -501,8 +504,11 @@ def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
     part.data[:count].copy_(flat[start : start + count])
 
 
+#: The engine class of each engine kind (the keys of ``trainers.engine_config.ENGINE_KINDS``, tested).
+ENGINES: dict[str, type[Engine]] = {"torch": TorchEngine, "deepspeed": DeepSpeedEngine}
+
+
 def build_engine(model: nn.Module, recipe: Recipe, world: World | None = None) -> Engine:
-    """The recipe's engine around ``model``, in ``world`` (default: this process alone)."""
-    if recipe.engine == "deepspeed":
-        return DeepSpeedEngine(model, recipe, world)
-    return TorchEngine(model, recipe, world)
+    """The recipe's engine (:data:`ENGINES` by ``recipe.engine.kind``) around ``model``, in ``world`` (default:
+    this process alone); the one place an engine is built from its config."""
+    return ENGINES[recipe.engine.kind](model, recipe, world)

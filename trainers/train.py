@@ -358,7 +358,7 @@ def train(
     out = Path(out)
     world = distributed.world_from_env()
     check_engine(recipe)  # before claiming the folder: a recipe fixed after this error may use it
-    world = distributed.connect(world, recipe.engine)
+    world = distributed.connect(world, recipe.engine.kind)
     # Rank 0 claims the folder, then the others check its claim; a refusal in any process stops them all.
     distributed.agree(world, lambda: _claim(out, graph, recipe) if world.is_main else None)
     distributed.agree(world, lambda: _clean_stale(out) if world.is_main else _claim(out, graph, recipe, rank=world.rank))
