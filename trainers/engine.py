@@ -17,7 +17,8 @@ precision         CPU accelerator (tested)             CUDA accelerator (allowed
 ================  ===================================  ==========================================
 
 A precision the machine's accelerator lacks is a :class:`~planner.errors.ConfigError` on
-``deepspeed.precision`` (:func:`check_deepspeed_support`), raised before a run folder is claimed.
+``engine.precision`` (``deepspeed.precision`` in a format-1 recipe; :func:`check_deepspeed_support`), raised
+before a run folder is claimed.
 
 Data parallelism (a :class:`~trainers.distributed.World` of several processes): each process runs its own
 batch, gradients are averaged (DeepSpeed: its own all-reduce or ZeRO reduce-scatter; torch: one all-reduce

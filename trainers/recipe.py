@@ -868,23 +868,14 @@ def _read_format_1(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldErro
     return out, errors
 
 
-def _read_format(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
-    """The document as format-2 data (:data:`FORMAT_VERSION`), and the errors found converting it; a missing
-    ``format:`` is format 1."""
-    version = data.get("format", 1)
-    if isinstance(version, bool) or version not in FORMAT_VERSIONS:
-        versions = ", ".join(map(str, FORMAT_VERSIONS))
-        return {}, [FieldError("format", f"{version!r} is not a recipe format this planner reads ({versions}; "
-                                         f"{FORMAT_VERSION} is the current one, a file without format: is 1)")]  # fmt: skip
-    if version == 1:
-        out, errors = _read_format_1(data)
-    else:
-        out, errors = {k: v for k, v in data.items() if k not in ("format", "deepspeed")}, []
-        if "deepspeed" in data:
-            errors.append(FieldError("deepspeed", "not a section of recipe format 2: DeepSpeed's settings are fields of "
-                                                  "the engine (engine: {kind: deepspeed, zero_stage: 2, precision: bf16}); "
-                                                  "the deepspeed: section is format 1's (a file without format:)"))  # fmt: skip
-    return {**out, "format": FORMAT_VERSION}, errors
+def _read_format_2(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    """A format-2 document without its ``format:`` key, and the refusal of a format-1 ``deepspeed:`` section."""
+    out = {k: v for k, v in data.items() if k not in ("format", "deepspeed")}
+    if "deepspeed" not in data:
+        return out, []
+    return out, [FieldError("deepspeed", "not a section of recipe format 2: DeepSpeed's settings are fields of the engine "
+                                         "(engine: {kind: deepspeed, zero_stage: 2, precision: bf16}); the deepspeed: "
+                                         "section is format 1's (a file without format:)")]  # fmt: skip
 
 
 def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None = None) -> Recipe:
@@ -898,14 +889,19 @@ def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None 
         True
 
     Raises:
-        ConfigError: ``FILE: field.path: problem``, one line per problem, every problem of the file at once.
+        ConfigError: ``FILE: field.path: problem``, one line per problem, every problem of the file at once
+            (an unknown ``format`` alone: the layout of the rest is unknown too).
     """
     errors: list[FieldError] = []
     version = data.get("format", 1) if isinstance(data, dict) else FORMAT_VERSION
+    if type(version) is not int or version not in FORMAT_VERSIONS:
+        versions = ", ".join(map(str, FORMAT_VERSIONS))
+        raise ConfigError([FieldError("format", f"{version!r} is not a recipe format this planner reads ({versions}; "
+                                                f"{FORMAT_VERSION} is the current one, a file without format: is 1)")],
+                          source) from None  # fmt: skip
     if isinstance(data, dict):
-        data, errors = _read_format(data)
-        if errors and not data:  # an unknown format: its layout is unknown too
-            raise ConfigError(errors, source) from None
+        data, errors = _read_format_1(data) if version == 1 else _read_format_2(data)
+        data["format"] = FORMAT_VERSION  # the reader converted it
     try:
         recipe = from_data(Recipe, data)
     except FieldError as err:

@@ -42,6 +42,7 @@ CASES = [
     pytest.param("format: 3\n", ["format: ", "3 is not a recipe format", "(1, 2;"], id="unknown-format"),
     pytest.param("format: '2'\n", ["format: ", "'2' is not a recipe format"], id="format-as-string"),
     pytest.param("format: true\n", ["format: ", "True is not a recipe format"], id="format-as-boolean"),
+    pytest.param("format: 2.0\n", ["format: ", "2.0 is not a recipe format"], id="format-as-float"),
     # deepspeed fields on torch, and the deepspeed kind's own fields
     pytest.param("format: 2\nengine: {kind: torch, zero_stage: 2}\n",
                  ["engine.zero_stage: ", "only allowed with kind: deepspeed", "kind torch (its fields: none)"],
