@@ -96,8 +96,10 @@ def test_pinned_format_1_fingerprint_holds_for_the_format_2_twin() -> None:
 
 
 def test_engine_settings_are_part_of_the_identity() -> None:
-    prints = {loads_recipe(f"format: 2\n{BODY}engine: {e}\n").fingerprint()
-              for e in ("torch", "deepspeed", "{kind: deepspeed, zero_stage: 1}", "{kind: deepspeed, precision: bf16}")}
+    prints = {
+        loads_recipe(f"format: 2\n{BODY}engine: {e}\n").fingerprint()
+        for e in ("torch", "deepspeed", "{kind: deepspeed, zero_stage: 1}", "{kind: deepspeed, precision: bf16}")
+    }
     assert len(prints) == 4
 
 
@@ -150,8 +152,11 @@ class _Stop(Exception):
     pass
 
 
-def test_a_format_1_run_resumes_with_its_recipe_and_with_the_saved_format_2_one(tmp_path: Path, corpus: Path,  # noqa: F811
-                                                                                ta_teacher_file: Path) -> None:  # noqa: F811
+def test_a_format_1_run_resumes_with_its_recipe_and_with_the_saved_format_2_one(
+    tmp_path: Path,
+    corpus: Path,  # noqa: F811
+    ta_teacher_file: Path,  # noqa: F811
+) -> None:
     text = "format: 1\nengine: torch\n" + recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="4")
     one = loads_recipe(text, source=str(tmp_path / "one.yaml"), base_dir=str(tmp_path))
     run = tmp_path / "run"
