@@ -17,7 +17,8 @@ precision         CPU accelerator (tested)             CUDA accelerator (allowed
 ================  ===================================  ==========================================
 
 A precision the machine's accelerator lacks is a :class:`~planner.errors.ConfigError` on
-``deepspeed.precision`` (:func:`check_deepspeed_support`), raised before a run folder is claimed.
+``engine.precision`` (``deepspeed.precision`` in a format-1 recipe; :func:`check_deepspeed_support`), raised
+before a run folder is claimed.
 
 Data parallelism (a :class:`~trainers.distributed.World` of several processes): each process runs its own
 batch, gradients are averaged (DeepSpeed: its own all-reduce or ZeRO reduce-scatter; torch: one all-reduce
@@ -51,13 +52,14 @@ from torch import Tensor, nn
 from planner.errors import ConfigError, FieldError, PlannerError
 from trainers import distributed
 from trainers.distributed import World
-from trainers.recipe import DeepSpeedConfig, Recipe
+from trainers.recipe import DeepSpeedConfig, Recipe, recipe_errors
 from trainers.safeio import DEEPSPEED_GLOBALS, CheckpointError, read_torch, save_torch, weights_only_loads
 
 __all__ = [
     "Engine",
     "TorchEngine",
     "DeepSpeedEngine",
+    "ENGINES",
     "NonFiniteError",
     "build_engine",
     "check_checkpoint",
@@ -247,7 +249,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
         >>> deepspeed_config(load_recipe("recipes/distill.yaml"))["zero_optimization"]
         {'stage': 0}
     """
-    ds = recipe.deepspeed
+    ds = recipe.engine if isinstance(recipe.engine, DeepSpeedConfig) else DeepSpeedConfig()  # torch: the defaults
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -265,7 +267,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
+def check_deepspeed_support(ds: DeepSpeedConfig, where: str = "engine.precision") -> None:
     """Checks that this machine's DeepSpeed accelerator can run ``ds.precision``.
 
     DeepSpeed refuses the same combinations inside ``deepspeed.initialize`` ("Type fp16 is not supported
@@ -274,7 +276,8 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
     recipe that fails here runs unchanged on a GPU machine.
 
     Raises:
-        ConfigError: ``deepspeed.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...``.
+        ConfigError: ``engine.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...`` (``where``:
+            the field's path in the recipe file, ``Recipe.engine_field("precision")``).
     """
     single_process_env()
     from deepspeed.accelerator import get_accelerator
@@ -285,7 +288,7 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
         usable = ", ".join(p for p, ok in supported.items() if ok)
         fix = "bf16 (fp32 master weights, no loss scaling) or fp32" if supported["bf16"] else "fp32"
         raise ConfigError([FieldError(
-            "deepspeed.precision",
+            where,
             f"{ds.precision} is not supported by DeepSpeed's {acc.device_name()!r} accelerator on this machine "
             f"(allowed here: {usable}); use {fix}, or train on a machine whose accelerator has "
             f"{ds.precision} (a CUDA GPU{', Ampere or newer' if ds.precision == 'bf16' else ''})")])  # fmt: skip
@@ -294,8 +297,9 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
 def check_engine(recipe: Recipe) -> None:
     """Raises a :class:`ConfigError` if this machine cannot run the recipe's engine (before a run folder
     is claimed, so that the fixed recipe can use the same folder)."""
-    if recipe.engine == "deepspeed":
-        check_deepspeed_support(recipe.deepspeed)
+    if isinstance(recipe.engine, DeepSpeedConfig):
+        with recipe_errors(recipe):
+            check_deepspeed_support(recipe.engine, recipe.engine_field("precision"))
 
 
 _TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.json
@@ -422,8 +426,8 @@ class DeepSpeedEngine(Engine):
     """
 
     def __init__(self, model: nn.Module, recipe: Recipe, world: World | None = None) -> None:
-        ds = recipe.deepspeed
-        check_deepspeed_support(ds)
+        ds = recipe.engine
+        check_deepspeed_support(ds, recipe.engine_field("precision"))
         import deepspeed
 
         self.world = world if world is not None else World()
@@ -568,8 +572,11 @@ def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
     part.data[:count].copy_(flat[start : start + count])
 
 
+#: The engine class of each engine kind (the keys of ``trainers.engine_config.ENGINE_KINDS``, tested).
+ENGINES: dict[str, type[Engine]] = {"torch": TorchEngine, "deepspeed": DeepSpeedEngine}
+
+
 def build_engine(model: nn.Module, recipe: Recipe, world: World | None = None) -> Engine:
-    """The recipe's engine around ``model``, in ``world`` (default: this process alone)."""
-    if recipe.engine == "deepspeed":
-        return DeepSpeedEngine(model, recipe, world)
-    return TorchEngine(model, recipe, world)
+    """The recipe's engine (:data:`ENGINES` by ``recipe.engine.kind``) around ``model``, in ``world`` (default:
+    this process alone); the one place an engine is built from its config."""
+    return ENGINES[recipe.engine.kind](model, recipe, world)

@@ -576,7 +576,7 @@ def train(
     out = Path(out)
     world = distributed.world_from_env()
     check_engine(recipe)  # before claiming the folder: a recipe fixed after this error may use it
-    world = distributed.connect(world, recipe.engine)
+    world = distributed.connect(world, recipe.engine.kind)
     # Everything that can be checked is, before rank 0 claims the folder: the folder itself (read only), then
     # the student, the loss (teacher, labels) and the data. A refusal in any process stops them all.
     distributed.agree(world, lambda: _check_out(out, graph, recipe) if world.is_main else None)
@@ -634,7 +634,7 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
     schedule = getattr(student, "mask_schedule", None)
 
     step = 0
-    point = distributed.agree(world, lambda: _resume_point(out, world, recipe.engine) if world.is_main else None)
+    point = distributed.agree(world, lambda: _resume_point(out, world, recipe.engine.kind) if world.is_main else None)
     point = distributed.broadcast_object(world, point)  # rank 0's view of the folder
     if point is not None:
         ckpt, state = point
