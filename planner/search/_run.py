@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,13 +311,11 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
         open_storage,
     )
 
-    if workers > 1:
-        try:
-            import torch
-
-            torch.set_num_threads(1)  # K processes share the cores
-        except ImportError:  # a capacity-only search runs without torch
-            pass
+    if workers > 1:  # K processes share the cores: one thread each
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+        else:  # torch reads it when an evaluator first imports it; a cost-only search never pays for the import
+            os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a surplus trial is reported by _Progress, not a warning
     space = load_space(space_path)
     sampler = make_sampler(cfg, space)
@@ -330,12 +329,15 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     from sqlalchemy.exc import SQLAlchemyError
 
     _RUNNING_OWNERS.add(objective.owner)
+    guard = _InterruptGuard(study, (signal.SIGINT, signal.SIGTERM) if _SPAWNED else (signal.SIGINT,))
     try:
         # a full disk: say so (the next open finds any record it tore)
-        study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,), callbacks=callbacks)
+        with guard:
+            study.optimize(guard.objective(objective), n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,),
+                           callbacks=callbacks)  # fmt: skip
+            guard.check()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        _fail_current(study, sampler.current)
+        _fail_current(study, sampler.current)  # only if Optuna could not record it (it always can, inside a guard)
         raise
     except SQLAlchemyError as err:  # e.g. SQLite's "database or disk is full", a server gone mid-study
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
@@ -350,6 +352,61 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     finally:
         _RUNNING_OWNERS.discard(objective.owner)
     return objective.evaluations
+
+
+class _InterruptGuard:
+    """Takes Ctrl-C (and, in a spawned worker, the SIGTERM its parent stops it with) so that it lands where
+    Optuna can record it: inside the objective it raises KeyboardInterrupt at once (Optuna marks the trial
+    FAIL); anywhere else (while the sampler draws, while Optuna stores a result) it only asks the study to
+    stop, and the trial in hand is finished before :meth:`check` raises. No trial is left RUNNING.
+    """
+
+    def __init__(self, study: Any, signals: tuple[int, ...]) -> None:
+        self.study = study
+        self.signals = signals
+        self.inside = False  # the objective is running
+        self.interrupted = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _InterruptGuard:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if not self.interrupted else signal.SIG_IGN)  # a second one: the clean-up runs
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            return  # one is enough; the clean-up is under way
+        self.interrupted = True
+        if self.inside:
+            raise KeyboardInterrupt
+        try:
+            self.study.stop()
+        except RuntimeError:  # optimize has not started yet: the first trial's objective raises
+            pass
+
+    def objective(self, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``func`` run as the interruptible part of a trial."""
+
+        def run(trial: Any) -> Any:
+            self.inside = True
+            try:
+                if self.interrupted:  # stopped while the sampler drew this trial: nothing evaluated
+                    raise KeyboardInterrupt
+                return func(trial)
+            finally:
+                self.inside = False
+
+        return run
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
 
 def _fail_current(study: Any, number: int | None) -> None:
@@ -382,14 +439,25 @@ def _disk_full(err: BaseException) -> OSError | None:
     return None
 
 
+_SPAWNED = False  # this process is a worker spawned by run_search (its parent stops it with SIGTERM)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _worker_process(*args: Any) -> None:
     """A spawned worker: :func:`_worker`, its planner errors printed as messages (no traceback).
 
     It starts with SIGINT ignored (inherited from :func:`run_search`, so a Ctrl-C while Python starts it
-    cannot print a traceback) and takes Ctrl-C from here on: it fails its running trial and exits 130
-    silently (the parent prints the one line).
+    cannot print a traceback; the parent's SIGTERM ends it then) and takes Ctrl-C and SIGTERM from here on:
+    its trial is marked FAIL (:class:`_InterruptGuard`) and it exits 130 silently (the parent prints the one
+    line).
     """
+    global _SPAWNED
+    _SPAWNED = True
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # how the parent stops it
     try:
         _worker(*args)
     except KeyboardInterrupt:
@@ -497,14 +565,11 @@ def _run_workers(space_path: str, cfg: StudyConfig, url: str, k: int, progress: 
 
 
 def _stop(procs: list[Any]) -> None:
-    """Interrupts the workers still running (a terminal's Ctrl-C reached them already; ``kill -INT`` of this
-    process did not), waits for them, and kills those that do not stop within :data:`STOP_GRACE_S`."""
+    """Stops the workers still running with SIGTERM (each fails its trial and exits; one still starting
+    dies at once), waits for them, and kills those that do not stop within :data:`STOP_GRACE_S`."""
     for p in procs:
-        if p.is_alive() and p.pid is not None:
-            try:
-                os.kill(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+        if p.is_alive():
+            p.terminate()
     deadline = time.monotonic() + STOP_GRACE_S
     for p in procs:
         p.join(max(deadline - time.monotonic(), 0.0))
