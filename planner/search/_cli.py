@@ -39,9 +39,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if impossible is not None:
         print(impossible, file=sys.stderr)
         return 1
-    from planner.search._run import pareto_storage_hint
+    from planner.search._run import pareto_storage_hint, storage_of
 
-    storage = pareto_storage_hint(args.space, args.storage, study)
+    storage = pareto_storage_hint(study.study_name, storage_of(args.space, opts, args.study_file))
     print(f"wall time {time.perf_counter() - t0:.1f} s; export: planner pareto --study {study.study_name}{storage} --export DIR")
     if args.export:
         from planner.search import export_pareto

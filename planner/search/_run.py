@@ -581,10 +581,12 @@ def _stop(procs: list[Any]) -> None:
 
 def infeasibility_report(study: Any) -> str | None:
     """When no trial met the budgets, says which budget failed and the smallest value seen; else None."""
+    from planner.search._pareto import current_budgets, within
+
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("cost")]
-    if not trials or any(t.user_attrs.get("feasible") for t in trials):
+    budgets = current_budgets(study)
+    if not trials or any(t.user_attrs.get("feasible") and within(t, budgets) for t in trials):
         return None
-    budgets = study.user_attrs.get("budgets", {})
     parts = []
     for metric, bound in budgets.items():
         best = min(t.user_attrs["cost"].get(metric, float("inf")) for t in trials)
@@ -623,16 +625,19 @@ def _default_url(name: str, space: str | None) -> str:
     return default_storage(name, studies_root(space), create=False)
 
 
-def pareto_storage_hint(space: str, storage: str | None, study: Any) -> str:
+def storage_of(space_path: str, opts: SearchOptions = SearchOptions(), study_file: str | None = None) -> str:
+    """The storage URL ``planner search SPACE`` with ``opts`` uses (creates nothing)."""
+    space = load_space(space_path)
+    cfg = resolve_study(space, opts, study_file)
+    return cfg.storage or _default_url(cfg.name, space.source)
+
+
+def pareto_storage_hint(name: str, url: str) -> str:
     """`` --storage URL`` when ``planner pareto --study NAME`` run from this folder would not find the study
-    of ``space`` by itself (else empty)."""
+    on ``url`` by itself (else empty)."""
     from planner.search._optuna import storage_file
 
-    if storage:
-        return f" --storage {storage}"
-    url = _default_url(study.study_name, space)
-    here = _default_url(study.study_name, None)
-    a, b = storage_file(url), storage_file(here)
+    a, b = storage_file(url), storage_file(_default_url(name, None))
     if a is not None and b is not None and a.resolve() == b.resolve():
         return ""
     return f" --storage {url}"
