@@ -210,13 +210,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is met below and not at exit
+        return code
+    except BrokenPipeError:  # `planner ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # as a command killed by SIGPIPE
     except PlannerError as err:
         print(err, file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so the interpreter's final flush of a closed pipe prints nothing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to flush at exit
+        pass
 
 
 if __name__ == "__main__":

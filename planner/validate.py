@@ -39,7 +39,7 @@ RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "opti
 TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
                        "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
 STUDY_KEYS = frozenset({"name", "bops", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
-                        "evaluator", "heartbeat", "pruner"})  # fmt: skip
+                        "evaluator", "heartbeat", "pruner", "hardware"})  # fmt: skip
 _KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
 # the keys only one kind has: what tells the kinds apart
 _OWN = {kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()}
