@@ -166,7 +166,7 @@ class PeerError(PlannerError):
 
 
 class RunConflictError(PlannerError):
-    """The output folder holds a different run."""
+    """The output folder holds a different run, or another process is training into it."""
 
     exit_code = 3
 
