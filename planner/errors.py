@@ -12,8 +12,11 @@ old names (``planner.compress.CompressionError``, ``trainers.distributed.PeerErr
     │   └── YamlRefusal            the YAML reader refuses a document while composing it (at ``line N``)
     ├── ConfigError                FILE: field.path: problem, one line each
     │   └── GraphError             the file parses, the graph cannot work
-    ├── WeightMappingError, CompressionError, DataError, WriteError, StorageError
+    ├── WeightMappingError, CompressionError, DataError, WriteError, StorageError, CheckpointError
     ├── LaunchError, PeerError, RunConflictError           the trainer's job and run folder
+    ├── NonFiniteError             NaN / infinite loss or gradient norm
+    │   └── DivergedError          ... named with the step, the loss and the recipe field
+    ├── SearchInterrupted          Ctrl-C stopped a search (exit 130; a rerun resumes)
     └── Pruned, SurplusTrial       the search's signals to Optuna (not mistakes)
 """
 
@@ -38,6 +41,10 @@ __all__ = [
     "RunConflictError",
     "Pruned",
     "SurplusTrial",
+    "SearchInterrupted",
+    "CheckpointError",
+    "NonFiniteError",
+    "DivergedError",
 ]
 
 
@@ -179,3 +186,25 @@ class SurplusTrial(PlannerError):
     """A trial that started after the study had its ``n_trials`` (two workers asked at once); it is marked
     FAIL with a ``surplus`` attribute before any candidate is drawn, and its worker stops. Not a mistake: the
     objective raises it for Optuna to catch."""
+
+
+class SearchInterrupted(PlannerError):
+    """Ctrl-C (SIGINT) stopped the search; the finished trials are kept and a rerun resumes."""
+
+    exit_code = 130
+
+
+class CheckpointError(PlannerError):
+    """A checkpoint or state file cannot be read as plain data (damaged, truncated, or holding code)."""
+
+    exit_code = 4
+
+
+class NonFiniteError(PlannerError):
+    """Training produced a NaN or infinite loss or gradient norm (the caller adds the step and the recipe)."""
+
+    exit_code = 5
+
+
+class DivergedError(NonFiniteError):
+    """The loss or the gradients became NaN or infinite (names the step, the loss and the recipe field)."""

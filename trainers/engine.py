@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from planner.errors import ConfigError, FieldError, PlannerError
+from planner.errors import ConfigError, FieldError, NonFiniteError
 from trainers import distributed
 from trainers.distributed import World
 from trainers.recipe import DeepSpeedConfig, Recipe, recipe_errors
@@ -70,12 +70,6 @@ __all__ = [
     "lr_lambda",
     "single_process_env",
 ]
-
-
-class NonFiniteError(PlannerError):
-    """Training produced a NaN or infinite loss or gradient norm (the caller adds the step and the recipe)."""
-
-    exit_code = 5
 
 
 def lr_lambda(recipe: Recipe) -> Callable[[int], float]:

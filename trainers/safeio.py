@@ -26,16 +26,10 @@ from typing import Any
 
 import torch
 
-from planner.errors import PlannerError
+from planner.errors import CheckpointError
 from planner.files import write_bytes_atomic
 
 __all__ = ["CheckpointError", "DEEPSPEED_GLOBALS", "NUMPY_GLOBALS", "read_torch", "save_torch", "weights_only_loads"]
-
-
-class CheckpointError(PlannerError):
-    """A checkpoint or state file cannot be read as plain data (damaged, truncated, or holding code)."""
-
-    exit_code = 4
 
 
 def _numpy_globals() -> list[Any]:

@@ -55,7 +55,7 @@ import torch
 import yaml
 
 from planner.compress import CompressionError, load_checkpoint_, materialize
-from planner.errors import ConfigError, FieldError, RunConflictError, WriteError
+from planner.errors import ConfigError, DivergedError, FieldError, RunConflictError, WriteError
 from planner.files import fsync_dir, write_text_atomic, writing
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, load
@@ -83,10 +83,6 @@ _CKPT = "step-"
 _LOCK = ".lock"
 
 LossFn = Callable[[torch.nn.Module, Batch, int], LossResult]
-
-
-class DivergedError(NonFiniteError):
-    """The loss or the gradients became NaN or infinite (names the step, the loss and the recipe field)."""
 
 
 @dataclass

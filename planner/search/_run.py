@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import ConfigError, FieldError, PlannerError, StorageError, WriteError
+from planner.errors import ConfigError, FieldError, PlannerError, SearchInterrupted, StorageError, WriteError
 from planner.ir.io import read_yaml
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
@@ -416,12 +416,6 @@ def _fail_current(study: Any, number: int | None) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number == number:
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-class SearchInterrupted(PlannerError):
-    """Ctrl-C (SIGINT) stopped the search; the finished trials are kept and a rerun resumes."""
-
-    exit_code = 130
 
 
 def _disk_full(err: BaseException) -> OSError | None:
