@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from planner.errors import WriteError
-from trainers.demo import DemoError, build_demo_corpus, format_rows, quickstart_rows
+from trainers.demo import DemoError, build_demo_corpus, quickstart_rows
 from trainers.evaluate import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
