@@ -23,12 +23,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            checked = check_file(path, files=not args.no_files)
+            checked = check_file(path, files=not args.no_files, strict=args.strict)
         except PlannerError as err:
             print(err, file=sys.stderr)
             failed = max(failed, err.exit_code)
             continue
-        print(f"{path}: ok ({checked.summary})")
+        for line in checked.warnings:
+            print(line, file=sys.stderr)
+        missing = f"; {len(checked.warnings)} named file(s) missing (warnings above)" if checked.warnings else ""
+        print(f"{path}: ok ({checked.summary}){missing}")
     return failed
 
 
@@ -75,8 +78,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    from trainers.recipe import check_recipe_files
+
+    recipe = load_recipe(args.recipe)
+    check_recipe_files(recipe)  # every missing file at once, before anything is built or written
     try:
-        result = train(load(args.arch), load_recipe(args.recipe), args.out)
+        result = train(load(args.arch), recipe, args.out)
     except PeerError as err:  # another process of the job printed it
         return err.exit_code
     if result.rank == 0:
@@ -177,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--no-files", action="store_true",
                    help="check the contents only, not that the files a recipe, task or study names exist")
+    p.add_argument("--strict", action="store_true",
+                   help="a named file that does not exist is an error (default: a warning, exit 0)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("show", help="print the resolved graph: node, kind, widths, frames, bits, N:M")
