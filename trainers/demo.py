@@ -270,29 +270,44 @@ def quickstart_rows(out: str | os.PathLike[str]) -> list[tuple[str, str, float |
         for name in ("held", "real"):
             if name in corpus["utterances"]:
                 rows.append(("data", f"utterances ({name})", corpus["utterances"][name], None, None))
-    for stage, key in (("teacher", "accuracy"), ("distill", "loss"), ("qat", "loss")):
+    for stage, key in (("teacher", "accuracy"), ("search", None), ("distill", "loss"), ("qat", "loss")):
+        if key is None:
+            rows += _search_rows(out, seconds.get("search"))
+            continue
         metrics = [m for m in _jsonl(out / "runs" / stage / "metrics.jsonl") if key in m]
         if metrics:
             if stage != "teacher":
                 rows.append((stage, f"train {key} (first log)", metrics[0][key], None, None))
             rows.append((stage, f"train {key} (step {metrics[-1].get('step', '?')})", metrics[-1][key],
                          1 / len(corpus["classes"]) if stage == "teacher" and corpus else None, seconds.get(stage)))  # fmt: skip
-    front = _json(out / "front" / "pareto.json")
-    if front is not None:
-        points = front["points"]
-        rows.append(("search", f"Pareto points (budgets {front['budgets']})", len(points), None, seconds.get("search")))
-        losses = [p["objectives"]["distill_loss"] for p in points if "distill_loss" in p["objectives"]]
-        if losses:
-            rows.append(("search", "best held-out distill_loss", min(losses), None, None))
-    for path in sorted((out / "eval").glob("*.json")):
+    order = {name: i for i, name in enumerate(("teacher", "distill", "qat", "packed"))}
+    probes = sorted((out / "eval").glob("*.json"), key=lambda p: (p.stem.split("-")[-1] != "held", p.stem.split("-")[-1],
+                                                                  order.get(p.stem.rsplit("-", 1)[0], 9), p.stem))  # fmt: skip
+    for path in probes:
         res = _json(path) or {}
         if "accuracy" in res:
-            rows.append((f"probe {path.stem}", "accuracy", res["accuracy"], res.get("chance"),
-                         seconds.get(f"probe {path.stem}")))  # fmt: skip
+            rows.append((f"probe {path.stem}", f"accuracy ({res.get('n_test', '?')} held out)", res["accuracy"],
+                         res.get("chance"), seconds.get(f"probe {path.stem}")))  # fmt: skip
     packed = _json(out / "packed" / "manifest.json")
     if packed is not None:
         b = packed["payload_bytes"]
         rows.append(("export", "packed bytes (weights + state)", b["weights"] + b["state"], None, seconds.get("export")))
+    if seconds:
+        rows.append(("total", "stages timed", len(seconds), None, sum(seconds.values())))
+    return rows
+
+
+def _search_rows(out: Path, seconds: float | None) -> list[tuple[str, str, float | None, float | None, float | None]]:
+    front = _json(out / "front" / "pareto.json")
+    if front is None:
+        return []
+    points = front["points"]
+    budgets = ", ".join(f"{k} <= {v:,.0f}" for k, v in front["budgets"].items())
+    rows: list[tuple[str, str, float | None, float | None, float | None]] = [
+        ("search", f"Pareto points ({budgets})" if budgets else "Pareto points", len(points), None, seconds)]
+    losses = [p["objectives"]["distill_loss"] for p in points if "distill_loss" in p["objectives"]]
+    if losses:
+        rows.append(("search", "lowest held-out distill_loss on the front", min(losses), None, None))
     return rows
 
 
