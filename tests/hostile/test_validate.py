@@ -123,14 +123,13 @@ def test_missing_files_of_a_recipe_are_all_warned_about(tmp_path: Path, cli) -> 
     assert "warning" not in strict.err and "data.train[1]" not in strict.err
 
 
-def test_train_refuses_a_missing_file_that_validate_warns_about(tmp_path: Path, cli) -> None:
+def test_train_refuses_the_missing_files_all_at_once(tmp_path: Path, cli) -> None:
     recipe = _write(tmp_path / "r.yaml", "teacher: {kind: self, checkpoint: gone/f.pt}\ninit: i.pt\n"
                                          "data: {train: [a.tsv, b.tsv], valid: v.tsv}\n")  # fmt: skip
     (tmp_path / "b.tsv").touch()
     result = cli(["train", TEACHER_ARCH, "--recipe", recipe, "--out", tmp_path / "run"])
-    # train stops at the first one it needs (validate --strict lists them all)
-    refused(result, names=["does not exist"], code=2)
-    assert "warning" not in result.err and not (tmp_path / "run").exists()
+    refused(result, names=[m.format(recipe=recipe, tmp=tmp_path) for m in MISSING], code=2)
+    assert "warning" not in result.err and not (tmp_path / "run").exists()  # refused before the folder is claimed
 
 
 def test_teacher_without_checkpoint_is_refused(tmp_path: Path, cli) -> None:
