@@ -204,3 +204,14 @@ def test_quickstart_full(tmp_path: Path) -> None:
     # a probe twice the chance level on voices never trained on: far from a coin (40 held-out utterances)
     assert rows["probe teacher-held"][0] > 2 * rows["probe teacher-held"][1]
     assert rows["probe qat-held"][0] > 2 * rows["probe qat-held"][1]
+
+
+def test_data_scan_writes_the_manifest_a_recipe_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from planner.cli import main
+    from trainers.data import read_manifest
+
+    c = build_demo_corpus(tmp_path / "d", synthetic=True, words=2)
+    assert main(["data", "scan", str(c.root / "audio" / "held"), str(tmp_path / "held.tsv")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'held.tsv'}: 8 files under {c.root / 'audio' / 'held'}\n"
+    scanned, built = read_manifest(tmp_path / "held.tsv"), read_manifest(c.root / "valid.tsv")
+    assert scanned.root == built.root and sorted(scanned.utterances) == sorted(built.utterances)  # scan sorts by name
