@@ -118,15 +118,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     graph = load(args.file)
     model = materialize(graph)
     if args.checkpoint is not None:
+        import pickle
+        import zipfile
+
         import torch
 
-        try:
+        try:  # data only: a pickle that would import or call anything is refused before it runs
             state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as err:
-            raise PlannerError(f"{args.checkpoint}: cannot read the checkpoint ({err})") from err
+        except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as err:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise PlannerError(f"{args.checkpoint}: cannot read the checkpoint as data with weights_only=True ({reason}); "
+                               "pass a torch.save'd state dict") from None  # fmt: skip
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
-        if not isinstance(state, dict):
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise PlannerError(f"{args.checkpoint}: expected a state dict (or a dict with 'model')")
         load_checkpoint_(model, state)
     manifest = export(model, graph, args.out, force=args.force)
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="ARCH.yaml")
     p.add_argument("--checkpoint", metavar="CKPT.pt", help="state dict to export (default: fresh initial weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty unless --force)")
-    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty directory (the new export is built beside it and swapped in whole)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="distil an architecture with a recipe into a run folder (again: resume)")
@@ -271,13 +277,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is met below and not at exit
+        return code
+    except BrokenPipeError:  # `planner ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # as a command killed by SIGPIPE
     except PlannerError as err:
         print(err, file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so the interpreter's final flush of a closed pipe prints nothing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to flush at exit
+        pass
 
 
 if __name__ == "__main__":

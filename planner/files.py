@@ -55,6 +55,12 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flushes a directory entry (a rename or a new file inside ``path``) to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -74,6 +80,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
                 os.fsync(f.fileno())
             os.replace(tmp, p)
         except BaseException:
@@ -155,6 +162,7 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         recover_dir(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+        tmp.chmod(0o777 & ~_umask())  # as mkdir would create it (mkdtemp makes 0700)
     try:
         yield tmp
         with writing(final):

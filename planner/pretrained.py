@@ -46,6 +46,7 @@ Every mismatch is collected and reported together in one :class:`~planner.errors
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -312,8 +313,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError:  # a pickle holding code or objects: refused before any of it runs
+        raise WeightMappingError(f"{path} cannot be read as data, a state dict of tensors (torch.load with weights_only=True "
+                                 "refuses it: a corrupt file, or pickled objects, which are never loaded; save one "
+                                 "with torch.save(model.state_dict(), PATH))") from None  # fmt: skip
     except (OSError, RuntimeError, EOFError) as err:
-        raise WeightMappingError(f"{path}: cannot read the checkpoint ({err})") from err
+        raise WeightMappingError(f"{path}: cannot read the checkpoint as data ({str(err).splitlines()[0][:200]})") from None
     if isinstance(state, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(state.get(wrapper), Mapping):

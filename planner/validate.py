@@ -39,11 +39,11 @@ _NAMES = {"architecture": "an architecture", "space": "a search space", "recipe"
 ARCHITECTURE_KEYS = frozenset({"name", "input", "width", "frontend", "layers", "reuse", "post", "heads",
                                "compression", "format"})  # fmt: skip
 RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "optimizer", "schedule", "steps", "engine",
-                         "deepspeed", "logging", "checkpoint", "seed", "format"})  # fmt: skip
+                         "logging", "checkpoint", "seed", "format"})  # fmt: skip
 TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
                        "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
 STUDY_KEYS = frozenset({"name", "bops", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
-                        "evaluator", "heartbeat", "pruner"})  # fmt: skip
+                        "evaluator", "heartbeat", "pruner", "hardware"})  # fmt: skip
 _KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
 # the keys only one kind has: what tells the kinds apart
 _OWN = {kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()}
@@ -259,7 +259,7 @@ def _check_recipe(path: str, data: Any, report: _Report) -> str | None:
     recipe = _check_recipe_file(path, report)
     if recipe is None:
         return None
-    return f"training recipe, {recipe.loss.kind} loss, {recipe.steps} steps on {recipe.engine}"
+    return f"training recipe, {recipe.loss.kind} loss, {recipe.steps} steps on {recipe.engine.kind}"
 
 
 def _check_task(path: str, data: Any, report: _Report) -> str | None:

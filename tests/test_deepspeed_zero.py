@@ -205,7 +205,7 @@ def test_fp16_where_the_accelerator_has_none_names_the_field(work: Path, monkeyp
     assert "deepspeed.precision: fp16 is not supported by DeepSpeed's" in err and "use bf16" in err, err
     assert not out.exists()  # not claimed: the fixed recipe may use the same folder
     monkeypatch.setattr(type(accelerator), "is_fp16_supported", lambda self: True)
-    check_deepspeed_support(load_recipe(recipe).deepspeed)  # a machine with fp16 (a GPU) accepts it
+    check_deepspeed_support(load_recipe(recipe).engine)  # a machine with fp16 (a GPU) accepts it
 
 
 def test_sigkill_and_resume_under_zero3_bf16(work: Path, reference) -> None:  # noqa: ANN001

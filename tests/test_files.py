@@ -69,3 +69,15 @@ def test_confined_refuses_symlink_out(tmp_path: Path) -> None:
 def test_writing_names_a_full_disk(tmp_path: Path) -> None:
     with pytest.raises(WriteError, match="disk is full"), writing(tmp_path / "x"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_published_files_and_folders_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "f.txt", "x")
+        with staged_dir(tmp_path / "out") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

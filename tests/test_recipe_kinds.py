@@ -72,7 +72,10 @@ def test_fingerprints_and_dump_round_trip(text: str, fingerprint: str) -> None:
     assert again == recipe and again.fingerprint() == fingerprint
     # the dump holds the chosen kinds' own fields only, so it loads again
     assert set(dumped["loss"]) == {"kind", *_fields(LOSS_KINDS[recipe.loss.kind])}
-    assert ("deepspeed" in dumped) == (recipe.engine == "deepspeed")
+    # format 2: the engine is one mapping of its kind's own fields, no deepspeed: section
+    assert dumped["format"] == 2 and "deepspeed" not in dumped
+    assert dumped["engine"]["kind"] == recipe.engine.kind
+    assert set(dumped["engine"]) == {"kind", *_fields(type(recipe.engine))}
 
 
 def test_recipe_error_names_the_file() -> None:

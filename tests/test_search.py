@@ -129,7 +129,7 @@ def test_search_budget_export_and_repricing(tiny: Path, tmp_path: Path) -> None:
     assert (tmp_path / "export" / "pareto.csv").exists()
     assert (tmp_path / "export" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (tmp_path / "export" / "pareto.html").read_text()
-    assert "plotly" in html and "Infeasible Trial" in html  # infeasible (over budget) trials drawn apart
+    assert "plotly.min.js" in html and "infeasible: over a budget" in html  # infeasible trials drawn apart
     assert json.loads((tmp_path / "export" / "pareto.json").read_text()) == doc
     for p in doc["points"]:
         assert p["cost"]["params"] <= 300000

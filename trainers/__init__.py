@@ -11,14 +11,17 @@ from trainers.losses import align_frames, distillation_loss, frame_distance, lay
 from trainers.masking import compute_span_mask
 from trainers.proxy import distill_proxy
 from trainers.recipe import CompressionConfig, Recipe, dump_recipe, load_recipe, loads_recipe, recipe_from_dict
+from trainers.safeio import CheckpointError
 from trainers.task import TaskLoss, TaskModel
 from trainers.teacher import TeacherOutput, load_teacher
-from trainers.train import RunConflictError, TrainResult, build_student, latest_checkpoint, train
+from trainers.train import DivergedError, RunConflictError, TrainResult, build_student, latest_checkpoint, train
 
 __all__ = [
     "BatchStream",
+    "CheckpointError",
     "CompressionConfig",
     "Distiller",
+    "DivergedError",
     "ProbeTask",
     "Recipe",
     "RunConflictError",

@@ -1,8 +1,13 @@
 """Audio data: fairseq-style manifests, folder scanning, reading and resampling, length-bucketed batches.
 
-A manifest is the fairseq wav2vec/HuBERT format: the first line is the root folder, then one line per
-utterance ``relative/path<TAB>num_samples`` (samples at the file's own rate). A labels file for downstream
-tasks is ``relative/path<TAB>label`` per line (paths as in the manifest).
+A manifest is the fairseq wav2vec/HuBERT format: the first line is the root folder (absolute, or relative to
+the manifest's own folder), then one line per utterance ``relative/path<TAB>num_samples`` (samples at the
+file's own rate, at least 1). A labels file for downstream tasks is ``relative/path<TAB>label`` per line
+(paths relative to the manifest's root, or to the labels file's folder). Paths in rows are data: each must stay
+inside its root (no ``..`` or links out, see :func:`planner.files.confined`; an absolute path only inside an
+absolute root), and every
+mistake is reported as ``FILE: line N: problem``. Audio that holds no samples, or NaN or infinite ones, is
+refused naming the file.
 
 Batches are deterministic functions of ``(seed, epoch)``: the order of an epoch is drawn from a generator
 seeded with both, so a position ``(epoch, batch index)`` is all a checkpoint needs to resume the stream.
@@ -25,6 +30,7 @@ import torch
 from torch import Tensor
 
 from planner.errors import ConfigError, FieldError, PlannerError
+from planner.files import confined
 from planner.ir.spec import InputSpec
 
 __all__ = [
@@ -88,16 +94,61 @@ def scan_folder(root: str | os.PathLike[str], out_manifest: str | os.PathLike[st
     return Manifest(str(root), tuple(utts))
 
 
-def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Reads a manifest; each malformed line is reported as ``FILE: line N: problem``."""
+_MAX_ERRORS = 20  # located errors shown per file; the rest are counted
+
+
+def _text_lines(path: str | os.PathLike[str], what: str) -> list[str]:
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is ``FILE: line N: ...``.
+
+    Raises:
+        OSError: the file cannot be read (the caller words it).
+        ConfigError: the file is not UTF-8.
+    """
+    data = Path(path).read_bytes()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError([FieldError(f"line {line}", f"byte 0x{data[err.start]:02x} is not UTF-8; save the {what} as "
+                                                      "UTF-8 text")], str(path)) from None  # fmt: skip
+
+
+def _check_inside(root: str, path: str, where: str, absolute_ok: bool) -> None:
+    """Refuses a row's ``path`` unless it stays inside ``root``; an absolute one only where ``absolute_ok``
+    (the root was written as an absolute path) and only inside the root."""
+    if absolute_ok and os.path.isabs(path):
+        path = os.path.relpath(path, root)  # outside the root: '../..', which confined() refuses
+    confined(root, path, where)
+
+
+def _raise_located(errors: list[FieldError], path: str | os.PathLike[str]) -> None:
+    if len(errors) > _MAX_ERRORS:
+        errors = [*errors[:_MAX_ERRORS], FieldError("", f"... and {len(errors) - _MAX_ERRORS} more lines")]
+    if errors:
+        raise ConfigError(errors, str(path))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Reads a manifest; each malformed line is reported as ``FILE: line N: problem``.
+
+    Rows are confined to the root folder (no ``..`` or links out; an absolute row only under an absolute root
+    line, and inside it); a relative root line is taken against the manifest's folder.
+
+    Raises:
+        ConfigError: an unreadable or non-UTF-8 file, no root line, a malformed row, a row of 0 samples, or a
+            path that leaves the root.
+    """
+    try:
+        lines = _text_lines(path, "manifest")
     except OSError as err:
         raise ConfigError([FieldError("", f"cannot read the manifest ({err.strerror})")], str(path)) from None
-    lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise ConfigError([FieldError("line 1", "expected the root folder on the first line")], str(path))
-    root = lines[0].strip()
+    root = os.path.expanduser(lines[0].strip())
+    absolute_root = os.path.isabs(root)
+    if not absolute_root:
+        root = os.path.join(os.path.dirname(os.path.abspath(path)), root)
+    root = os.path.normpath(root)
     utts, errors = [], []
     for n, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -106,27 +157,47 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         if len(parts) < 2 or not parts[1].strip().isdigit():
             errors.append(FieldError(f"line {n}", f"{line!r} is not 'relative/path<TAB>num_samples'"))
             continue
-        utts.append(Utterance(os.path.join(root, parts[0]), int(parts[1])))
-    if errors:
-        raise ConfigError(errors, str(path))
+        if int(parts[1]) < 1:
+            errors.append(FieldError(f"line {n}", f"{parts[0]!r} has {parts[1].strip()} samples; a clip needs at least "
+                                                  "1 (remove the line, or rescan the folder)"))  # fmt: skip
+            continue
+        try:
+            _check_inside(root, parts[0], f"line {n}", absolute_root)
+        except FieldError as err:
+            errors.append(err)
+            continue
+        utts.append(Utterance(os.path.normpath(os.path.join(root, parts[0])), int(parts[1])))
+    _raise_located(errors, path)
     return Manifest(root, tuple(utts))
 
 
 def read_labels(path: str | os.PathLike[str], root: str | None = None) -> dict[str, str]:
-    """Reads ``path<TAB>label`` lines into ``{absolute path: label}`` (relative paths join ``root``)."""
+    """Reads ``path<TAB>label`` lines into ``{absolute path: label}``.
+
+    Paths are relative to ``root`` (default: the labels file's folder) and must stay inside it (an absolute
+    path is accepted only inside it).
+
+    Raises:
+        OSError: the file cannot be read.
+        ConfigError: a non-UTF-8 file, a malformed line, or a path that leaves ``root``.
+    """
+    base = root if root is not None else os.path.dirname(os.path.abspath(path))
     out: dict[str, str] = {}
     errors = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(_text_lines(path, "labels file"), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")
         if len(parts) != 2 or not parts[1].strip():
             errors.append(FieldError(f"line {n}", f"{line!r} is not 'path<TAB>label'"))
             continue
-        p = parts[0] if root is None or os.path.isabs(parts[0]) else os.path.join(root, parts[0])
-        out[p] = parts[1].strip()
-    if errors:
-        raise ConfigError(errors, str(path))
+        try:
+            _check_inside(base, parts[0], f"line {n}", True)
+        except FieldError as err:
+            errors.append(err)
+            continue
+        out[os.path.normpath(os.path.join(base, parts[0]))] = parts[1].strip()
+    _raise_located(errors, path)
     return out
 
 
@@ -136,6 +207,12 @@ def read_audio(path: str, sample_rate: int = 16000) -> Tensor:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except (OSError, RuntimeError, sf.LibsndfileError) as err:
         raise DataError(f"{path}: cannot read audio ({err})") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: holds no audio samples; remove it from the manifest")
+    if not np.isfinite(data).all():
+        bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+        raise DataError(f"{path}: sample {bad} is {data[bad][~np.isfinite(data[bad])][0]} (NaN or infinite audio cannot "
+                        "be trained on); repair or remove the file")  # fmt: skip
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sr != sample_rate:
         import torchaudio.functional as AF

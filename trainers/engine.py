@@ -17,7 +17,8 @@ precision         CPU accelerator (tested)             CUDA accelerator (allowed
 ================  ===================================  ==========================================
 
 A precision the machine's accelerator lacks is a :class:`~planner.errors.ConfigError` on
-``deepspeed.precision`` (:func:`check_deepspeed_support`), raised before a run folder is claimed.
+``engine.precision`` (``deepspeed.precision`` in a format-1 recipe; :func:`check_deepspeed_support`), raised
+before a run folder is claimed.
 
 Data parallelism (a :class:`~trainers.distributed.World` of several processes): each process runs its own
 batch, gradients are averaged (DeepSpeed: its own all-reduce or ZeRO reduce-scatter; torch: one all-reduce
@@ -39,6 +40,7 @@ import contextlib
 import io
 import math
 import os
+import pickle
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,16 +49,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from planner.errors import ConfigError, FieldError
+from planner.errors import ConfigError, FieldError, PlannerError
 from trainers import distributed
 from trainers.distributed import World
-from trainers.recipe import DeepSpeedConfig, Recipe
+from trainers.recipe import DeepSpeedConfig, Recipe, recipe_errors
+from trainers.safeio import DEEPSPEED_GLOBALS, CheckpointError, read_torch, save_torch, weights_only_loads
 
 __all__ = [
     "Engine",
     "TorchEngine",
     "DeepSpeedEngine",
+    "ENGINES",
+    "NonFiniteError",
     "build_engine",
+    "check_checkpoint",
     "check_deepspeed_support",
     "check_engine",
     "deepspeed_config",
@@ -64,6 +70,12 @@ __all__ = [
     "lr_lambda",
     "single_process_env",
 ]
+
+
+class NonFiniteError(PlannerError):
+    """Training produced a NaN or infinite loss or gradient norm (the caller adds the step and the recipe)."""
+
+    exit_code = 5
 
 
 def lr_lambda(recipe: Recipe) -> Callable[[int], float]:
@@ -105,7 +117,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def step(self, loss_fn: Callable[[nn.Module], Tensor]) -> None:
-        ...
+        """One optimizer step on ``loss_fn(module)``.
+
+        Raises:
+            NonFiniteError: the gradient norm (where clipping computes it) is NaN or infinite.
+        """
 
     @property
     @abc.abstractmethod
@@ -178,7 +194,11 @@ class TorchEngine(Engine):
                 for i, value in zip(changed, values):
                     self.trainable[i].copy_(value)
         if self.clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
+            # the norm clipping computes anyway: a NaN/inf one stops training before the step spreads it into
+            # the weights (the same in every process: the gradients are averaged already)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip))
+            if not math.isfinite(norm):
+                raise NonFiniteError(f"the gradient norm is {norm}")
         self.optimizer.step()
         self.scheduler.step()
 
@@ -187,14 +207,14 @@ class TorchEngine(Engine):
         return float(self.scheduler.get_last_lr()[0])
 
     def save(self, folder: Path) -> None:
-        """Writes ``engine.pt`` (rank 0: every process holds the same model and optimizer state)."""
+        """Writes ``engine.pt`` (rank 0: every process holds the same model and optimizer state), fsynced."""
         if not self.world.is_main:
             return
-        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+        save_torch({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict()}, folder / "engine.pt")  # fmt: skip
 
     def load(self, folder: Path) -> None:
-        state = torch.load(folder / "engine.pt", map_location=self.device, weights_only=True)
+        state = _read_engine_pt(folder / "engine.pt", self.device)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -229,7 +249,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
         >>> deepspeed_config(load_recipe("recipes/distill.yaml"))["zero_optimization"]
         {'stage': 0}
     """
-    ds = recipe.deepspeed
+    ds = recipe.engine if isinstance(recipe.engine, DeepSpeedConfig) else DeepSpeedConfig()  # torch: the defaults
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -247,7 +267,7 @@ def deepspeed_config(recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
+def check_deepspeed_support(ds: DeepSpeedConfig, where: str = "engine.precision") -> None:
     """Checks that this machine's DeepSpeed accelerator can run ``ds.precision``.
 
     DeepSpeed refuses the same combinations inside ``deepspeed.initialize`` ("Type fp16 is not supported
@@ -256,7 +276,8 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
     recipe that fails here runs unchanged on a GPU machine.
 
     Raises:
-        ConfigError: ``deepspeed.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...``.
+        ConfigError: ``engine.precision: fp16 is not supported by DeepSpeed's 'cpu' accelerator ...`` (``where``:
+            the field's path in the recipe file, ``Recipe.engine_field("precision")``).
     """
     single_process_env()
     from deepspeed.accelerator import get_accelerator
@@ -267,7 +288,7 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
         usable = ", ".join(p for p, ok in supported.items() if ok)
         fix = "bf16 (fp32 master weights, no loss scaling) or fp32" if supported["bf16"] else "fp32"
         raise ConfigError([FieldError(
-            "deepspeed.precision",
+            where,
             f"{ds.precision} is not supported by DeepSpeed's {acc.device_name()!r} accelerator on this machine "
             f"(allowed here: {usable}); use {fix}, or train on a machine whose accelerator has "
             f"{ds.precision} (a CUDA GPU{', Ampere or newer' if ds.precision == 'bf16' else ''})")])  # fmt: skip
@@ -276,12 +297,55 @@ def check_deepspeed_support(ds: DeepSpeedConfig) -> None:
 def check_engine(recipe: Recipe) -> None:
     """Raises a :class:`ConfigError` if this machine cannot run the recipe's engine (before a run folder
     is claimed, so that the fixed recipe can use the same folder)."""
-    if recipe.engine == "deepspeed":
-        check_deepspeed_support(recipe.deepspeed)
+    if isinstance(recipe.engine, DeepSpeedConfig):
+        with recipe_errors(recipe):
+            check_deepspeed_support(recipe.engine, recipe.engine_field("precision"))
 
 
-_TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.pt
+_TAG = "state"  # the DeepSpeed checkpoint tag: a checkpoint folder holds state/ beside trainer.json
 _SHAPES = "planner_param_shapes"  # client state: each parameter's shape in the plain model
+
+
+def _read_engine_pt(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    state = read_torch(path, what="the torch engine's state", map_location=device)
+    if not isinstance(state, dict) or not all(k in state for k in ("model", "optimizer", "scheduler")):
+        raise CheckpointError(f"{path}: not a torch engine state (expected model, optimizer and scheduler)")
+    return state
+
+
+def _deepspeed_files(folder: Path) -> list[Path]:
+    """The DeepSpeed state files of a checkpoint folder (model states first)."""
+    tag_dir = folder / _TAG
+    states = sorted(tag_dir.glob("*model_states.pt"))
+    if not states:
+        raise CheckpointError(f"{tag_dir}: no DeepSpeed model states (*model_states.pt)")
+    return states + sorted(p for p in tag_dir.glob("*.pt") if p not in states)
+
+
+def check_checkpoint(folder: str | os.PathLike[str], engine: str) -> None:
+    """Reads every engine file of a checkpoint folder as plain data (tensors, plain types, the allowlisted
+    DeepSpeed records), so that a resume can tell an intact checkpoint from a damaged one before loading it.
+
+    Raises:
+        CheckpointError: naming the first file that cannot be read that way.
+    """
+    folder = Path(folder)
+    if engine == "deepspeed":
+        for f in _deepspeed_files(folder):
+            read_torch(f, what="a DeepSpeed checkpoint file", allow=(DEEPSPEED_GLOBALS,))
+    else:
+        _read_engine_pt(folder / "engine.pt")
+
+
+@contextlib.contextmanager
+def _deepspeed_reads(folder: Path) -> Iterator[None]:
+    """DeepSpeed's own reads of ``folder`` with ``weights_only=True``; a refusal names the file."""
+    try:
+        with weights_only_loads((DEEPSPEED_GLOBALS,)):
+            yield
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        check_checkpoint(folder, "deepspeed")  # names the file (raises) where one cannot be read as data
+        raise CheckpointError(f"{folder}: DeepSpeed cannot load this checkpoint ({str(err).splitlines()[0][:200]})") from None
 
 
 def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -298,13 +362,12 @@ def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tenso
     single_process_env()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    tag_dir = Path(folder) / _TAG
-    states = sorted(tag_dir.glob("*model_states.pt"))
-    if not states:
-        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states")
-    saved = torch.load(states[0], map_location="cpu", weights_only=False)
+    folder = Path(folder)
+    tag_dir = folder / _TAG
+    states = _deepspeed_files(folder)
+    saved = read_torch(states[0], what="DeepSpeed's model states", allow=(DEEPSPEED_GLOBALS,))
     if any(tag_dir.glob("*optim_states.pt")):
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
+        with contextlib.redirect_stdout(io.StringIO()), _deepspeed_reads(folder):  # it prints its progress
             state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=_TAG)
     else:
         state = {k: v.float() if v.is_floating_point() else v for k, v in saved["module"].items()}
@@ -363,8 +426,8 @@ class DeepSpeedEngine(Engine):
     """
 
     def __init__(self, model: nn.Module, recipe: Recipe, world: World | None = None) -> None:
-        ds = recipe.deepspeed
-        check_deepspeed_support(ds)
+        ds = recipe.engine
+        check_deepspeed_support(ds, recipe.engine_field("precision"))
         import deepspeed
 
         self.world = world if world is not None else World()
@@ -387,6 +450,8 @@ class DeepSpeedEngine(Engine):
             model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe))  # fmt: skip
         self.module = self.engine.module
         self.device = torch.device(self.engine.device)
+        # DeepSpeed's files through our writer: fsynced, renamed into place, a full disk a WriteError
+        self.engine.checkpoint_engine.save = _save_deepspeed_file
         self.order = {p: i for i, p in enumerate(self.module.parameters())}  # one numbering in every process
         if ds.zero_stage == 0 and ds.precision != "fp32":
             # DeepSpeed's FP16_UnfusedOptimizer (ZeRO-0, 16-bit weights, a torch optimizer) creates the
@@ -462,7 +527,8 @@ class DeepSpeedEngine(Engine):
         self.engine.save_checkpoint(str(folder), tag=_TAG, client_state={_SHAPES: shapes}, save_latest=False)
 
     def load(self, folder: Path) -> None:
-        self.engine.load_checkpoint(str(folder), tag=_TAG)
+        with _deepspeed_reads(folder):
+            self.engine.load_checkpoint(str(folder), tag=_TAG)
         self._note_versions()
 
     @contextlib.contextmanager
@@ -483,6 +549,11 @@ class DeepSpeedEngine(Engine):
                 p.data = data
 
 
+def _save_deepspeed_file(state_dict: Any, path: str) -> None:
+    """``CheckpointEngine.save`` (DeepSpeed calls it with keywords) through :func:`save_torch`."""
+    save_torch(state_dict, path)
+
+
 def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
     """Writes this process's part of a ZeRO-3 parameter's fp32 master copy from its full ``value``.
 
@@ -501,8 +572,11 @@ def _set_zero3_master(p: nn.Parameter, value: Tensor) -> None:
     part.data[:count].copy_(flat[start : start + count])
 
 
+#: The engine class of each engine kind (the keys of ``trainers.engine_config.ENGINE_KINDS``, tested).
+ENGINES: dict[str, type[Engine]] = {"torch": TorchEngine, "deepspeed": DeepSpeedEngine}
+
+
 def build_engine(model: nn.Module, recipe: Recipe, world: World | None = None) -> Engine:
-    """The recipe's engine around ``model``, in ``world`` (default: this process alone)."""
-    if recipe.engine == "deepspeed":
-        return DeepSpeedEngine(model, recipe, world)
-    return TorchEngine(model, recipe, world)
+    """The recipe's engine (:data:`ENGINES` by ``recipe.engine.kind``) around ``model``, in ``world`` (default:
+    this process alone); the one place an engine is built from its config."""
+    return ENGINES[recipe.engine.kind](model, recipe, world)

@@ -51,6 +51,7 @@ from planner.ir.io import read_yaml
 from trainers.ctc import encode, error_rates, greedy_decode
 from trainers.data import collate, read_audio, read_labels
 from trainers.recipe import DEFAULT_ALPHABET
+from trainers.safeio import read_torch
 from trainers.task import mean_pool
 
 __all__ = ["ProbeTask", "evaluate", "load_task", "load_run_model"]
@@ -129,7 +130,15 @@ def load_task(path: str | os.PathLike[str]) -> tuple[ProbeTask, Path]:
 
 
 def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -> tuple[Any, nn.Module]:
-    """The run's architecture and its trained encoder (``student.pt``, else the newest checkpoint), in eval mode."""
+    """The run's architecture and its trained encoder (``student.pt``, else the newest checkpoint), in eval mode.
+
+    Every file is read as data (``weights_only=True``; DeepSpeed's records allowlisted, see
+    :mod:`trainers.safeio`): a pickle planted in the run folder is refused, never run.
+
+    Raises:
+        PlannerError: not a run folder, or weights that do not fit its architecture.
+        CheckpointError: a weights file that cannot be read as data.
+    """
     import planner
     from trainers.train import latest_checkpoint
 
@@ -139,9 +148,9 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
     graph = planner.load(run / "arch.yaml")
     model = planner.materialize(graph)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = read_torch(checkpoint, what="a state dict")
     elif (run / "student.pt").is_file():
-        state = torch.load(run / "student.pt", map_location="cpu", weights_only=True)
+        state = read_torch(run / "student.pt", what="the run's student state dict")
     else:
         ckpt = latest_checkpoint(run)
         if ckpt is not None and (ckpt / "state").is_dir():  # a DeepSpeed checkpoint (ZeRO: consolidated in fp32)
@@ -151,9 +160,12 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
         elif ckpt is None or not (ckpt / "engine.pt").is_file():
             raise PlannerError(f"{run}: no student.pt and no torch-engine or DeepSpeed checkpoint to evaluate")
         else:
-            state = torch.load(ckpt / "engine.pt", map_location="cpu", weights_only=True)["model"]
+            engine = read_torch(ckpt / "engine.pt", what="the torch engine's state")
+            state = engine.get("model") if isinstance(engine, dict) else None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise PlannerError(f"{run}: the weights to evaluate are not a state dict (names to tensors)")
     if any(k.startswith("student.") for k in state):  # a TaskModel's state: the encoder part
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     try:

@@ -2,8 +2,8 @@
 
 Layout (defaults in the dataclasses below follow DistilHuBERT / FitHuBERT / Recycle-and-Distill)::
 
-    format: 1
-    engine: torch                      # or deepspeed
+    format: 2
+    engine: {kind: torch}              # or {kind: deepspeed, zero_stage: 0, precision: fp32}; or just torch
     teacher: {kind: torchaudio_hubert, checkpoint: hubert_base.pt}
     data: {train: [train.tsv], valid: valid.tsv, batch_seconds: 120, max_seconds: 15}
     loss:
@@ -16,13 +16,18 @@ Layout (defaults in the dataclasses below follow DistilHuBERT / FitHuBERT / Recy
     optimizer: {lr: 2.0e-4, betas: [0.9, 0.98], weight_decay: 0.0, clip_norm: 10.0}
     schedule: {kind: linear, warmup_ratio: 0.07}
     steps: 200000
-    deepspeed: {zero_stage: 0, precision: fp32}
     logging: {every: 50}
     checkpoint: {every: 1000, keep: 2}
     seed: 0
 
 Relative paths (teacher checkpoint and architecture, manifests) are resolved against the directory of
 the recipe file, so a recipe and its data can move together.
+
+Format 1 (a file without ``format:``, or ``format: 1``) named the engine as a string and kept DeepSpeed's
+settings in a section of their own (``engine: deepspeed`` + ``deepspeed: {zero_stage: 2, precision: bf16}``);
+:func:`recipe_from_dict` reads it into the same :class:`Recipe` as the format-2 file with the same settings,
+and both have the same :meth:`Recipe.fingerprint` (the one runs written before format 2 hold), so those
+runs resume. Everything this module writes is format 2.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ import yaml
 from planner.errors import ConfigError, FieldError
 from planner.ir._schema import field, from_data, join, parse_kind
 from planner.ir.io import read_yaml
+from trainers.engine_config import (
+    ENGINE_HINTS,
+    ENGINE_KINDS,
+    DeepSpeedEngineConfig,
+    EngineConfig,
+    TorchEngineConfig,
+    dump_engine,
+)
 
 __all__ = [
     "DEFAULT_ALPHABET",
@@ -49,6 +62,11 @@ __all__ = [
     "CheckpointConfig",
     "DataConfig",
     "DeepSpeedConfig",
+    "DeepSpeedEngineConfig",
+    "ENGINE_KINDS",
+    "EngineConfig",
+    "FORMAT_VERSIONS",
+    "TorchEngineConfig",
     "LOSS_KINDS",
     "TEACHER_KINDS",
     "LoggingConfig",
@@ -69,7 +87,9 @@ __all__ = [
     "recipe_from_dict",
 ]
 
-FORMAT_VERSION = 1
+#: The format :func:`dump_recipe` writes; :data:`FORMAT_VERSIONS`: the formats :func:`recipe_from_dict` reads.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 
 #: The CTC characters when a recipe or a probe task names none (blank is index 0, ``alphabet[i]`` is ``i + 1``).
 DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
@@ -246,7 +266,8 @@ def _parse_kind_hinted(table: Mapping[str, type], data: Any, path: str, what: st
             name = e.path[len(path) + 1:] if e.path.startswith(path + ".") else e.path
             if e.message.startswith("not a field of") and name in hints:
                 kind = data.get("kind") if isinstance(data, dict) else data
-                return FieldError(e.path, f"{hints[name]}; this {what} is kind {kind}")
+                own = ", ".join(f.name for f in dataclasses.fields(table[kind])) or "none"
+                return FieldError(e.path, f"{hints[name]}; this {what} is kind {kind} (its fields: {own})")
             return e
 
         raise FieldError.group(better(e) for e in err.errors) from None
@@ -591,21 +612,14 @@ def _parse_schedule(value: Any, path: str) -> ScheduleConfig:
     return cfg
 
 
-@dataclass(frozen=True)
-class DeepSpeedConfig:
-    """DeepSpeed engine settings (``engine: deepspeed``; see :mod:`trainers.engine` for what runs where).
+#: The DeepSpeed engine's config under the name it had before the engine kinds (``trainers.engine`` and
+#: older code import it).
+DeepSpeedConfig = DeepSpeedEngineConfig
 
-    Attributes:
-        zero_stage: 0 (data parallel), 1 (optimizer state partitioned), 2 (+ gradients), 3 (+ parameters).
-        precision: ``fp32``; ``bf16`` (16-bit weights and activations, fp32 master weights, no loss
-            scaling); ``fp16`` (the same with dynamic loss scaling). Only parameters become 16-bit;
-            buffers (quantizer scales, N:M masks, flags) keep their dtypes. A precision the machine's
-            DeepSpeed accelerator lacks (fp16 on most CPUs) is refused when the run starts, naming this
-            field, not here: the same recipe may run elsewhere.
-    """
 
-    zero_stage: Literal[0, 1, 2, 3] = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+def _parse_engine(value: Any, path: str) -> EngineConfig:
+    """``torch`` or ``{kind: deepspeed, zero_stage: 2, precision: bf16}`` -> the kind's config (format 2)."""
+    return _parse_kind_hinted(ENGINE_KINDS, value, path, "training engine", ENGINE_HINTS)
 
 
 @dataclass(frozen=True)
@@ -651,10 +665,13 @@ class CompressionConfig:
 @dataclass(frozen=True)
 class Recipe:
     """A whole recipe file. ``base_dir`` (not in the file) anchors relative paths; ``source`` (not in the
-    file either) is the file it was read from, so that errors found later name it (:func:`recipe_error`).
+    file either) is the file it was read from, so that errors found later name it (:func:`recipe_error`);
+    ``source_format`` is the format that file was written in (a format-1 file reads into the same recipe as
+    its format-2 twin; only the field paths of later errors follow the file, :meth:`engine_field`).
 
     ``init`` is a state dict the student starts from (a float checkpoint goes onto the compressed leaves,
-    as ``planner.compress.load_checkpoint_`` maps it); ``compression`` drives the mask schedule.
+    as ``planner.compress.load_checkpoint_`` maps it); ``compression`` drives the mask schedule; ``engine``
+    is one of :data:`ENGINE_KINDS` (``recipe.engine.kind``, and that kind's own fields).
     """
 
     data: DataConfig
@@ -665,8 +682,7 @@ class Recipe:
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = field(ScheduleConfig(), parse=_parse_schedule)
     steps: int = field(200_000, ge=1)
-    engine: Literal["torch", "deepspeed"] = "torch"
-    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    engine: EngineConfig = field(TorchEngineConfig(), parse=_parse_engine, dump=dump_engine)
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     # torch.manual_seed takes 64 bits, numpy 32; the trainer also adds a step count to it
@@ -674,12 +690,13 @@ class Recipe:
     format: int = FORMAT_VERSION
     base_dir: str = dataclasses.field(default=".", init=False, compare=False)
     source: str | None = dataclasses.field(default=None, init=False, compare=False)
+    source_format: int = dataclasses.field(default=FORMAT_VERSION, init=False, compare=False)
 
     def check(self) -> None:
         errors = []
         if self.format != FORMAT_VERSION:
-            errors.append(FieldError("format", f"{self.format} is not a supported recipe format "
-                                               f"(this planner reads {FORMAT_VERSION})"))  # fmt: skip
+            errors.append(FieldError("format", f"{self.format} is not the recipe format of a Recipe "
+                                               f"({FORMAT_VERSION}; a format-1 file is converted on reading)"))  # fmt: skip
         if not self.steps >= 1:
             errors.append(FieldError("steps", f"{self.steps} must be positive"))
         if self.loss.kind == "layer_to_layer" and self.teacher is None:
@@ -697,8 +714,6 @@ class Recipe:
                                                     "layer_to_layer distillation reads no labels"))  # fmt: skip
         if self.teacher is not None and self.teacher.kind == "self" and self.teacher.checkpoint is None:
             errors.append(FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)"))
-        if self.engine == "torch" and self.deepspeed != DeepSpeedConfig():
-            errors.append(FieldError("deepspeed", "deepspeed settings need engine: deepspeed"))
         _raise_all(errors)
 
     def resolve(self, path: str | None) -> str | None:
@@ -708,13 +723,28 @@ class Recipe:
         p = Path(os.path.expanduser(path))
         return str(p if p.is_absolute() else Path(self.base_dir) / p)
 
+    def engine_field(self, name: str) -> str:
+        """The path of the engine's field ``name`` in the file the recipe was read from: ``deepspeed.NAME`` in
+        format 1 (its ``deepspeed:`` section), ``engine.NAME`` in format 2."""
+        return join("deepspeed" if self.source_format == 1 else "engine", name)
+
     def fingerprint(self) -> str:
         """A hash of the resolved settings (what makes two runs the same run).
 
-        It hashes every field of the flat configs, as the recipe dump did before the kinds held only their
-        own fields (so a run started then still resumes); fields added later are left out at their default.
+        It hashes the recipe as format 1 laid it out, whichever format the file is in, so that a run started
+        before format 2 still resumes and the same settings written in either format are the same run:
+        ``engine`` the kind's name, ``deepspeed`` the DeepSpeed engine's fields (their defaults for another
+        engine, as format 1 held them), ``format: 1``; an engine kind added later with fields of its own adds
+        them as ``engine_fields``. Every field of the flat loss and teacher configs is hashed, as the recipe
+        dump did before the kinds held only their own fields; fields added later are left out at their default.
         """
         data = _full(self)
+        fields = _full(self.engine)
+        data["engine"] = self.engine.kind
+        data["deepspeed"] = fields if self.engine.kind == "deepspeed" else _full(DeepSpeedEngineConfig())
+        if fields and self.engine.kind != "deepspeed":
+            data["engine_fields"] = fields
+        data["format"] = 1
         for (*parents, name), default in _LATER_FIELDS.items():
             node = data
             for key in parents:
@@ -736,7 +766,8 @@ def recipe_error(recipe: Recipe, path: str, message: str) -> ConfigError:
     return ConfigError([FieldError(path, message)], recipe.source)
 
 
-_SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.init)
+# the top-level keys field paths start with (and format 1's deepspeed section, named by engine errors)
+_SECTIONS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.init) | {"deepspeed"}
 
 
 @contextmanager
@@ -800,16 +831,77 @@ def check_recipe_files(recipe: Recipe) -> None:
         raise ConfigError(errors, recipe.source)
 
 
-def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None = None) -> Recipe:
-    """Validates plain data into a :class:`Recipe`.
+_FORMAT_1_ENGINES = ("deepspeed", "torch")  # format 1's engine names (its Literal); later kinds need format 2
 
-    Raises:
-        ConfigError: ``FILE: field.path: problem``, one line per problem, every problem of the file at once.
-    """
+
+def _read_format_1(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    """A format-1 document as format-2 data: ``engine: NAME`` and a ``deepspeed:`` section become one
+    ``engine: {kind: NAME, ...}`` mapping. The errors of those two sections are named where the file has them
+    (``deepspeed.zero_stage``); the rest of the document is the same in both formats."""
+    out = {k: v for k, v in data.items() if k not in ("format", "engine", "deepspeed")}
     errors: list[FieldError] = []
-    if isinstance(data, dict) and data.get("engine", "torch") == "torch" and "deepspeed" in data:
+    engine = data.get("engine", "torch")
+    allowed = ", ".join(_FORMAT_1_ENGINES)
+    if isinstance(engine, dict):
+        errors.append(FieldError("engine", "an engine mapping ({kind: NAME, ...its fields}) is the format-2 layout, and this "
+                                           "recipe is format 1 (a file without format: reads as 1); set format: 2 to keep "
+                                           f"the mapping, or name the engine ({allowed}) with DeepSpeed's settings in a "
+                                           "deepspeed: section"))  # fmt: skip
+        engine = None
+    elif not isinstance(engine, str) or engine not in _FORMAT_1_ENGINES:
+        errors.append(FieldError("engine", f"{engine!r} is not an engine of recipe format 1 (allowed: {allowed}; "
+                                           f"format 2 has the kinds {', '.join(sorted(ENGINE_KINDS))})"))  # fmt: skip
+        engine = None
+    if "deepspeed" in data and engine == "torch":
         errors.append(FieldError("deepspeed", "only allowed with engine: deepspeed (this recipe's engine is torch); "
                                               "remove the section or set engine: deepspeed"))  # fmt: skip
+    elif "deepspeed" in data and engine is not None:
+        section = data["deepspeed"]
+        try:
+            from_data(DeepSpeedEngineConfig, section, "deepspeed")
+        except FieldError as err:
+            errors += err.errors
+        else:
+            out["engine"] = {"kind": engine, **section}
+    elif engine is not None:
+        out["engine"] = engine
+    return out, errors
+
+
+def _read_format_2(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    """A format-2 document without its ``format:`` key, and the refusal of a format-1 ``deepspeed:`` section."""
+    out = {k: v for k, v in data.items() if k not in ("format", "deepspeed")}
+    if "deepspeed" not in data:
+        return out, []
+    return out, [FieldError("deepspeed", "not a section of recipe format 2: DeepSpeed's settings are fields of the engine "
+                                         "(engine: {kind: deepspeed, zero_stage: 2, precision: bf16}); the deepspeed: "
+                                         "section is format 1's (a file without format:)")]  # fmt: skip
+
+
+def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None = None) -> Recipe:
+    """Validates plain data of either format (:data:`FORMAT_VERSIONS`; no ``format:`` is 1) into a :class:`Recipe`.
+
+    Example:
+        >>> data = {"train": "a.tsv", "labels": "l.tsv"}
+        >>> one = recipe_from_dict({"data": data, "loss": "ctc", "engine": "deepspeed", "deepspeed": {"zero_stage": 2}})
+        >>> two = recipe_from_dict({"format": 2, "data": data, "loss": "ctc", "engine": {"kind": "deepspeed", "zero_stage": 2}})
+        >>> one == two and one.fingerprint() == two.fingerprint()
+        True
+
+    Raises:
+        ConfigError: ``FILE: field.path: problem``, one line per problem, every problem of the file at once
+            (an unknown ``format`` alone: the layout of the rest is unknown too).
+    """
+    errors: list[FieldError] = []
+    version = data.get("format", 1) if isinstance(data, dict) else FORMAT_VERSION
+    if type(version) is not int or version not in FORMAT_VERSIONS:
+        versions = ", ".join(map(str, FORMAT_VERSIONS))
+        raise ConfigError([FieldError("format", f"{version!r} is not a recipe format this planner reads ({versions}; "
+                                                f"{FORMAT_VERSION} is the current one, a file without format: is 1)")],
+                          source) from None  # fmt: skip
+    if isinstance(data, dict):
+        data, errors = _read_format_1(data) if version == 1 else _read_format_2(data)
+        data["format"] = FORMAT_VERSION  # the reader converted it
     try:
         recipe = from_data(Recipe, data)
     except FieldError as err:
@@ -818,6 +910,7 @@ def recipe_from_dict(data: Any, source: str | None = None, base_dir: str | None 
         raise ConfigError(errors, source) from None
     object.__setattr__(recipe, "base_dir", base_dir or (str(Path(source).parent) if source else "."))
     object.__setattr__(recipe, "source", source)
+    object.__setattr__(recipe, "source_format", version)
     return recipe
 
 
@@ -859,11 +952,17 @@ def _full(obj: Any) -> Any:
 
 
 def dump_recipe(recipe: Recipe) -> dict[str, Any]:
-    """The fully resolved recipe as plain data: every field, defaults included, of the kinds chosen (a loss
-    or teacher kind's own fields; ``deepspeed`` only with ``engine: deepspeed``), so it loads again."""
-    out = {}
+    """The fully resolved recipe as plain data in the current format (:data:`FORMAT_VERSION`, first): every
+    field, defaults included, of the kinds chosen (a loss, teacher or engine kind's own fields), so it loads
+    again into the same recipe.
+
+    Example:
+        >>> dump_recipe(load_recipe("recipes/distill.yaml"))["engine"]
+        {'kind': 'torch'}
+    """
+    out: dict[str, Any] = {"format": FORMAT_VERSION}
     for f in dataclasses.fields(recipe):
-        if not f.init or (f.name == "deepspeed" and recipe.engine != "deepspeed"):
+        if not f.init or f.name == "format":
             continue
         v = getattr(recipe, f.name)
         dump = f.metadata.get("dump")

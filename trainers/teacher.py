@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,11 +143,6 @@ def _read_state(path: str, where: str, recipe: Recipe | None = None) -> dict[str
         raise ConfigError([FieldError(where, f"{path} does not exist")], source) from None
     except WeightMappingError as err:
         raise ConfigError([FieldError(where, str(err))], source) from None
-    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something else than tensors
-        raise ConfigError([FieldError(where, f"{path} cannot be read as a state dict of tensors (torch.load with "
-                                             "weights_only=True refuses it: a corrupt file, or pickled objects, which "
-                                             "are never loaded; save one with torch.save(model.state_dict(), PATH))")],
-                          source) from None  # fmt: skip
     except (EOFError, ValueError) as err:
         why = (str(err).splitlines() or [type(err).__name__])[0]
         raise ConfigError([FieldError(where, f"{path}: cannot read the checkpoint ({why})")], source) from None

@@ -15,6 +15,11 @@ A packed directory holds three files:
   parameters, batch-norm running statistics, BiT's ``alpha`` / ``beta``, integer input grids' scale and
   zero point) and ``state`` (training state it does not price: observer ranges, initialisation flags,
   batch counters, the mask clock).
+
+An export is written as a whole: the three files go into a new folder beside ``out_dir``, are fsynced, and the
+folder takes ``out_dir``'s place in one rename (:func:`planner.files.staged_dir`), so a kill or a full disk
+leaves the previous export (or nothing) and never a mix. The reader treats the folder as data: the file
+names in ``manifest.json`` must stay inside it, and the weights are safetensors (no pickle).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from planner.compress._quant import (
     IntWeightQuantizer,
     dequantize,
 )
+from planner.errors import FieldError
+from planner.files import confined, staged_dir, writing
 
 __all__ = ["export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
 
@@ -202,13 +209,14 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         model: a materialized (and, if its plan is not empty, compressed) encoder of ``graph``.
         graph: its :class:`~planner.ir.EncoderGraph`.
         out_dir: target directory; created if missing.
-        force: allow writing into a non-empty directory.
+        force: replace a non-empty directory (swapped whole: the old export stays until the new one is complete).
 
     Returns:
         The manifest (also written as ``manifest.json``).
 
     Raises:
         CompressionError: ``out_dir`` is not empty and ``force`` is false, or a weight cannot be packed.
+        WriteError: the disk is full, or a file is in the way (nothing already there is changed).
 
     Example:
         >>> import planner, tempfile
@@ -218,7 +226,7 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         >>> manifest["format"], manifest["version"]
         ('planner-packed', 1)
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from planner.ir import dump
 
@@ -259,11 +267,24 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         payload[entry["role"]] += sum(_nbytes(tensors[n]) for n in names)
     manifest = {"format": FORMAT, "version": VERSION, "architecture": _ARCH, "weights": _WEIGHTS,
                 "payload_bytes": payload, "tensors": entries}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / _WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
-    dump(graph, out / _ARCH)
-    (out / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    # serialised in memory: safetensors' own writer reports a full disk as its own error type, not OSError
+    data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION)})
+    with staged_dir(out) as tmp, writing(out):
+        (tmp / _WEIGHTS).write_bytes(data)
+        dump(graph, tmp / _ARCH)
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
+
+
+def _member(src: Path, manifest: dict[str, Any], key: str, default: str) -> Path:
+    """The file ``manifest[key]`` names, refused unless it is a relative name inside ``src``."""
+    name = manifest.get(key, default)
+    if not isinstance(name, str) or not name:
+        raise CompressionError(f"{src / _MANIFEST}: {key}: {name!r} is not a file name (expected {default!r})")
+    try:
+        return confined(src, name, key)
+    except FieldError as err:
+        raise CompressionError(f"{src / _MANIFEST}: {err}") from None
 
 
 def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
@@ -274,7 +295,8 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
     the exported model's exactly.
 
     Raises:
-        CompressionError: a missing file, another format or version, or tensors that do not fit the graph.
+        CompressionError: a missing file, another format or version, a file name in the manifest that leaves
+            the folder, or tensors that do not fit the graph.
     """
     from safetensors.torch import load_file
 
@@ -285,26 +307,48 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
     try:
         manifest = json.loads((src / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CompressionError(f"{src / _MANIFEST}: cannot read the manifest ({err})") from err
+        raise CompressionError(f"{src / _MANIFEST}: cannot read the manifest ({err})") from None
+    if not isinstance(manifest, dict):
+        raise CompressionError(f"{src / _MANIFEST}: not a JSON object")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise CompressionError(f"{src / _MANIFEST}: format {manifest.get('format')!r} version {manifest.get('version')!r} "
                                f"is not {FORMAT!r} version {VERSION}")  # fmt: skip
-    graph = load(src / manifest.get("architecture", _ARCH))
+    tensors = manifest.get("tensors")
+    if not isinstance(tensors, dict) or not all(isinstance(e, dict) for e in tensors.values()):
+        raise CompressionError(f"{src / _MANIFEST}: tensors: expected a mapping of tensor names to entries")
+    graph = load(_member(src, manifest, "architecture", _ARCH))
     model = materialize(graph)
-    stored = load_file(str(src / manifest.get("weights", _WEIGHTS)))
+    weights = _member(src, manifest, "weights", _WEIGHTS)
+    try:
+        stored = load_file(str(weights))
+    except Exception as err:  # safetensors' own error type: a damaged file, or one that is not safetensors
+        raise CompressionError(f"{weights}: cannot read the weights as safetensors ({str(err)[:200]})") from None
     leaves = compressed_leaves(model)
     sd: dict[str, Tensor] = {}
+
+    def get(name: Any) -> Tensor:
+        if name not in stored:
+            raise CompressionError(f"{weights}: lacks {name!r}, which {_MANIFEST} lists")
+        return stored[name]
+
     with torch.no_grad():
-        for key, entry in manifest["tensors"].items():
+        for key, entry in tensors.items():
             if "parts" not in entry:
-                sd[key] = stored[key]
+                sd[key] = get(key)
                 continue
             path = key.removesuffix(".weight")
             if path not in leaves:
                 raise CompressionError(f"{src}: {key} is packed but the architecture does not compress {path}")
             mod, param = leaves[path]
-            parts = {name: stored[full] for name, full in entry["parts"].items()}
-            _set_uncompressed_weight(mod, path, _decode_weight(entry, parts, param).reshape(param.shape), sd)
+            if not isinstance(entry["parts"], dict):
+                raise CompressionError(f"{src / _MANIFEST}: tensors.{key}.parts: expected a mapping")
+            parts = {name: get(full) for name, full in entry["parts"].items()}
+            try:
+                w = _decode_weight(entry, parts, param).reshape(param.shape)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                raise CompressionError(f"{src / _MANIFEST}: tensors.{key}: cannot decode it ({type(err).__name__}: "
+                                       f"{str(err)[:200]})") from None  # fmt: skip
+            _set_uncompressed_weight(mod, path, w, sd)
     full = model.state_dict()
     missing = [k for k in full if k not in sd and not any(k.startswith(f"{p}.parametrizations.weight.") for p in leaves)]
     if missing:

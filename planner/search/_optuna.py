@@ -9,6 +9,7 @@ never materialized; a feasible one goes to the evaluator.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -17,7 +18,7 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,19 @@ from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
 
 __all__ = ["suggest", "make_sampler", "make_pruner", "open_storage", "default_storage", "Objective", "constraints_of",
            "architecture_text", "architecture_yaml", "architecture_key", "trial_seed", "occupied", "SurplusTrial",
-           "SAMPLER_BUILDERS", "PRUNER_BUILDERS", "is_journal", "journal_path", "journal_lock"]
+           "SAMPLER_BUILDERS", "PRUNER_BUILDERS", "is_journal", "journal_path", "journal_lock", "studies_root",
+           "storage_file", "experimental_ok"]
+
+
+@contextlib.contextmanager
+def experimental_ok() -> Iterator[None]:
+    """Hides Optuna's ExperimentalWarning (and only it) for the experimental APIs the planner uses on purpose:
+    TPE's ``group``, NSGA-III, GP's ``deterministic_objective``, heartbeats, ``fail_stale_trials``."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
@@ -46,6 +59,43 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
         elif isinstance(d, FloatRange):
             values[d.label] = trial.suggest_float(d.label, d.low, d.high, step=d.step, log=d.log)
     return values
+
+
+def distribution_of(domain: Any) -> Any:
+    """The Optuna distribution :func:`suggest` asks for a domain with."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(domain, Categorical):
+        return CategoricalDistribution(list(domain.choices))
+    if isinstance(domain, IntRange):
+        return IntDistribution(domain.low, domain.high, step=domain.step, log=domain.log)
+    return FloatDistribution(domain.low, domain.high, step=domain.step, log=domain.log)
+
+
+def changed_distributions(study: Any, space: SearchSpace) -> list[tuple[str, str, str]]:
+    """The domains of ``space`` whose distribution differs from one its study's trials used, in a way Optuna
+    refuses (``(label, was, now)``; a categorical's other choices): for studies that kept no record of
+    their space."""
+    from optuna.distributions import check_distribution_compatibility
+
+    now = {d.label: distribution_of(d) for d in space.domains()}
+    changed: dict[str, tuple[str, str, str]] = {}
+    for t in study.get_trials(deepcopy=False):
+        for label, dist in t.distributions.items():
+            if label in now and label not in changed:
+                try:
+                    check_distribution_compatibility(dist, now[label])
+                except ValueError:
+                    changed[label] = (label, _describe(dist), _describe(now[label]))
+    return list(changed.values())
+
+
+def _describe(dist: Any) -> str:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return "one of " + ", ".join(repr(c) for c in dist.choices)
+    return f"a range [{dist.low}, {dist.high}]"
 
 
 def constraints_of(trial: Any) -> list[float]:
@@ -133,8 +183,9 @@ def _tpe(s: Any, space: SearchSpace, seed: int) -> Any:
     import optuna
 
     conditional = any(d.when for d in space.domains())
-    return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate, group=s.multivariate and conditional,
-                                      n_startup_trials=s.n_startup_trials)  # fmt: skip
+    with experimental_ok():  # `group` is experimental
+        return optuna.samplers.TPESampler(seed=seed, multivariate=s.multivariate, group=s.multivariate and conditional,
+                                          n_startup_trials=s.n_startup_trials)  # fmt: skip
 
 
 def _nsga2(s: Any, space: SearchSpace, seed: int) -> Any:
@@ -146,7 +197,8 @@ def _nsga2(s: Any, space: SearchSpace, seed: int) -> Any:
 def _nsga3(s: Any, space: SearchSpace, seed: int) -> Any:
     import optuna
 
-    return optuna.samplers.NSGAIIISampler(seed=seed, population_size=s.population_size)
+    with experimental_ok():
+        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=s.population_size)
 
 
 def _random(s: Any, space: SearchSpace, seed: int) -> Any:
@@ -159,7 +211,8 @@ def _gp(s: Any, space: SearchSpace, seed: int) -> Any:
     import optuna
 
     try:
-        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+        with experimental_ok():  # `deterministic_objective` is experimental
+            return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
     except ImportError as err:
         raise ConfigError([FieldError("study.sampler.kind", f"gp needs torch and scipy ({err})")], space.source) from None
 
@@ -235,11 +288,13 @@ class _PerTrialSeeded(BaseSampler):
         self._build = build
         self._seed = seed
         self._inner = build(seed)
+        self.current: int | None = None  # the trial this sampler serves now (to fail it on Ctrl-C)
 
     def __str__(self) -> str:
         return f"{type(self._inner).__name__} seeded per trial from {self._seed}"
 
     def before_trial(self, study: Any, trial: Any) -> None:
+        self.current = trial.number
         self._inner = self._build(trial_seed(self._seed, trial.number))
         self._inner.before_trial(study, trial)
 
@@ -259,10 +314,45 @@ class _PerTrialSeeded(BaseSampler):
         self._inner.reseed_rng()
 
 
-def default_storage(study_name: str, root: str | os.PathLike[str] = "studies") -> str:
-    """The embedded default: an SQLite file ``studies/NAME.db`` (needs nothing started; see docs/search.md)."""
-    Path(root).mkdir(parents=True, exist_ok=True)
+PROJECT_MARKERS = (".git", "pyproject.toml")  # what makes a folder the root of a project of spaces
+
+
+def studies_root(source: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the default study storages of a space file (or, without one, of the current folder).
+
+    It is ``studies/`` in the nearest folder above the space file that holds ``.git`` or ``pyproject.toml``
+    (a project), else beside the space file: the same folder whichever folder ``planner`` runs from, so a
+    rerun from elsewhere finds the study instead of starting a new one. Without a space file (``planner
+    pareto``) the search starts at the current folder.
+    """
+    start = Path(source).resolve().parent if source is not None else Path.cwd().resolve()
+    for folder in (start, *start.parents):
+        if any((folder / m).exists() for m in PROJECT_MARKERS):
+            return folder / "studies"
+    return start / "studies"
+
+
+def default_storage(study_name: str, root: str | os.PathLike[str] = "studies", create: bool = True) -> str:
+    """The embedded default: an SQLite file ``ROOT/NAME.db`` (needs nothing started; see docs/search.md).
+
+    Args:
+        study_name: the study.
+        root: the folder (:func:`studies_root` finds a space's); an absolute one gives an absolute URL.
+        create: make the folder (a search); False leaves the file system as it is (``planner pareto``).
+    """
+    if create:
+        Path(root).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(root) / study_name}.db"
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file of a SQLite or journal storage URL (None for a server or an in-memory database)."""
+    if is_journal(url):
+        return Path(journal_path(url))
+    if url.startswith("sqlite:///"):
+        name = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(name) if name and name != ":memory:" else None
+    return None
 
 
 _DEFAULT_HEARTBEAT = HeartbeatConfig()
@@ -388,8 +478,7 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = _DEFAULT_HEARTBEA
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
         kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 20}}  # an unreachable host: refuse, not hang
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-        warnings.simplefilter("ignore")
+    with experimental_ok():  # heartbeats are marked experimental in Optuna
         if heartbeat is not None:
             from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -523,7 +612,7 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, cfg: StudyConfig, total: int | None = None, journal: bool = False) -> None:
-        from planner.search._cost import available_metrics
+        from planner.search._cost import available_metrics, load_study_hardware
         from planner.search._evaluators import evaluator_of
 
         self.space = space
@@ -540,6 +629,7 @@ class Objective:
         if missing:
             raise ConfigError([FieldError(p, f"{m} needs planner.cost, which this checkout lacks (available: "
                                              f"{', '.join(have)})") for p, m in missing], space.source)  # fmt: skip
+        self.hardware = load_study_hardware(cfg.hardware, space.source)  # latency_s is priced on it
 
     def _worst(self) -> list[float]:
         return [math.inf if o.direction == "minimize" else -math.inf for o in self.cfg.objectives]
@@ -581,7 +671,7 @@ class Objective:
         except ConfigError as err:
             _record(trial, {"feasible": False, "invalid": str(err)}, (keys, [1.0] * len(keys)))
             return self._ret(self._worst())
-        cost = price(graph, self.cfg.seconds, self.cfg.bops)
+        cost = price(graph, self.cfg.seconds, self.cfg.bops, self.hardware)
         constraints = [0.0]
         over = []
         for metric, bound in self.cfg.budgets.items():

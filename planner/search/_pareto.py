@@ -5,33 +5,65 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.errors import WriteError
 from planner.files import staged_dir
 
-__all__ = ["pareto_trials", "export_pareto"]
+__all__ = ["pareto_trials", "export_pareto", "current_budgets", "within", "plot_data", "PlotData", "png_figure",
+           "html_figure"]
 
 
-def _feasible(t: Any) -> bool:
+def within(t: Any, budgets: dict[str, float]) -> bool:
+    """Whether the stored cost of trial ``t`` meets every budget (a metric it lacks does not)."""
+    cost = t.user_attrs.get("cost") or {}
+    for metric, bound in budgets.items():
+        v = cost.get(metric)
+        if v is None or not (v <= bound):  # NaN is over
+            return False
+    return True
+
+
+def _feasible(t: Any, budgets: dict[str, float] | None = None) -> bool:
+    """A complete, evaluated trial within ``budgets`` (the budgets it was run under when None)."""
     from optuna.trial import TrialState
 
-    return t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) and t.values is not None
+    if not (t.state == TrialState.COMPLETE and bool(t.user_attrs.get("feasible")) and t.values is not None):
+        return False
+    return budgets is None or within(t, budgets)
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
-def pareto_trials(study: Any) -> list[Any]:
-    """The feasible trials no other feasible trial dominates (all of the best for one objective), by number."""
+def current_budgets(study: Any) -> dict[str, float]:
+    """The study's budgets now: those of its space file at its last ``planner search`` run."""
+    return dict(study.user_attrs.get("budgets") or {})
+
+
+def pareto_trials(study: Any, budgets: dict[str, float] | None = None) -> list[Any]:
+    """The feasible trials no other feasible trial dominates (all of the best for one objective), by number.
+
+    Feasible means evaluated and within ``budgets`` (default: the study's current budgets,
+    :func:`current_budgets`), so a budget tightened after the trials ran drops the points over it. One
+    architecture is one point: of the trials that evaluated the same architecture (``arch_key``; a repeat is
+    answered from the first), only the first is kept.
+    """
+    budgets = current_budgets(study) if budgets is None else budgets
     signs = [1.0 if d.name == "MINIMIZE" else -1.0 for d in study.directions]
-    trials = [t for t in study.get_trials(deepcopy=False) if _feasible(t)]
+    trials, seen = [], set()
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        key = t.user_attrs.get("arch_key")
+        if _feasible(t, budgets) and (key is None or key not in seen):
+            seen.add(key)
+            trials.append(t)
     keyed = [(t, [s * v for s, v in zip(signs, t.values)]) for t in trials]
-    front = [t for t, k in keyed if not any(_dominates(k2, k) for _, k2 in keyed)]
-    return sorted(front, key=lambda t: t.number)
+    return [t for t, k in keyed if not any(_dominates(k2, k) for _, k2 in keyed)]
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -107,78 +139,215 @@ def _write_export(study: Any, out: Path) -> dict[str, Any]:
     return doc
 
 
-def _plots(study: Any, front: list[Any], names: list[str], out: Path) -> None:
-    """PNG (matplotlib) and HTML (optuna.visualization with plotly) when installed; a message otherwise."""
+GROUPS = ("infeasible", "dominated", "Pareto")  # drawn in this order: the front above the rest
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """What both Pareto plots (PNG and HTML) show: the same trials at the same places.
+
+    Attributes:
+        title: study, plotted objectives and budgets (two lines).
+        names: the two plotted objectives (the first two of the study's).
+        directions: theirs (``minimize`` / ``maximize``).
+        budgets: the study's current budgets; those of a plotted objective are drawn as lines.
+        groups: ``{group: [(trial number, x, y)]}`` for :data:`GROUPS`; one point per architecture.
+        at_edge: infeasible trials drawn at the worst edge of an axis (a quality metric never evaluated).
+        limits: ``(low, high)`` of each axis: the points and budget lines with a margin, and a readable
+            span when a metric is constant.
+        measured: whether any plotted trial has a value of each axis's metric (none: no ticks, a note).
+    """
+
+    title: str
+    names: tuple[str, str]
+    directions: tuple[str, str]
+    budgets: dict[str, float]
+    groups: dict[str, list[tuple[int, float, float]]]
+    at_edge: tuple[int, ...]
+    limits: tuple[tuple[float, float], tuple[float, float]]
+    measured: tuple[bool, bool] = (True, True)
+
+    def label(self, group: str) -> str:
+        n = len(self.groups[group])
+        if group == "Pareto":
+            return f"Pareto front ({n})"
+        if group == "infeasible":
+            edge = f"; {len(self.at_edge)} not evaluated, at the edge" if self.at_edge else ""
+            return f"infeasible: over a budget ({n}{edge})"
+        return f"dominated ({n})"
+
+    def axis_label(self, i: int) -> str:
+        better = "lower" if self.directions[i] == "minimize" else "higher"
+        none = "; no trial was evaluated" if not self.measured[i] else ""
+        return f"{self.names[i]} ({better} is better{none})"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def plot_data(study: Any, names: list[str] | None = None) -> PlotData:
+    """The points, groups, title and axis limits of the Pareto plots of ``study`` (two or more objectives).
+
+    Trials are grouped under the study's current budgets: the front (:func:`pareto_trials`), the other
+    feasible trials, and the priced but infeasible ones (their cost metrics at their values; a quality
+    metric they never got at the worst edge of its axis). Invalid candidates (never priced) are left out.
+    """
     from optuna.trial import TrialState
 
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    names = names or study.user_attrs.get("objectives") or [f"objective{i}" for i in range(len(study.directions))]
+    directions = [d.name.lower() for d in study.directions]
+    budgets = current_budgets(study)
+    front = pareto_trials(study)
+    on_front = {t.number for t in front}
+    seen: set[Any] = {t.user_attrs.get("arch_key") for t in front}
+    raw: dict[str, list[tuple[int, float | None, float | None]]] = {g: [] for g in GROUPS}
+    raw["Pareto"] = [(t.number, t.values[0], t.values[1]) for t in front]
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        key = t.user_attrs.get("arch_key")
+        if t.number in on_front or t.state != TrialState.COMPLETE or not t.user_attrs.get("cost") or key in seen:
+            continue
+        seen.add(key)
+        if _feasible(t, budgets):
+            raw["dominated"].append((t.number, t.values[0], t.values[1]))
+            continue
+        cost = t.user_attrs["cost"]
+        xy = []
+        for i in range(2):
+            v = t.values[i] if t.values is not None else None
+            xy.append(v if _finite(v) else cost.get(names[i]) if _finite(cost.get(names[i])) else None)
+        raw["infeasible"].append((t.number, xy[0], xy[1]))
+    limits, measured = [], []
+    for i in range(2):
+        vals = [p[1 + i] for g in GROUPS for p in raw[g] if p[1 + i] is not None]
+        measured.append(bool(vals))
+        if names[i] in budgets:
+            vals.append(budgets[names[i]])
+        lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+        pad = (hi - lo) * 0.08 if hi > lo else max(abs(lo) * 0.05, 1.0)  # a constant metric: a readable span
+        limits.append((lo - pad, hi + pad))
+    edge = [hi - (hi - lo) * 0.03 if directions[i] == "minimize" else lo + (hi - lo) * 0.03
+            for i, (lo, hi) in enumerate(limits)]  # fmt: skip
+    groups: dict[str, list[tuple[int, float, float]]] = {}
+    at_edge = []
+    for g in GROUPS:
+        groups[g] = []
+        for n, x, y in raw[g]:
+            if x is None or y is None:
+                at_edge.append(n)
+            groups[g].append((n, float(edge[0] if x is None else x), float(edge[1] if y is None else y)))
+    more = f", the first 2 of {len(names)} objectives" if len(names) > 2 else ""
+    limit_text = ", ".join(f"{m} <= {b:.4g}" for m, b in budgets.items()) or "none"
+    title = (f"study {study.study_name}: {names[0]} ({directions[0]}) vs {names[1]} ({directions[1]}){more}\n"
+             f"budgets: {limit_text}")  # fmt: skip
+    return PlotData(title, (names[0], names[1]), (directions[0], directions[1]), budgets, groups, tuple(at_edge),
+                    (limits[0], limits[1]), (measured[0], measured[1]))  # fmt: skip
+
+
+def _front_labels(data: PlotData) -> dict[tuple[float, float], str]:
+    """The trial numbers to write beside the front's points, one label per place (``3, 7`` when two
+    architectures cost the same)."""
+    at: dict[tuple[float, float], list[int]] = {}
+    for n, x, y in data.groups["Pareto"]:
+        at.setdefault((x, y), []).append(n)
+    return {xy: ", ".join(map(str, ns[:4])) + (f" +{len(ns) - 4}" if len(ns) > 4 else "") for xy, ns in at.items()}
+
+
+_STYLE = {"infeasible": {"color": "0.55", "marker": "x", "zorder": 2},
+          "dominated": {"color": "tab:blue", "marker": "o", "alpha": 0.55, "zorder": 3},
+          "Pareto": {"color": "tab:red", "marker": "o", "edgecolors": "black", "zorder": 4}}  # fmt: skip
+
+
+def png_figure(data: PlotData) -> Any:
+    """The matplotlib figure of ``pareto.png`` (not saved; the caller saves and closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.add_subplot()
+    for g in GROUPS:
+        pts = data.groups[g]
+        if pts:
+            ax.scatter([p[1] for p in pts], [p[2] for p in pts], label=data.label(g), gid=g, **_STYLE[g])
+    front = sorted(data.groups["Pareto"], key=lambda p: p[1])
+    if len(front) > 1:
+        ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:red", lw=0.8, alpha=0.6, zorder=4)
+    for (x, y), text in _front_labels(data).items():
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=5)
+    for i, name in enumerate(data.names):
+        if name in data.budgets:
+            line = ax.axvline if i == 0 else ax.axhline
+            line(data.budgets[name], color="tab:orange", ls="--", lw=1.2, zorder=1,
+                 label=f"budget {name} <= {data.budgets[name]:.4g}", gid=f"budget.{name}")  # fmt: skip
+    if not data.groups["Pareto"]:
+        ax.text(0.5, 0.5, "no candidate within the budgets", transform=ax.transAxes, ha="center", va="center",
+                fontsize=11, color="tab:red", alpha=0.8)  # fmt: skip
+    ax.set_xlim(*data.limits[0])
+    ax.set_ylim(*data.limits[1])
+    for axis in (ax.xaxis, ax.yaxis):
+        fmt = axis.get_major_formatter()
+        if hasattr(fmt, "set_useOffset"):
+            fmt.set_useOffset(False)  # a constant metric reads 33984, not 1e-8 + 3.3984e4
+    if not data.measured[0]:
+        ax.set_xticks([])  # no value to read off
+    if not data.measured[1]:
+        ax.set_yticks([])
+    ax.set_xlabel(data.axis_label(0))
+    ax.set_ylabel(data.axis_label(1))
+    ax.set_title(data.title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def html_figure(data: PlotData) -> Any:
+    """The plotly figure of ``pareto.html``: the same trials, groups, budget lines and title as the PNG."""
+    import plotly.graph_objects as go
+
+    labels = _front_labels(data)
+    colors = {"infeasible": "#8c8c8c", "dominated": "rgba(31,119,180,0.55)", "Pareto": "#d62728"}
+    fig = go.Figure()
+    for g in GROUPS:
+        pts = data.groups[g]
+        fig.add_trace(go.Scatter(
+            x=[p[1] for p in pts], y=[p[2] for p in pts], customdata=[p[0] for p in pts], name=data.label(g),
+            mode="markers+text" if g == "Pareto" else "markers",
+            text=[labels.pop((p[1], p[2]), "") for p in pts] if g == "Pareto" else None,
+            textposition="top right", marker={"color": colors[g], "symbol": "x" if g == "infeasible" else "circle",
+                                              "size": 9}, uid=g,
+            hovertemplate=f"trial %{{customdata}}<br>{data.names[0]} %{{x}}<br>{data.names[1]} %{{y}}<extra>{g}</extra>"))  # fmt: skip
+    for i, name in enumerate(data.names):
+        if name in data.budgets:
+            text = f"budget {name} <= {data.budgets[name]:.4g}"
+            add = fig.add_vline if i == 0 else fig.add_hline
+            add(data.budgets[name], line_dash="dash", line_color="orange", annotation_text=text, name=text)
+    fig.update_layout(title=data.title.replace("\n", "<br>"), xaxis_title=data.axis_label(0),
+                      yaxis_title=data.axis_label(1), xaxis_range=list(data.limits[0]),
+                      yaxis_range=list(data.limits[1]), template="plotly_white",
+                      xaxis_showticklabels=data.measured[0], yaxis_showticklabels=data.measured[1])  # fmt: skip
+    return fig
+
+
+def _plots(study: Any, front: list[Any], names: list[str], out: Path) -> None:
+    """``pareto.png`` (matplotlib) and ``pareto.html`` (plotly, its script once in ``plotly.min.js``) when
+    installed; a message otherwise."""
     if len(names) < 2:
         print("plots: one objective, no Pareto plot", file=sys.stderr)
         return
+    data = plot_data(study, names)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         print("plots: matplotlib is not installed, skipping pareto.png (pip install matplotlib)", file=sys.stderr)
     else:
-        on_front = {t.number for t in front}
-        groups = {
-            "infeasible": [t for t in trials if not t.user_attrs.get("feasible") and t.user_attrs.get("cost")],
-            "dominated": [t for t in trials if _feasible(t) and t.number not in on_front],
-            "Pareto": front,
-        }
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for label, style in (("dominated", dict(c="tab:blue", alpha=0.5)), ("Pareto", dict(c="tab:red"))):
-            pts = [(t.values[0], t.values[1]) for t in groups[label] if t.values]
-            if pts:
-                ax.scatter(*zip(*pts), label=f"{label} ({len(groups[label])})", **style)
-        # Infeasible candidates were priced but never evaluated: cost axes show their cost, a quality axis
-        # without a value puts them on the bottom/left edge.
-        edge = (ax.get_xlim()[0], ax.get_ylim()[0])
-        pts = []
-        for t in groups["infeasible"]:
-            cost = t.user_attrs.get("cost", {})
-            xy = [cost.get(n, float("nan")) for n in names[:2]]
-            pts.append(tuple(v if v == v and abs(v) != float("inf") else edge[i] for i, v in enumerate(xy)))
-        if pts:
-            ax.scatter(*zip(*pts), c="0.6", marker="x", label=f"infeasible, not evaluated ({len(pts)})")
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "pareto.png", dpi=120)
-        plt.close(fig)
+        png_figure(data).savefig(out / "pareto.png", dpi=120)
     try:
         import plotly  # noqa: F401
     except ImportError:
         print("plots: plotly is not installed, skipping pareto.html (pip install plotly)", file=sys.stderr)
         return
-    import optuna.visualization as vis
-
-    # infeasible trials are told apart by the constraints the adapter set on each trial (trial.constraints);
-    # invalid candidates have no finite objective values, so they are left out of the plot
-    plotted = [t for t in trials if t.values and all(abs(v) != float("inf") for v in t.values)]
-    fig = vis.plot_pareto_front(_Only(study, plotted), target_names=names[:3],
-                                targets=None if len(names) <= 3 else (lambda t: t.values[:3]),
-                                include_dominated_trials=True)  # fmt: skip
-    fig.write_html(str(out / "pareto.html"))  # self-contained (embeds plotly.js, ~5 MB): opens offline
-
-
-class _Only:
-    """A read-only view of a study that shows only some of its trials (for plotting)."""
-
-    def __init__(self, study: Any, trials: list[Any]) -> None:
-        self._study = study
-        self._trials = trials
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
-        return [t for t in self._trials if states is None or t.state in states]
-
-    @property
-    def trials(self) -> list[Any]:
-        return list(self._trials)
+    # the script beside the page (written once per export folder), not inlined: ~10 KB per page, not ~5 MB
+    html_figure(data).write_html(str(out / "pareto.html"), include_plotlyjs="directory")

@@ -276,6 +276,9 @@ class StudyConfig:
         evaluator: the registered evaluator that scores feasible candidates.
         heartbeat: heartbeat interval, grace period and retries of SQL storages.
         pruner: stops poor candidates early from the evaluator's intermediate values (:data:`PRUNERS`).
+        hardware: a catalog entry of the latency roofline (``a100``; ``planner.cost.hardware``) or a YAML file
+            of that layout, relative to the space file: the hardware ``latency_s`` is priced for. A
+            ``latency_s`` budget or objective needs it.
     """
 
     name: str
@@ -291,6 +294,7 @@ class StudyConfig:
     evaluator: EvaluatorConfig = field(EvaluatorConfig(), parse=_parse_evaluator, dump=_dump_evaluator)
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     pruner: PrunerConfig = field(NoPrunerConfig(), parse=parse_pruner, dump=_dump_pruner)
+    hardware: str | None = None
 
     def check(self) -> None:
         """Every cross-field mistake at once (the field-level ones were reported by the schema)."""
@@ -318,8 +322,30 @@ class StudyConfig:
         if self.pruner.kind != "none" and len(self.objectives) > 1:
             errors.append(FieldError("pruner", "Optuna prunes single-objective studies only (use one objective, or "
                                                "pruner: none)"))  # fmt: skip
+        errors += self._check_hardware()
         if errors:
             raise FieldError.group(errors)
+
+    def _check_hardware(self) -> list[FieldError]:
+        """A latency budget or objective without hardware, or hardware that is not in the catalog."""
+        latency = [f"budgets.{m}" for m, _ in self.budgets.items() if m == "latency_s"]
+        latency += [f"objectives[{i}].metric" for i, o in enumerate(self.objectives) if o.metric == "latency_s"]
+        if self.hardware is None:
+            return [FieldError(p, "latency_s is priced on a hardware: add study.hardware (a catalog entry such as "
+                                  "a100, or a hardware YAML file)") for p in latency]  # fmt: skip
+        if not self.hardware.strip():
+            return [FieldError("hardware", "is empty (a catalog entry such as a100, or a hardware YAML file)")]
+        try:
+            from planner.cost.hardware import catalog_names
+        except ImportError:  # no cost model in this checkout: Objective refuses latency_s with the reason
+            return []
+        text = self.hardware
+        if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+            return []  # a file, read relative to the space file by resolve_hardware
+        if text not in catalog_names():
+            return [FieldError("hardware", f"{text!r} is not in the hardware catalog (allowed: "
+                                           f"{', '.join(catalog_names())}, or a path to a hardware YAML file)")]  # fmt: skip
+        return []
 
     @property
     def directions(self) -> list[str]:

@@ -161,7 +161,7 @@ def test_train_planted_pickle_teacher_is_refused_and_never_runs(tmp_path: Path, 
     assert not marker.exists()  # saving does not run it
     recipe = _train_recipe(tmp_path, "{kind: self, checkpoint: evil.pt}")
     result = cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"])
-    refused(result, names=[f"{recipe}: teacher.checkpoint: ", "evil.pt cannot be read as a state dict of tensors"])
+    refused(result, names=[f"{recipe}: teacher.checkpoint: ", "evil.pt cannot be read as data, a state dict of tensors"])
     assert not marker.exists()
     assert "weights_only` set to `False`" not in result.err  # torch's advice to load it anyway is not passed on
 
