@@ -23,12 +23,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            checked = check_file(path, files=not args.no_files)
+            checked = check_file(path, files=not args.no_files, strict=args.strict)
         except PlannerError as err:
             print(err, file=sys.stderr)
             failed = max(failed, err.exit_code)
             continue
-        print(f"{path}: ok ({checked.summary})")
+        for line in checked.warnings:
+            print(line, file=sys.stderr)
+        missing = f"; {len(checked.warnings)} named file(s) missing (warnings above)" if checked.warnings else ""
+        print(f"{path}: ok ({checked.summary}){missing}")
     return failed
 
 
@@ -75,8 +78,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    from trainers.distributed import world_from_env
+    from trainers.recipe import check_recipe_files
+
+    recipe = load_recipe(args.recipe)
+    world_from_env()  # a bad launch environment is told first, as train() tells it
+    check_recipe_files(recipe)  # then every missing file at once, before the run folder is claimed
     try:
-        result = train(load(args.arch), load_recipe(args.recipe), args.out)
+        result = train(load(args.arch), recipe, args.out)
     except PeerError as err:  # another process of the job printed it
         return err.exit_code
     if result.rank == 0:
@@ -130,6 +139,43 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from trainers.demo import build_demo_corpus
+
+    c = build_demo_corpus(args.out, seed=args.seed, synthetic=args.synthetic, words=args.words,
+                          probe_steps=args.probe_steps, force=args.force)  # fmt: skip
+    n, s = c.info["utterances"], c.info["seconds"]
+    sets = ", ".join(f"{k} {n[k]} ({s[k]} s)" for k in n)
+    real = f"; real speakers: {', '.join(c.info['voices']['real'])}" if c.info["voices"]["real"] else (
+        "" if c.info["kind"] == "synthetic" else "; no real recordings (apt-get install asterisk-core-sounds-en-wav)")
+    print(f"{c.root}: {c.info['kind']} corpus, {len(c.info['classes'])} words: {sets}{real}")
+    return 0
+
+
+def _cmd_data_scan(args: argparse.Namespace) -> int:
+    from trainers.data import scan_folder
+
+    m = scan_folder(args.root, args.manifest)
+    print(f"{args.manifest}: {len(m.utterances)} files under {m.root}")
+    return 0
+
+
+def _cmd_data_report(args: argparse.Namespace) -> int:
+    from trainers.demo import format_rows, packed_matches, quickstart_rows
+
+    rows = quickstart_rows(args.out)
+    if not rows:
+        raise PlannerError(f"{args.out}: no quickstart results found (run examples/quickstart.sh)")
+    print(format_rows(rows))
+    same = packed_matches(args.out)
+    if same is False:
+        print(f"{args.out}: the packed model does not score as the trained one (eval/packed-*.json differ)", file=sys.stderr)
+        return 1
+    if same:
+        print("packed model: the same probe results as the trained QAT model")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planner",
@@ -144,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--no-files", action="store_true",
                    help="check the contents only, not that the files a recipe, task or study names exist")
+    p.add_argument("--strict", action="store_true",
+                   help="a named file that does not exist is an error (default: a warning, exit 0)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("show", help="print the resolved graph: node, kind, widths, frames, bits, N:M")
@@ -195,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipe", help="print a training recipe fully resolved (every default filled in)")
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("data", help="corpora: build the offline demo corpus, scan a folder into a manifest")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data.add_parser("demo", help="spoken digits (espeak-ng voices, held-out voices, real speakers where "
+                                     "installed) with manifests, labels and probe tasks")  # fmt: skip
+    q.add_argument("out", metavar="OUT", help="a new or empty folder")
+    q.add_argument("--seed", type=int, default=0, help="draws each utterance's pitch: same seed, same files")
+    q.add_argument("--synthetic", action="store_true", help="tone words instead of espeak-ng speech")
+    q.add_argument("--words", type=int, default=10, help="how many of the ten digits (default 10)")
+    q.add_argument("--probe-steps", type=int, default=300, help="steps of the probe tasks written (default 300)")
+    q.add_argument("--force", action="store_true", help="replace an earlier demo corpus in OUT")
+    q.set_defaults(func=_cmd_data_demo)
+    q = data.add_parser("scan", help="write a manifest of every .wav/.flac/.ogg under a folder (e.g. LibriSpeech)")
+    q.add_argument("root", metavar="FOLDER")
+    q.add_argument("manifest", metavar="OUT.tsv")
+    q.set_defaults(func=_cmd_data_scan)
+    q = data.add_parser("report", help="print the table of an examples/quickstart.sh folder")
+    q.add_argument("out", metavar="OUT")
+    q.set_defaults(func=_cmd_data_report)
 
     p = sub.add_parser("evaluate", help="linear probe on a run's frozen features; prints held-out accuracy as JSON")
     p.add_argument("run", metavar="RUN", help="a run folder written by planner train")

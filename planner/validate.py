@@ -11,6 +11,10 @@ Each kind goes through the same loader its command uses, so ``validate`` reports
 would, all at once, and then what the command would find next: the files a recipe names (teacher checkpoint
 and architecture, manifests, labels, ``init``), the TSVs of a probe task, and for a search space the recipe
 of a ``distill`` evaluator (loaded and checked the same way). Checkpoints are not read, only found.
+
+A named file that does not exist is a warning (:attr:`Checked.warnings`): a shipped paper recipe names the
+user's checkpoint and manifests, which ``validate`` cannot supply; ``strict=True`` (``--strict``) makes each
+an error, as ``planner train`` does. A name that is a folder, or a teacher without weights, is an error.
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ SPACE_SAMPLES = 16
 
 @dataclass(frozen=True)
 class Checked:
-    """A file that passed: its kind and a one-line summary."""
+    """A file that passed: its kind, a one-line summary, and one ``FILE: field: PATH does not exist`` line
+    per file it names that is missing (empty under ``strict``: those are errors then)."""
 
     kind: str
     summary: str
+    warnings: tuple[str, ...] = ()
 
 
 def _has_marker(data: Any) -> bool:
@@ -105,12 +111,29 @@ def _errors(err: ConfigError, default_source: str) -> list[tuple[str, FieldError
 
 class _Report:
     """Errors of one validation, each with the file it is in (a recipe a study names is another file);
-    ``files``: whether the files the document names are looked for."""
+    ``files``: whether the files the document names are looked for; ``strict``: a missing one is an error
+    (else a warning)."""
 
-    def __init__(self, path: str, files: bool = True) -> None:
+    def __init__(self, path: str, files: bool = True, strict: bool = False) -> None:
         self.path = path
         self.files = files
+        self.strict = strict
         self.errors: list[tuple[str, FieldError]] = []
+        self._missing: list[tuple[str, str, str]] = []  # (file, field, message) of each warning
+
+    @property
+    def warnings(self) -> list[str]:
+        """One ``FILE: field: PATH does not exist (warning ...)`` line per missing named file."""
+        return [f"{src}: {where}: {message}" for src, where, message in self._missing]
+
+    def missing(self, source: str, where: str, path: str, via: str | None = None, hint: str = "") -> None:
+        """``path``, named by ``source`` at ``where``, does not exist: an error under ``strict``, else a warning."""
+        message = f"{path} does not exist{hint}" + (f" ({via})" if via is not None else "")
+        if self.strict:
+            self.errors.append((source, FieldError(where, message)))
+        else:
+            self._missing.append((source, where, f"{message} (warning: planner train refuses it; "
+                                                 "--strict makes this an error)"))  # fmt: skip
 
     def add(self, err: ConfigError, via: str | None = None) -> None:
         """Adds the errors of ``err``; ``via``: how the validated file names the file they are in."""
@@ -122,8 +145,10 @@ class _Report:
     def raise_if_any(self, note: str | None) -> None:
         if not self.errors:
             return
-        # one ConfigError holds one source: each line names its own file (a recipe a study names is another)
+        # one ConfigError holds one source: each line names its own file (a recipe a study names is another);
+        # the warnings follow the errors, so that a refused file still shows every file it lacks
         lines = [FieldError(f"{src}: {e.path}" if e.path else src, e.message) for src, e in self.errors]
+        lines += [FieldError(f"{src}: {where}", message) for src, where, message in self._missing]
         if note is not None:
             lines.append(FieldError(self.path, f"({note})"))
         raise ConfigError(lines)
@@ -131,7 +156,7 @@ class _Report:
 
 def _check_recipe_file(path: str, report: _Report, via: str | None = None) -> Any:
     """Loads a recipe and checks the files it names; its errors go into ``report`` (None if it does not load)."""
-    from trainers.recipe import check_recipe_files, load_recipe
+    from trainers.recipe import load_recipe, recipe_files
 
     try:
         recipe = load_recipe(path)
@@ -140,10 +165,17 @@ def _check_recipe_file(path: str, report: _Report, via: str | None = None) -> An
         return None
     if not report.files:
         return recipe
-    try:
-        check_recipe_files(recipe)
-    except ConfigError as err:
-        report.add(err, via)
+    errors = []
+    for where, named in recipe_files(recipe):  # as trainers.recipe.check_recipe_files, missing files apart
+        named = os.path.normpath(named) if named is not None else None
+        if named is None:
+            errors.append(FieldError(where, "a teacher needs its weights (a torch.save'd state dict)"))
+        elif os.path.isdir(named):
+            errors.append(FieldError(where, f"{named} is a folder, not a file"))
+        elif not os.path.isfile(named):
+            report.missing(path, where, named, via)
+    if errors:
+        report.add(ConfigError(errors, path), via)
     teacher = recipe.teacher
     arch = recipe.resolve(teacher.arch) if teacher is not None and teacher.arch is not None else None
     if arch is not None and os.path.isfile(arch):
@@ -209,10 +241,12 @@ def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "s
     recipe_path = cfg.evaluator.kwargs().get("recipe") if cfg.evaluator.kind == "distill" else None
     if recipe_path is None or not report.files:
         return
+    if os.path.isdir(recipe_path):
+        report.add(ConfigError([FieldError(f"{where}.recipe", f"{recipe_path} is a folder, not a file (relative "
+                                                              "paths are read from the working directory)")], path))  # fmt: skip
+        return
     if not os.path.isfile(recipe_path):
-        what = "is a folder, not a file" if os.path.isdir(recipe_path) else "does not exist"
-        report.add(ConfigError([FieldError(f"{where}.recipe", f"{recipe_path} {what} (relative paths are "
-                                                              "read from the working directory)")], path))  # fmt: skip
+        report.missing(path, f"{where}.recipe", recipe_path, hint=" (relative paths are read from the working directory)")
         return
     via = f"the recipe of {path}: {where}"
     recipe = _check_recipe_file(recipe_path, report, via)
@@ -240,8 +274,10 @@ def _check_task(path: str, data: Any, report: _Report) -> str | None:
     for name in ("train", "test") if report.files else ():
         value = getattr(task, name)
         file = Path(os.path.normpath(Path(value) if os.path.isabs(value) else base / value))
-        if not file.is_file():
-            missing.append(FieldError(name, f"{file} {'is a folder, not a file' if file.is_dir() else 'does not exist'}"))
+        if file.is_dir():
+            missing.append(FieldError(name, f"{file} is a folder, not a file"))
+        elif not file.is_file():
+            report.missing(path, name, str(file))
     if missing:
         report.add(ConfigError(missing, path))
     return f"{task.kind} probe task"
@@ -262,28 +298,30 @@ _CHECKS = {"architecture": _check_architecture, "space": _check_space, "recipe":
            "study": _check_study}  # fmt: skip
 
 
-def check_file(path: str | os.PathLike[str], files: bool = True) -> Checked:
+def check_file(path: str | os.PathLike[str], files: bool = True, strict: bool = False) -> Checked:
     """Loads ``path`` with the loader of its kind and checks the files it names.
 
     Args:
         path: the file.
         files: look for the files the document names (``False``: its contents only, e.g. a recipe written
             for another machine).
+        strict: a named file that does not exist is an error (default: a warning in the result).
 
     Example:
         >>> check_file("studies/hubert-base.yaml").summary
         'hubert-base, 94,370,944 parameters'
 
     Raises:
-        ConfigError: every problem, as ``FILE: field.path: message`` (unreadable files included), and last,
-            where the file's keys left its kind in doubt, which kind it was read as.
+        ConfigError: every problem, as ``FILE: field.path: message`` (unreadable files included; missing
+            named files under ``strict``), and last, where the file's keys left its kind in doubt, which kind
+            it was read as.
     """
     from planner.ir.io import read_yaml
 
     path = str(path)
     data = read_yaml(path)
     kind, note = detect_kind(data)
-    report = _Report(path, files)
+    report = _Report(path, files, strict)
     summary = _CHECKS[kind](path, data, report)
     report.raise_if_any(note)  # a check that returns no summary has reported why
-    return Checked(kind, summary if note is None else f"{summary}; {note}")
+    return Checked(kind, summary if note is None else f"{summary}; {note}", tuple(report.warnings))

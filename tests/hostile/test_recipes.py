@@ -175,6 +175,7 @@ def test_train_empty_teacher_checkpoint_names_recipe_and_field(tmp_path: Path, c
 
 def test_train_teacher_override_torchaudio_rejects_names_recipe_and_field(tmp_path: Path, cli) -> None:
     pytest.importorskip("torchaudio")
+    (tmp_path / "t.pt").touch()  # planner train refuses missing files before it builds the teacher
     recipe = _train_recipe(tmp_path, "{kind: torchaudio_hubert, checkpoint: t.pt, overrides: {encoder_num_layers: many}}")
     refused(cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"]),
             names=[f"{recipe}: teacher.overrides: ", "wav2vec2_model rejects"])  # fmt: skip

@@ -103,15 +103,33 @@ def test_file_mixing_kinds_says_which_it_was_read_as(tmp_path: Path, cli) -> Non
 # -- files a recipe names --------------------------------------------------------------------------------
 
 
-def test_missing_files_of_a_recipe_are_all_reported(tmp_path: Path, cli) -> None:
+MISSING = [
+    "{recipe}: teacher.checkpoint: {tmp}/gone/f.pt does not exist", "{recipe}: data.train[0]: {tmp}/a.tsv does not exist",
+    "{recipe}: data.valid: {tmp}/v.tsv does not exist", "{recipe}: init: {tmp}/i.pt does not exist",
+]  # fmt: skip
+
+
+def test_missing_files_of_a_recipe_are_all_warned_about(tmp_path: Path, cli) -> None:
     recipe = _write(tmp_path / "r.yaml", "teacher: {kind: self, checkpoint: gone/f.pt}\ninit: i.pt\n"
                                          "data: {train: [a.tsv, b.tsv], valid: v.tsv}\n")  # fmt: skip
     (tmp_path / "b.tsv").touch()
-    result = _validate(cli, tmp_path, recipe)
-    refused(result, names=[f"{recipe}: teacher.checkpoint: {tmp_path / 'gone' / 'f.pt'} does not exist",
-                           f"{recipe}: data.train[0]: {tmp_path / 'a.tsv'} does not exist",
-                           f"{recipe}: data.valid: ", f"{recipe}: init: "], code=2)  # fmt: skip
-    assert "data.train[1]" not in result.err
+    names = [m.format(recipe=recipe, tmp=tmp_path) for m in MISSING]
+    result = _validate(cli, tmp_path, recipe)  # a recipe for files the user has yet to make: warnings, exit 0
+    assert result.code == 0 and result.out.startswith(f"{recipe}: ok (training recipe, "), result.err
+    assert "4 named file(s) missing" in result.out and "data.train[1]" not in result.err
+    assert [line.split(" (warning")[0] for line in result.err.splitlines()] == names
+    strict = cli(["validate", "--strict", recipe])
+    refused(strict, names=names, code=2)
+    assert "warning" not in strict.err and "data.train[1]" not in strict.err
+
+
+def test_train_refuses_the_missing_files_all_at_once(tmp_path: Path, cli) -> None:
+    recipe = _write(tmp_path / "r.yaml", "teacher: {kind: self, checkpoint: gone/f.pt}\ninit: i.pt\n"
+                                         "data: {train: [a.tsv, b.tsv], valid: v.tsv}\n")  # fmt: skip
+    (tmp_path / "b.tsv").touch()
+    result = cli(["train", TEACHER_ARCH, "--recipe", recipe, "--out", tmp_path / "run"])
+    refused(result, names=[m.format(recipe=recipe, tmp=tmp_path) for m in MISSING], code=2)
+    assert "warning" not in result.err and not (tmp_path / "run").exists()  # refused before the folder is claimed
 
 
 def test_teacher_without_checkpoint_is_refused(tmp_path: Path, cli) -> None:
@@ -131,7 +149,9 @@ def test_teacher_architecture_missing_or_invalid(tmp_path: Path, cli) -> None:
     for name in ("a.tsv", "t.pt"):
         (tmp_path / name).touch()
     recipe = _write(tmp_path / "r.yaml", "teacher: {kind: architecture, arch: t.yaml, checkpoint: t.pt}\ndata: {train: a.tsv}\n")
-    refused(_validate(cli, tmp_path, recipe), names=[f"{recipe}: teacher.arch: ", "t.yaml does not exist"], code=2)
+    result = _validate(cli, tmp_path, recipe)
+    assert result.code == 0 and f"{recipe}: teacher.arch: {tmp_path / 't.yaml'} does not exist (warning" in result.err
+    refused(cli(["validate", "--strict", recipe]), names=[f"{recipe}: teacher.arch: ", "t.yaml does not exist"], code=2)
     # an invalid teacher architecture: its own file and field are named, as planner train would
     _write(tmp_path / "t.yaml", TEACHER_ARCH.read_text(encoding="utf-8").replace("heads: 2", "heads: 5", 1))
     refused(_validate(cli, tmp_path, recipe), names=[f"{tmp_path / 't.yaml'}: layers[0].heads: "], code=2)
@@ -144,8 +164,13 @@ def test_task_tsvs_are_looked_for(tmp_path: Path, cli) -> None:
     (tmp_path / "train.tsv").touch()
     task = _write(tmp_path / "t.yaml", "train: train.tsv\ntest: held/out.tsv\nkind: ctc\n")
     result = _validate(cli, tmp_path, task)
+    assert result.code == 0 and result.err == (f"{task}: test: {tmp_path / 'held' / 'out.tsv'} does not exist "
+                                               "(warning: planner train refuses it; --strict makes this an error)\n")  # fmt: skip
+    result = cli(["validate", "--strict", task])
     refused(result, names=[f"{task}: test: {tmp_path / 'held' / 'out.tsv'} does not exist"], code=2)
     assert f"{task}: train:" not in result.err
+    (tmp_path / "held" / "out.tsv").mkdir(parents=True)  # a folder where a file belongs is a mistake, not a warning
+    refused(_validate(cli, tmp_path, task), names=[f"{task}: test: ", "is a folder, not a file"], code=2)
 
 
 # -- study sections --------------------------------------------------------------------------------------
@@ -153,7 +178,9 @@ def test_task_tsvs_are_looked_for(tmp_path: Path, cli) -> None:
 
 def test_distill_evaluator_recipe_missing(tmp_path: Path, cli) -> None:
     space = _write(tmp_path / "s.yaml", SPACE.replace("EVALUATOR", f"{{kind: distill, recipe: {tmp_path / 'nope.yaml'}}}"))
-    refused(_validate(cli, tmp_path, space), names=[f"{space}: study.evaluator.recipe: ", "nope.yaml does not exist"], code=2)
+    assert "nope.yaml does not exist" in _validate(cli, tmp_path, space).err
+    refused(cli(["validate", "--strict", space]), names=[f"{space}: study.evaluator.recipe: ", "nope.yaml does not exist"],
+            code=2)  # fmt: skip
 
 
 def test_distill_evaluator_recipe_mistakes_name_the_recipe(tmp_path: Path, cli) -> None:
@@ -180,7 +207,7 @@ def test_study_file_is_read_as_a_study(tmp_path: Path, cli) -> None:
     _write(study, f"name: apart\nn_trials: 3\nsamplr: tpe\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
     refused(_validate(cli, tmp_path, study), names=[f"{study}: samplr: unknown field"], code=2)
     _write(study, f"name: apart\nn_trials: 3\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
-    refused(_validate(cli, tmp_path, study), names=[f"{study}: evaluator.recipe: ", "r.yaml does not exist"], code=2)
+    refused(cli(["validate", "--strict", study]), names=[f"{study}: evaluator.recipe: ", "r.yaml does not exist"], code=2)
 
 
 def test_space_and_study_mistakes_are_reported_together(tmp_path: Path, cli) -> None:
@@ -202,7 +229,11 @@ def test_shipped_recipe_passes_where_its_files_exist(tmp_path: Path, cli, shippe
     copy.parent.mkdir()
     shutil.copy(shipped, copy)
     in_place = cli(["validate", shipped])  # the checkpoints and manifests are the user's: not in the repository
-    refused(in_place, names=[f"{shipped}: teacher.checkpoint: ", f"{shipped}: data.train[0]: "], code=2)
+    assert in_place.code == 0 and in_place.out.startswith(f"{shipped}: ok (training recipe, "), in_place.err
+    for field in ("teacher.checkpoint", "data.train[0]"):
+        assert f"{shipped}: {field}: " in in_place.err and "does not exist (warning" in in_place.err
+    refused(cli(["validate", "--strict", shipped]), names=[f"{shipped}: teacher.checkpoint: ", f"{shipped}: data.train[0]: "],
+            code=2)  # fmt: skip
     for _, path in recipe_files(load_recipe(copy)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).touch()
