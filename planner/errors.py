@@ -17,6 +17,7 @@ old names (``planner.compress.CompressionError``, ``trainers.distributed.PeerErr
     ├── NonFiniteError             NaN / infinite loss or gradient norm
     │   └── DivergedError          ... named with the step, the loss and the recipe field
     ├── SearchInterrupted          Ctrl-C stopped a search (exit 130; a rerun resumes)
+    ├── DemoError                  the demo corpus cannot be built (``planner data demo``)
     └── Pruned, SurplusTrial       the search's signals to Optuna (not mistakes)
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "CheckpointError",
     "NonFiniteError",
     "DivergedError",
+    "DemoError",
 ]
 
 
@@ -208,3 +210,7 @@ class NonFiniteError(PlannerError):
 
 class DivergedError(NonFiniteError):
     """The loss or the gradients became NaN or infinite (names the step, the loss and the recipe field)."""
+
+
+class DemoError(PlannerError):
+    """The demo corpus cannot be built (a tool is missing, a bad option)."""

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from planner.errors import PlannerError, WriteError
+from planner.errors import DemoError, WriteError
 from planner.files import staged_dir, write_text_atomic
 
 __all__ = ["HELD_OUT_VOICES", "SPEEDS", "TRAIN_VOICES", "WORDS", "DemoCorpus", "build_demo_corpus", "real_digits"]
@@ -48,10 +48,6 @@ ASTERISK = Path("/usr/share/asterisk/sounds")
 ESPEAK_PACKAGE = "espeak-ng"  # the Debian/Ubuntu package (and the executable) that speaks the words
 REAL_PACKAGE = "asterisk-core-sounds-en-wav"
 _PITCH = (30, 70)  # espeak-ng -p range the seed draws from (its default is 50)
-
-
-class DemoError(PlannerError):
-    """The demo corpus cannot be built (a tool is missing, a bad option)."""
 
 
 @dataclass(frozen=True)
