@@ -79,6 +79,7 @@ DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 _LATER_FIELDS = {
     ("loss", "distill_weight"): None,
     ("optimizer", "fused"): True,
+    ("data", "valid_batches"): 8,
     **{("loss", "masking", name): default for name, default in
        (("overlap", True), ("min_space", 0), ("selection", "static"), ("same_count", False), ("normalize", "paper"))},
 }  # fmt: skip
@@ -287,7 +288,9 @@ class DataConfig:
 
     Attributes:
         train: fairseq-style manifest(s) (first line the root folder, then ``path<TAB>num_samples``).
-        valid: held-out manifest (used by the distillation proxy and ``planner evaluate``).
+        valid: held-out manifest: ``planner train`` logs the loss on it every ``logging.every`` steps
+            (``valid_loss``) and keeps the best weights in ``OUT/best/``; the distillation proxy scores on it.
+        valid_batches: held-out batches per evaluation (the first of the manifest's length-bucketed batches).
         batch_seconds: audio per batch, padding included (length-bucketed batches).
         max_seconds: longer utterances are cropped (a random window, seeded) to this length.
         min_seconds: shorter utterances are skipped.
@@ -298,6 +301,7 @@ class DataConfig:
 
     train: tuple[str, ...] = field(parse=_parse_paths)
     valid: str | None = None
+    valid_batches: int = field(8, ge=1, le=1_000_000)
     batch_seconds: float = field(120.0, gt=0)
     max_seconds: float = field(15.0, gt=0)
     min_seconds: float = field(0.5, ge=0)
