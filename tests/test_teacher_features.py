@@ -1,6 +1,7 @@
 """A features-input architecture as teacher: it computes the student pipeline's filterbanks from the batch's
 audio, trains a student with masking distillation, serves the distillation proxy, and passes validate."""
 
+# ruff: noqa: F811  (the fixtures imported from test_train_units are redefined as arguments)
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,14 +38,14 @@ def teacher(tmp_path: Path) -> Path:
     return tmp_path / "fbank-teacher.yaml"
 
 
-def _recipe(tmp_path: Path, corpus: Path, teacher: Path, **extra: str) -> Path:  # noqa: F811
+def _recipe(tmp_path: Path, corpus: Path, teacher: Path, **extra: str) -> Path:
     text = recipe_text(f"{{kind: architecture, arch: {teacher.name}, checkpoint: t.pt}}", corpus, **extra)
     text = text.replace("min_seconds: 0.1}", "min_seconds: 0.1, valid: " + str(corpus) + "}")
     (tmp_path / "recipe.yaml").write_text(text)
     return tmp_path / "recipe.yaml"
 
 
-def test_teacher_computes_the_student_pipelines_filterbanks(tmp_path: Path, corpus: Path, teacher: Path) -> None:  # noqa: F811
+def test_teacher_computes_the_student_pipelines_filterbanks(tmp_path: Path, corpus: Path, teacher: Path) -> None:
     recipe = load_recipe(_recipe(tmp_path, corpus, teacher))
     t = load_teacher(recipe)
     spec = planner.load(teacher).spec.input
@@ -61,7 +62,7 @@ def test_teacher_computes_the_student_pipelines_filterbanks(tmp_path: Path, corp
     assert torch.equal(lengths, out.lengths)  # masks are drawn at the frames the teacher computes
 
 
-def test_masking_distillation_and_proxy_with_a_features_teacher(tmp_path: Path, corpus: Path, teacher: Path) -> None:  # noqa: F811
+def test_masking_distillation_and_proxy_with_a_features_teacher(tmp_path: Path, corpus: Path, teacher: Path) -> None:
     path = _recipe(tmp_path, corpus, teacher, steps="2")
     recipe = load_recipe(path)
     result = train(planner.load(STUDENT), recipe, tmp_path / "run", log=None)
@@ -72,7 +73,7 @@ def test_masking_distillation_and_proxy_with_a_features_teacher(tmp_path: Path, 
 
 
 def test_a_teacher_at_another_sample_rate_is_refused_where_it_is_named(tmp_path: Path, corpus: Path, teacher: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     teacher.write_text(TEACHER.replace("n_mels: 16}", "n_mels: 16, sample_rate: 8000}"))
     path = _recipe(tmp_path, corpus, teacher)
     with pytest.raises(ConfigError, match=r"recipe\.yaml: teacher\.arch: .*input\.sample_rate 8000 .*data\.sample_rate 16000"):

@@ -1,6 +1,7 @@
 """``data.valid`` in ``planner train``: the held-out loss every logged step, the best weights in ``best/``,
 and training itself unchanged by it (the same loss curve, exact resume after SIGKILL)."""
 
+# ruff: noqa: F811  (the fixtures imported from test_train_units are redefined as arguments)
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def held(tmp_path: Path) -> Path:
     return tmp_path / "valid.tsv"
 
 
-def _recipe(tmp_path: Path, corpus: Path, teacher: Path, valid: Path | None, **extra: str) -> Path:  # noqa: F811
+def _recipe(tmp_path: Path, corpus: Path, teacher: Path, valid: Path | None, **extra: str) -> Path:
     text = recipe_text(ta_teacher_yaml(teacher), corpus, **extra)
     if valid is not None:
         text = text.replace("min_seconds: 0.1}", f"min_seconds: 0.1, valid: {valid}, valid_batches: 2}}")
@@ -43,7 +44,7 @@ def _recipe(tmp_path: Path, corpus: Path, teacher: Path, valid: Path | None, **e
 
 
 def test_valid_loss_logged_best_kept_and_training_unchanged(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
-                                                            held: Path) -> None:  # noqa: F811
+                                                            held: Path) -> None:
     plain = _recipe(tmp_path, corpus, ta_teacher_file, None, steps="4")
     with_valid = _recipe(tmp_path, corpus, ta_teacher_file, held, steps="4")
     train(planner.load(STUDENT), loads_recipe(plain.read_text(), base_dir=str(tmp_path)), tmp_path / "a", log=None)
@@ -76,7 +77,7 @@ def test_valid_loss_logged_best_kept_and_training_unchanged(tmp_path: Path, corp
 
 @pytest.mark.slow  # two runs and a killed subprocess: about 35 s on a busy 2-core machine
 def test_sigkill_and_resume_gives_the_uninterrupted_valid_curve(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
-                                                                held: Path) -> None:  # noqa: F811
+                                                                held: Path) -> None:
     recipe = _recipe(tmp_path, corpus, ta_teacher_file, held)
     reference = tmp_path / "reference"
     assert main(["train", str(STUDENT), "--recipe", str(recipe), "--out", str(reference)]) == 0
@@ -92,7 +93,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_valid_curve(tmp_path: Path, 
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
 
 
-def test_task_loss_valid_needs_labels_and_reports_accuracy(tmp_path: Path, corpus: Path, held: Path) -> None:  # noqa: F811
+def test_task_loss_valid_needs_labels_and_reports_accuracy(tmp_path: Path, corpus: Path, held: Path) -> None:
     lines = corpus.read_text().splitlines()
     labels = corpus.with_name("labels.tsv")
     labels.write_text("".join(f"{line.split(chr(9))[0]}\t{'ab'[i % 2]}\n" for i, line in enumerate(lines[1:])))
