@@ -79,6 +79,17 @@ def test_classifier_packed_with_the_run_and_decoded(tmp_path: Path, corpus: Path
                           "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert [line.split("\t") for line in done.stdout.splitlines()] == [[p, c] for p, c in zip(wavs, expected)]
 
+    # the linear probe scores the packed model as it scores the run (the same features, bit for bit)
+    root = corpus.read_text().splitlines()[0]
+    rows = [f"{root}/{line}" for line in (corpus.with_name("labels.tsv")).read_text().splitlines()]
+    (tmp_path / "tr.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "te.tsv").write_text("\n".join(rows[:4]) + "\n")
+    (tmp_path / "task.yaml").write_text("train: tr.tsv\ntest: te.tsv\nsteps: 20\nfeatures: last\n")
+    from trainers import evaluate
+
+    on_run, on_packed = evaluate(run, tmp_path / "task.yaml"), evaluate(tmp_path / "packed", tmp_path / "task.yaml")
+    assert on_packed["accuracy"] == on_run["accuracy"] and on_packed["layer_weights"] == on_run["layer_weights"]
+
     # the held-out best (data.valid) exports the same way, with its own classifier; a re-export keeps the head
     assert main(["export", str(run / "best"), "--out", str(tmp_path / "best")]) == 0
     assert planner.load_packed(tmp_path / "best").task_head.classes == ["a", "b"]
