@@ -107,11 +107,34 @@ def test_task_loss_valid_needs_labels_and_reports_accuracy(tmp_path: Path, corpu
     assert row["valid_loss"] > 0 and 0 <= row["valid_accuracy"] <= 1
     assert (tmp_path / "run" / "best" / "classifier.pt").is_file()
     assert json.loads((tmp_path / "run" / "best" / "task.json").read_text())["classes"] == ["a", "b"]
-    # clips without a label: refused before the run folder is claimed, naming the field
+    # clips elsewhere without a label: refused before the run folder is claimed, naming the field
     bad = body.replace("min_seconds: 0.1}", f"min_seconds: 0.1, labels: {labels}, valid: {held}}}")
-    with pytest.raises(ConfigError, match=r"data\.valid: .*4 utterance\(s\) have no label in data\.labels"):
+    with pytest.raises(ConfigError, match=r"r\.yaml: data\.valid: .*4 utterance\(s\) have no label in data\.labels"):
         train(planner.load(QAT), loads_recipe(bad, source="r.yaml", base_dir=str(tmp_path)), tmp_path / "run2", log=None)
     assert not (tmp_path / "run2").exists()
+    # ... labelled in data.valid_labels (relative to the valid manifest's root): used; a class training does
+    # not know is refused naming the file
+    rows = [line.split("\t")[0] for line in held.read_text().splitlines()[1:]]
+    (tmp_path / "held.tsv").write_text("".join(f"{r}\t{'ba'[i % 2]}\n" for i, r in enumerate(rows)))
+    labelled = bad.replace(f"valid: {held}}}", f"valid: {held}, valid_labels: held.tsv}}")
+    result = train(planner.load(QAT), loads_recipe(labelled, base_dir=str(tmp_path)), tmp_path / "run3", log=None)
+    assert result.metrics[-1]["valid_loss"] > 0 and 0 <= result.metrics[-1]["valid_accuracy"] <= 1
+    (tmp_path / "held.tsv").write_text("".join(f"{r}\tc\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"data\.valid_labels: .*held\.tsv: .*'c' is not a training class \(a, b\)"):
+        train(planner.load(QAT), loads_recipe(labelled, base_dir=str(tmp_path)), tmp_path / "run4", log=None)
+    assert not (tmp_path / "run4").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ("valid: v.tsv, valid_labels: l.tsv", "data.valid_labels: only used by the task losses"),
+        ("valid_labels: l.tsv", "data.valid_labels: labels the held-out manifest, which needs valid:"),
+    ],
+)
+def test_valid_labels_only_where_they_label_something(data: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=rf"r\.yaml: {where}"):
+        loads_recipe(f"data: {{train: a.tsv, {data}}}\nteacher: {{kind: self, checkpoint: f.pt}}\n", source="r.yaml")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", ".nan", "2.5"])

@@ -74,7 +74,7 @@ from planner.files import fsync_dir, staged_dir, write_text_atomic, writing
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps
 from trainers import distributed
-from trainers.data import Batch, BatchStream
+from trainers.data import Batch, BatchStream, read_labels, read_manifest
 from trainers.distill import Distiller
 from trainers.distributed import World
 from trainers.engine import Engine, NonFiniteError, build_engine, check_checkpoint, check_engine
@@ -570,15 +570,51 @@ def build_valid(graph: EncoderGraph, recipe: Recipe, loss_obj: Any = None) -> li
         count = min(data.valid_batches, len(stream.epoch_batches(0)))
         task = loss_obj if isinstance(loss_obj, TaskLoss) else getattr(loss_obj, "task", None)
         if task is not None:
+            if data.valid_labels is not None:
+                _add_valid_labels(task, recipe, read_manifest(path).root)
             missing = [u.path for u in stream.utterances if os.path.normpath(u.path) not in task.labels]
             if missing:
+                where = "data.valid_labels" if data.valid_labels is not None else "data.labels"
                 raise ConfigError([FieldError("data.valid", f"{path}: {len(missing)} utterance(s) have no label in "
-                                                            f"data.labels, e.g. {missing[0]} (the labels' paths are "
-                                                            "relative to the first train manifest's root folder: keep "
-                                                            "the held-out audio under it, and label it)")], recipe.source)  # fmt: skip
+                                                            f"{where}, e.g. {missing[0]}; label them in "
+                                                            "data.valid_labels (path<TAB>label, paths relative to the "
+                                                            "valid manifest's root folder)")], recipe.source)  # fmt: skip
         return [next(stream) for _ in range(count)]
     except DataError as err:
         raise ConfigError([FieldError("data.valid", str(err))], recipe.source) from None
+
+
+def _add_valid_labels(task: TaskLoss, recipe: Recipe, root: str) -> None:
+    """Adds ``data.valid_labels`` (relative to the valid manifest's ``root``) to the task loss's labels.
+
+    Raises:
+        ConfigError: the file cannot be read, a label is not a training class or does not encode in the CTC
+            alphabet, or a clip is labelled otherwise in ``data.labels``.
+    """
+    from trainers.ctc import encode
+
+    path = recipe.resolve(recipe.data.valid_labels)
+    try:
+        labels = read_labels(path, root)
+    except OSError as err:
+        raise ConfigError([FieldError("data.valid_labels", f"{path}: cannot read ({err.strerror})")], recipe.source) from None
+    errors, targets = [], {}
+    for clip, label in labels.items():
+        key = os.path.normpath(clip)
+        if task.labels.get(key, label) != label:
+            errors.append(f"{clip} is labelled {task.labels[key]!r} in data.labels and {label!r} here")
+        elif task.kind == "ctc":
+            try:
+                targets[key] = encode(label, task.alphabet)
+            except ValueError as err:
+                errors.append(f"{clip}: {err} (loss.alphabet)")
+        elif label not in task.index:
+            errors.append(f"{clip}: {label!r} is not a training class ({', '.join(task.classes)})")
+    if errors:
+        raise ConfigError([FieldError("data.valid_labels", f"{path}: {e}") for e in errors[:20]], recipe.source)
+    task.labels.update({os.path.normpath(k): v for k, v in labels.items()})
+    if task.kind == "ctc":
+        task.targets.update(targets)
 
 
 def _held_out(loss_obj: Any, module: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict[str, float]:
