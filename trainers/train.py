@@ -855,6 +855,9 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
                 row = _metrics_row(world, step, res, engine.lr, batch.size, window_n, now - window_t)
                 if valid is not None:
                     held = _held_out(loss_obj, engine.module, valid, engine.device)
+                    # rank 0's numbers everywhere: a GPU's reductions may differ in the last bit between
+                    # processes, and _save_best is collective under DeepSpeed
+                    held = distributed.broadcast_object(world, held)
                     row.update(held)
                     if math.isfinite(held["valid_loss"]) and (best is None or held["valid_loss"] < best[0]):
                         best = (held["valid_loss"], step)
