@@ -142,3 +142,21 @@ def test_valid_batches_must_be_a_positive_count(value: str) -> None:
     with pytest.raises(ConfigError, match=r"r\.yaml: data\.valid_batches: "):
         loads_recipe(f"data: {{train: a.tsv, valid: v.tsv, valid_batches: {value}}}\nteacher: {{kind: self, "
                      "checkpoint: f.pt}\n", source="r.yaml")  # fmt: skip
+
+
+@pytest.mark.slow  # two DeepSpeed processes on the CPU: about a minute
+@pytest.mark.usefixtures("one_thread")
+def test_two_deepspeed_zero3_processes_keep_one_best(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
+                                                     held: Path) -> None:
+    pytest.importorskip("deepspeed")
+    from test_train_multiprocess import _command, _ok
+
+    text = _recipe(tmp_path, corpus, ta_teacher_file, held, steps="3").read_text()
+    (tmp_path / "zero3.yaml").write_text(text + "engine: deepspeed\ndeepspeed: {zero_stage: 3}\n")
+    run = tmp_path / "run"
+    # the best/ weights are gathered collectively: every process must take the same decision (no hang)
+    _ok(_command("deepspeed", str(STUDENT), "--recipe", str(tmp_path / "zero3.yaml"), "--out", str(run)))
+    values = [r["valid_loss"] for r in _rows(run)]
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert len(values) == 3 and best["valid_loss"] == min(values)
+    planner.materialize(planner.load(STUDENT)).load_state_dict(torch.load(run / "best" / "student.pt", weights_only=True))
