@@ -259,6 +259,7 @@ def prepare(folder: Path, corpus: Corpus = "espeak", *, teacher_steps: int = 300
     train_m = scan_folder(train_dir, folder / "train.tsv")
     held_m = scan_folder(held_dir, folder / "valid.tsv")
     _write_rows(folder / "labels.tsv", train_rows)
+    _write_rows(folder / "valid-labels.tsv", held_rows)  # train logs the teacher's held-out loss on them
     synth_s = time.perf_counter() - t0
     data = (f"{{train: [train.tsv], valid: valid.tsv, batch_seconds: {batch_seconds}, max_seconds: {max_seconds}, "
             "min_seconds: 0.1}")  # fmt: skip
@@ -267,7 +268,7 @@ def prepare(folder: Path, corpus: Corpus = "espeak", *, teacher_steps: int = 300
     t1 = time.perf_counter()
     (folder / "teacher.yaml").write_text(TEACHER, encoding="utf-8")
     (folder / "teacher-recipe.yaml").write_text(
-        f"data: {data[:-1]}, labels: labels.tsv}}\nloss: {{kind: classification}}\noptimizer: {{lr: 2.0e-3}}\n"
+        f"data: {data[:-1]}, labels: labels.tsv, valid_labels: valid-labels.tsv}}\nloss: {{kind: classification}}\noptimizer: {{lr: 2.0e-3}}\n"
         f"schedule: {{warmup_ratio: 0.1}}\nsteps: {teacher_steps}\nlogging: {{every: {max(1, teacher_steps // 10)}}}\n"
         f"checkpoint: {{every: {teacher_steps}, keep: 1}}\nseed: 0\n", encoding="utf-8")  # fmt: skip
     graph = planner.load(folder / "teacher.yaml")

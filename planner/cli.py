@@ -104,16 +104,34 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainers.evaluate import evaluate
+    from trainers.evaluate import decode_files, evaluate
 
+    if args.wav is not None:
+        if args.checkpoint is not None:
+            raise PlannerError("--checkpoint: only with --task (decoding runs the run's or the export's own weights)")
+        print(json.dumps(decode_files(args.run, args.wav), indent=2))
+        return 0
     print(json.dumps(evaluate(args.run, args.task, checkpoint=args.checkpoint), indent=2))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    import os
+
     from planner.compress import export, load_checkpoint_, materialize
     from planner.ir import load
 
+    if os.path.isdir(args.file):  # a run folder (or its best/): the trained model and its task head
+        from trainers.evaluate import export_run
+
+        if args.checkpoint is not None:
+            raise PlannerError(f"--checkpoint: not with a run folder ({args.file} exports its own weights; "
+                               f"{args.file}/best its held-out best)")  # fmt: skip
+        manifest = export_run(args.file, args.out, force=args.force)
+        sizes, head = manifest["payload_bytes"], manifest.get("task")
+        with_head = f", {head['kind']} head ({sizes.get('task', 0):,} bytes)" if head else ", no task head"
+        print(f"{args.out}: {args.file}, {sizes['weights']:,} weight bytes + {sizes['state']:,} state bytes{with_head}")
+        return 0
     graph = load(args.file)
     model = materialize(graph)
     if args.checkpoint is not None:
@@ -225,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_commands(sub)
 
     p = sub.add_parser("export", help="write packed weights, architecture and manifest to a directory")
-    p.add_argument("file", metavar="ARCH.yaml")
+    p.add_argument("file", metavar="ARCH.yaml|RUN",
+                   help="an architecture file, or a run folder of planner train (or its best/): its weights and task head")
     p.add_argument("--checkpoint", metavar="CKPT.pt", help="state dict to export (default: fresh initial weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty unless --force)")
     p.add_argument("--force", action="store_true",
@@ -263,9 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("out", metavar="OUT")
     q.set_defaults(func=_cmd_data_report)
 
-    p = sub.add_parser("evaluate", help="linear probe on a run's frozen features; prints held-out accuracy as JSON")
-    p.add_argument("run", metavar="RUN", help="a run folder written by planner train")
-    p.add_argument("--task", required=True, metavar="TASK.yaml", help="train/test label TSVs and probe settings")
+    p = sub.add_parser("evaluate", help="linear probe on a model's frozen features (--task), or its task head on audio "
+                                        "files (--wav); prints JSON")  # fmt: skip
+    p.add_argument("run", metavar="RUN|PACKED", help="a run folder of planner train (or its best/), or a packed export")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", metavar="TASK.yaml", help="train/test label TSVs and probe settings")
+    what.add_argument("--wav", nargs="+", metavar="FILE", help="audio files to decode with the trained task head")
     p.add_argument("--checkpoint", metavar="CKPT.pt", help="encoder state dict (default: RUN/student.pt)")
     p.set_defaults(func=_cmd_evaluate)
     return parser

@@ -186,9 +186,11 @@ def _check_recipe_file(path: str, report: _Report, via: str | None = None) -> An
         except ConfigError as err:
             report.add(err, f"the teacher.arch of {path}")
         else:
-            if graph.spec.input.kind != "waveform":
-                report.add(ConfigError([FieldError("teacher.arch", f"{teacher.arch} takes {graph.spec.input.kind}; "
-                                                                   "a teacher takes waveforms")], path), via)  # fmt: skip
+            from trainers.teacher import teacher_rate_error
+
+            mismatch = teacher_rate_error(graph, recipe)
+            if mismatch is not None:
+                report.add(ConfigError([FieldError("teacher.arch", mismatch)], path), via)
     return recipe
 
 

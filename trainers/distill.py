@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -24,7 +27,9 @@ class Distiller:
     (:attr:`shard` is ``(rank, world_size)``; ``(0, 1)`` in one process, where that is the step), then moved
     to the batch's device: a resumed run draws the masks an uninterrupted run would, each process of a
     data-parallel job draws its own (the number of its batch in the job's sequence), and a GPU draws the
-    CPU's.
+    CPU's. Inside :meth:`held_out` the masks are those of held-out batch ``index`` instead: a seed of their
+    own (the same at every evaluation and in every process) at the run's final mask probability, so that
+    held-out losses of different steps are comparable.
 
     Raises:
         ConfigError: the recipe and the architectures do not fit (no projection heads, masking without a
@@ -54,6 +59,16 @@ class Distiller:
                 raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")], recipe.source)
         self.teacher_layers = max(t for _, t, _ in self.pairs) + 1
         self.shard = (0, 1)
+        self._held_out: int | None = None
+
+    @contextlib.contextmanager
+    def held_out(self, index: int) -> Iterator[None]:
+        """Within the block, the loss draws the fixed masks of held-out batch ``index`` (see the class)."""
+        self._held_out = index
+        try:
+            yield
+        finally:
+            self._held_out = None
 
     def _features(self, out) -> dict[int, Tensor]:
         return dict(enumerate(out.hidden_states)) if self.same_input else out.projections
@@ -63,9 +78,15 @@ class Distiller:
         assert self.masking is not None
         lengths, frames = mask_frame_lengths(self.graph, samples.cpu())
         rank, world_size = self.shard
-        gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step * world_size + rank)
         cfg = self.masking
-        mask = compute_span_mask(lengths, frames, cfg.prob_at(step, self.recipe.steps), cfg.span, cfg.min_masks, gen,
+        steps = self.recipe.steps
+        if self._held_out is not None:  # seeds no training step uses (those are below steps * world_size)
+            gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 - 1 - self._held_out)
+            prob = cfg.prob_at(steps - 1, steps)
+        else:
+            gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step * world_size + rank)
+            prob = cfg.prob_at(step, steps)
+        mask = compute_span_mask(lengths, frames, prob, cfg.span, cfg.min_masks, gen,
                                  overlap=cfg.overlap, min_space=cfg.min_space, selection=cfg.selection,
                                  same_count=cfg.same_count)  # fmt: skip
         return mask.to(samples.device), lengths.to(samples.device)

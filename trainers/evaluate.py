@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from planner.compress import materialize
+from planner.compress import load_packed, materialize
 from planner.errors import ConfigError, FieldError, PlannerError
 from planner.ir._schema import from_data
 from planner.ir.io import load, read_yaml
@@ -57,7 +57,7 @@ from trainers.safeio import read_torch
 from trainers.task import mean_pool
 from trainers.train import latest_checkpoint
 
-__all__ = ["ProbeTask", "evaluate", "load_task", "load_run_model"]
+__all__ = ["ProbeTask", "decode_files", "evaluate", "export_run", "load_task", "load_run_model", "run_task_head"]
 
 
 _EXAMPLES = 5  # decoded held-out utterances shown in a ctc result
@@ -135,6 +135,9 @@ def load_task(path: str | os.PathLike[str]) -> tuple[ProbeTask, Path]:
 def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -> tuple[Any, nn.Module]:
     """The run's architecture and its trained encoder (``student.pt``, else the newest checkpoint), in eval mode.
 
+    ``run`` may also be the run's ``best/`` folder (its held-out best weights) or a packed export (loaded
+    with :func:`planner.load_packed`, its task head on ``model.task_head``).
+
     Every file is read as data (``weights_only=True``; DeepSpeed's records allowlisted, see
     :mod:`trainers.safeio`): a pickle planted in the run folder is refused, never run.
 
@@ -143,8 +146,14 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
         CheckpointError: a weights file that cannot be read as data.
     """
     run = Path(run)
+    if (run / "manifest.json").is_file() and not (run / "arch.yaml").exists() and checkpoint is None:
+        model = load_packed(run)  # a packed export (planner export): its weights as trained
+        return model.graph, model
+    run, weights = _run_folders(run)
+    if checkpoint is None and weights != run:
+        checkpoint = str(weights / "student.pt")
     if not (run / "arch.yaml").is_file():
-        raise PlannerError(f"{run}: not a training run (no arch.yaml)")
+        raise PlannerError(f"{run}: not a training run (no arch.yaml) nor a packed export (no manifest.json)")
     graph = load(run / "arch.yaml")
     model = materialize(graph)
     if checkpoint is not None:
@@ -171,6 +180,110 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
     except RuntimeError as err:
         raise PlannerError(f"{run}: the weights do not fit {graph.name} ({err})") from err
     return graph, model.eval()
+
+
+def _run_folders(path: Path) -> tuple[Path, Path]:
+    """``(run folder, folder of the weights)``: a run's ``best/`` has its run above it."""
+    if (path / "best.json").is_file() and (path.parent / "arch.yaml").is_file():
+        return path.parent, path
+    return path, path
+
+
+def run_task_head(run: str | os.PathLike[str]) -> Any:
+    """The task head a run trained (:class:`planner.compress.TaskHead`), None for a distillation run.
+
+    Read as data from the run's (or its ``best/``'s) ``task.json`` and, for ``classification``,
+    ``classifier.pt`` (``weights_only``).
+
+    Raises:
+        PlannerError: a task run without ``task.json`` (written by ``planner train`` since it records the
+            head), or a ``task.json`` / ``classifier.pt`` that is not what train writes.
+    """
+    import json
+
+    from planner.compress import CompressionError, TaskHead
+
+    run, weights = _run_folders(Path(run))
+    path = weights / "task.json"
+    if not path.is_file():
+        kind = None
+        if (run / "recipe.yaml").is_file():
+            data = read_yaml(run / "recipe.yaml")
+            loss = data.get("loss") if isinstance(data, dict) else None
+            kind = loss.get("kind") if isinstance(loss, dict) else None
+        if kind in ("classification", "ctc") or (weights / "classifier.pt").exists():
+            raise PlannerError(f"{path}: missing; this {kind or 'task'} run predates task.json (the head's classes or "
+                               "alphabet): train it again with this planner, or export the encoder alone with "
+                               f"`planner export {run / 'arch.yaml'} --checkpoint {weights / 'student.pt'}`")  # fmt: skip
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or info.get("type") != "planner-task-head":
+            raise ValueError("not a planner-task-head object")
+    except (OSError, ValueError) as err:
+        raise PlannerError(f"{path}: unreadable ({err})") from None
+    try:
+        if info.get("kind") == "ctc":
+            return TaskHead("ctc", alphabet=info.get("alphabet"))
+        state = read_torch(weights / "classifier.pt", what="the run's classifier")
+        if not isinstance(state, dict) or set(state) != {"weight", "bias"} or state["weight"].dim() != 2:
+            raise PlannerError(f"{weights / 'classifier.pt'}: not a linear classifier's state dict (weight, bias)")
+        linear = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+        linear.load_state_dict(state)
+        return TaskHead(str(info.get("kind")), classes=info.get("classes"), classifier=linear)
+    except (CompressionError, RuntimeError) as err:
+        raise PlannerError(f"{path}: {err}") from None
+
+
+def export_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+    """Packs a run's trained model with the task head it trained (``planner export RUN --out DIR``).
+
+    Args:
+        run: a run folder (its final weights) or its ``best/`` folder (the held-out best).
+        out_dir: the packed directory (see :func:`planner.compress.export`).
+        force: replace a non-empty ``out_dir``.
+
+    Returns:
+        the manifest (``manifest["task"]``: the head's kind and classes or alphabet, for a task run).
+
+    Example:
+        >>> export_run("runs/qat", "packed/")["task"]["kind"]  # doctest: +SKIP
+        'classification'
+    """
+    from planner.compress import export
+
+    graph, model = load_run_model(run)
+    return export(model, graph, out_dir, force=force, task=run_task_head(run))
+
+
+def decode_files(source: str | os.PathLike[str], wavs: list[str]) -> list[dict[str, Any]]:
+    """Runs a packed export's (or a run's) model and task head on audio files, one at a time.
+
+    Each file is read at the architecture's ``input.sample_rate`` (resampled, channels averaged), turned into
+    filterbanks when the architecture takes features, and decoded by the head.
+
+    Returns:
+        per file ``{"path", "kind", "label"}`` (``classification``: a class name) or ``{"path", "kind",
+        "transcript"}`` (``ctc``: the greedy transcript).
+
+    Raises:
+        PlannerError: the model has no task head (a distillation run), or a file cannot be read as audio.
+    """
+    graph, model = load_run_model(source)
+    head = getattr(model, "task_head", None)  # a packed export's
+    if head is None and not (Path(source) / "manifest.json").is_file():
+        head = run_task_head(source)
+    if head is None:
+        raise PlannerError(f"{source}: holds no task head (a distillation run, or an export of an architecture file): "
+                           "nothing to decode; score its features with --task TASK.yaml (a linear probe) instead")  # fmt: skip
+    key = "label" if head.kind == "classification" else "transcript"
+    rows = []
+    with torch.no_grad():
+        for path in wavs:
+            wav = read_audio(path, graph.spec.input.sample_rate)
+            x, xl = collate([wav], [path], graph.spec.input).model_input
+            rows.append({"path": str(path), "kind": head.kind, key: head.decode(model(x, xl))[0]})
+    return rows
 
 
 def _run_one(model: nn.Module, graph: Any, path: str, task: ProbeTask) -> Any:

@@ -37,11 +37,13 @@ class Progress:
         """One optimizer step done; ``row``: the metrics row if this step was logged."""
         if self.bar is not None:
             if row is not None:
-                self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                held = {"valid": f"{row['valid_loss']:.4f}"} if "valid_loss" in row else {}
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}", **held, lr=f"{row['lr']:.2e}",
                                      ex_s=f"{row['examples_per_s']:.1f}", refresh=False)  # fmt: skip
             self.bar.update(1)
         elif self.log is not None and row is not None:
-            print(f"step {row['step']}/{self.total}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
+            held = f"  valid {row['valid_loss']:.4f}" if "valid_loss" in row else ""
+            print(f"step {row['step']}/{self.total}  loss {row['loss']:.4f}{held}  lr {row['lr']:.2e}  "
                   f"{row['examples_per_s']:.1f} examples/s", file=self.log, flush=True)  # fmt: skip
 
     def close(self) -> None:

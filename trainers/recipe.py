@@ -99,6 +99,8 @@ DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 _LATER_FIELDS = {
     ("loss", "distill_weight"): None,
     ("optimizer", "fused"): True,
+    ("data", "valid_batches"): 8,
+    ("data", "valid_labels"): None,
     **{("loss", "masking", name): default for name, default in
        (("overlap", True), ("min_space", 0), ("selection", "static"), ("same_count", False), ("normalize", "paper"))},
 }  # fmt: skip
@@ -308,25 +310,33 @@ class DataConfig:
 
     Attributes:
         train: fairseq-style manifest(s) (first line the root folder, then ``path<TAB>num_samples``).
-        valid: held-out manifest (used by the distillation proxy and ``planner evaluate``).
+        valid: held-out manifest: ``planner train`` logs the loss on it every ``logging.every`` steps
+            (``valid_loss``) and keeps the best weights in ``OUT/best/``; the distillation proxy scores on it.
+        valid_batches: held-out batches per evaluation (the first of the manifest's length-bucketed batches).
         batch_seconds: audio per batch, padding included (length-bucketed batches).
         max_seconds: longer utterances are cropped (a random window, seeded) to this length.
         min_seconds: shorter utterances are skipped.
         sample_rate: audio is resampled to this rate.
         labels: ``path<TAB>label`` per line (paths relative to the first train manifest's root folder) for
             the task losses: a transcript for ``ctc``, a class name for ``classification``.
+        valid_labels: the held-out clips' labels for the task losses, paths relative to the ``valid``
+            manifest's root folder (default: they are looked up in ``labels``).
     """
 
     train: tuple[str, ...] = field(parse=_parse_paths)
     valid: str | None = None
+    valid_batches: int = field(8, ge=1, le=1_000_000)
     batch_seconds: float = field(120.0, gt=0)
     max_seconds: float = field(15.0, gt=0)
     min_seconds: float = field(0.5, ge=0)
     sample_rate: int = field(16000, gt=0)
     labels: str | None = None
+    valid_labels: str | None = None
 
     def check(self) -> None:
         errors = []
+        if self.valid_labels is not None and self.valid is None:
+            errors.append(FieldError("valid_labels", "labels the held-out manifest, which needs valid: (a manifest)"))
         if not self.min_seconds <= self.max_seconds:
             errors.append(FieldError("min_seconds", f"{self.min_seconds} must be between 0 and max_seconds "
                                                     f"({self.max_seconds})"))  # fmt: skip
@@ -709,6 +719,8 @@ class Recipe:
                                                 "to add distillation to it, set loss.distill_weight (task + weight * distillation)"))  # fmt: skip
         if self.loss.kind != "layer_to_layer" and self.data.labels is None:
             errors.append(FieldError("data.labels", f"loss.kind {self.loss.kind} needs a labels file (path<TAB>label)"))
+        if self.loss.kind == "layer_to_layer" and self.data.valid_labels is not None:
+            errors.append(FieldError("data.valid_labels", "only used by the task losses (loss.kind: ctc or classification)"))
         if self.loss.kind == "layer_to_layer" and self.data.labels is not None:
             errors.append(FieldError("data.labels", "only used by the task losses (loss.kind: ctc or classification); "
                                                     "layer_to_layer distillation reads no labels"))  # fmt: skip
@@ -804,7 +816,7 @@ def recipe_files(recipe: Recipe) -> list[tuple[str, str | None]]:
         if recipe.teacher.arch is not None:
             files.append(("teacher.arch", recipe.resolve(recipe.teacher.arch)))
     files += [(f"data.train[{i}]", recipe.resolve(p)) for i, p in enumerate(recipe.data.train)]
-    for name in ("valid", "labels"):
+    for name in ("valid", "labels", "valid_labels"):
         if getattr(recipe.data, name) is not None:
             files.append((f"data.{name}", recipe.resolve(getattr(recipe.data, name))))
     if recipe.init is not None:

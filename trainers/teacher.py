@@ -11,7 +11,8 @@ take an optional frame mask at their own extractor's frame rate:
   three layouts, :func:`planner.pretrained.torchaudio_state_dict`). A checkpoint without one (a plain
   ``Wav2Vec2Model`` / ``hubert_base()`` state dict) falls back to zeros, an input HuBERT never saw; with
   masking on, the loader warns once (one line on the ``trainers.teacher`` logger).
-* planner teachers are run as ``model(x, lengths, mask=mask)``, so their own ``mask_embedding`` node
+* planner teachers (waveform or features input: a features teacher computes its own filterbanks from the
+  batch's audio, :class:`PlannerTeacher`) are run as ``model(x, lengths, mask=mask)``, so their own ``mask_embedding`` node
   replaces the frames; loaded from a torchaudio-style checkpoint it takes the checkpoint's mask embedding,
   or zeros with the same warning. A planner teacher without the node cannot be used with masking
   distillation.
@@ -37,7 +38,8 @@ from planner.pretrained import MASK_EMBEDDING_KEY, load_torchaudio_weights, read
 from trainers.masking import mask_frame_lengths
 from trainers.recipe import Recipe, TeacherConfig, recipe_error
 
-__all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher", "TORCHAUDIO_BASE"]
+__all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher",
+           "teacher_rate_error", "TORCHAUDIO_BASE"]
 
 _log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # checkpoints whose missing mask embedding was reported (once per process)
@@ -114,8 +116,14 @@ class TorchaudioTeacher(Teacher):
 
 
 class PlannerTeacher(Teacher):
-    """A materialized planner architecture as teacher (waveform input; ``same_input``: the student's input,
-    waveform or features, for a ``self`` teacher)."""
+    """A materialized planner architecture as teacher.
+
+    It is given the batch's waveforms, ``(B, samples)`` with ``(B,)`` valid samples. A features-input teacher
+    (``input: {kind: features}``) computes its filterbanks from them as the student pipeline does
+    (:func:`trainers.data.fbank_features` of each utterance's valid samples, with the teacher's own
+    ``n_mels``, window and hop, zero-padded); its masks act at its own frame rate. ``same_input``: the
+    student's input as it is (waveform or features), for a ``self`` teacher.
+    """
 
     def __init__(self, model: nn.Module, same_input: bool = False) -> None:
         super().__init__()
@@ -131,8 +139,25 @@ class PlannerTeacher(Teacher):
 
     @torch.no_grad()
     def forward(self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> TeacherOutput:
+        spec = self.graph.spec.input
+        if spec.kind == "features" and not self.same_input:
+            from trainers.data import fbank_features
+
+            feats = [fbank_features(w[: int(n)].float(), spec) for w, n in zip(waveforms, lengths)]
+            lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long, device=waveforms.device)
+            waveforms = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(waveforms.dtype)
         out = self.model(waveforms, lengths, mask=mask)
         return TeacherOutput(list(out.hidden_states), out.hidden_lengths[-1])
+
+
+def teacher_rate_error(graph: Any, recipe: Recipe) -> str | None:
+    """Why a features-input teacher architecture cannot read the recipe's audio (None: it can): its filterbanks
+    are computed at ``data.sample_rate``, so its ``input.sample_rate`` must be that rate."""
+    spec = graph.spec.input
+    if spec.kind == "features" and spec.sample_rate != recipe.data.sample_rate:
+        return (f"{recipe.teacher.arch} computes filterbanks at input.sample_rate {spec.sample_rate} and the audio is "
+                f"read at data.sample_rate {recipe.data.sample_rate}; set one to the other")  # fmt: skip
+    return None
 
 
 def _read_state(path: str, where: str, recipe: Recipe | None = None) -> dict[str, Tensor]:
@@ -209,8 +234,9 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
         if not os.path.isfile(arch):
             raise recipe_error(recipe, "teacher.arch", f"{arch} does not exist")
         graph = load(arch)
-        if graph.spec.input.kind != "waveform":
-            raise recipe_error(recipe, "teacher.arch", f"{cfg.arch} takes {graph.spec.input.kind}; a teacher takes waveforms")
+        mismatch = teacher_rate_error(graph, recipe)
+        if mismatch is not None:
+            raise recipe_error(recipe, "teacher.arch", mismatch)
         model = materialize(graph)  # as its file says: a compressed teacher architecture keeps its quantizers
         state = _read_state(ckpt, "teacher.checkpoint", recipe)
         try:

@@ -9,11 +9,25 @@ Run folder layout::
     OUT/checkpoints/step-N/  engine state (model, optimizer, scheduler) + trainer.json (step, data position,
                              number of processes, each process's python/numpy/torch(/CUDA) RNG states);
                              written to a temporary folder, fsynced, then renamed
-    OUT/student.pt           the final student state dict (compression buffers included)
+    OUT/student.pt           the final student state dict (compression buffers included); classifier.pt the
+                             ``classification`` loss's classifier; task.json what a task loss trained (kind, its
+                             classes or CTC alphabet: ``planner export RUN`` packs it with the heads)
+    OUT/best/                with ``data.valid``: student.pt (classifier.pt, task.json) and best.json (step,
+                             valid_loss) of the logged step with the lowest held-out loss so far, replaced whole
     OUT/.lock                held (``flock``) by the process training into OUT; the kernel releases it
 
+With ``data.valid``, every logged step also computes the loss on the first ``data.valid_batches`` batches
+of the held-out manifest (``valid_loss``; ``valid_accuracy`` / ``valid_cer``, ``valid_wer`` for the task
+losses): the same loss as training, in eval mode (no dropout), masking distillation with fixed masks
+(:meth:`~trainers.distill.Distiller.held_out`), every process on every held-out batch (so all agree without a
+collective), and the random states restored afterwards, so the training streams are the ones a run
+without ``data.valid`` draws.
+
 Running the same command again continues from the newest complete checkpoint: metrics after it are
-dropped and recomputed, so the loss curve is the uninterrupted one. A checkpoint that cannot be read as
+dropped and recomputed, so the loss curve is the uninterrupted one. The best held-out loss is taken up
+again from the metrics rows kept; a ``best/`` written after the checkpoint (by the part of the run that is
+recomputed) stays until the resumed run reaches that step again, where the same loss replaces it with the
+same weights. A checkpoint that cannot be read as
 plain data (damaged, or a planted pickle: nothing is ever unpickled beyond tensors and plain types) is
 skipped for the previous intact one, with one line on stderr.
 
@@ -56,11 +70,11 @@ import yaml
 
 from planner.compress import CompressionError, load_checkpoint_, materialize
 from planner.errors import ConfigError, DivergedError, FieldError, RunConflictError, WriteError
-from planner.files import fsync_dir, write_text_atomic, writing
+from planner.files import fsync_dir, staged_dir, write_text_atomic, writing
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, load
 from trainers import distributed
-from trainers.data import Batch, BatchStream
+from trainers.data import Batch, BatchStream, read_labels, read_manifest
 from trainers.distill import Distiller
 from trainers.distributed import World
 from trainers.engine import Engine, NonFiniteError, build_engine, check_checkpoint, check_engine
@@ -72,7 +86,7 @@ from trainers.task import TaskDistillLoss, TaskLoss, TaskModel, read_task_labels
 from trainers.teacher import load_teacher
 
 __all__ = ["DivergedError", "RunConflictError", "TrainResult", "train", "latest_checkpoint", "build_loss", "build_stream",
-           "build_student", "output_width", "RUN_FORMAT", "STATE_FORMAT"]
+           "build_student", "build_valid", "output_width", "task_head_info", "RUN_FORMAT", "STATE_FORMAT"]
 
 RUN_FORMAT = 1
 # trainer.json (JSON: RNG states as lists and base64 bytes). Formats 1-2 were trainer.pt (a torch pickle, read
@@ -523,6 +537,155 @@ def build_stream(graph: EncoderGraph, recipe: Recipe) -> BatchStream:
                        seed=recipe.seed, spec=graph.spec.input)  # fmt: skip
 
 
+def build_valid(graph: EncoderGraph, recipe: Recipe, loss_obj: Any = None) -> list[Batch] | None:
+    """The held-out batches of ``data.valid`` (None without it): the first ``data.valid_batches`` batches of
+    the manifest's first epoch, read once.
+
+    Raises:
+        ConfigError: the manifest cannot be read, holds no utterance of ``data.min_seconds``, or (a task loss,
+            ``loss_obj``) holds an utterance ``data.labels`` has no label for.
+    """
+    data = recipe.data
+    if data.valid is None:
+        return None
+    from trainers.data import DataError
+
+    path = recipe.resolve(data.valid)
+    try:
+        stream = BatchStream([path], sample_rate=data.sample_rate, batch_seconds=data.batch_seconds,
+                             max_seconds=data.max_seconds, min_seconds=data.min_seconds, seed=recipe.seed,
+                             spec=graph.spec.input)  # fmt: skip
+        count = min(data.valid_batches, len(stream.epoch_batches(0)))
+        task = loss_obj if isinstance(loss_obj, TaskLoss) else getattr(loss_obj, "task", None)
+        if task is not None:
+            if data.valid_labels is not None:
+                _add_valid_labels(task, recipe, read_manifest(path).root)
+            missing = [u.path for u in stream.utterances if os.path.normpath(u.path) not in task.labels]
+            if missing:
+                where = "data.valid_labels" if data.valid_labels is not None else "data.labels"
+                raise ConfigError([FieldError("data.valid", f"{path}: {len(missing)} utterance(s) have no label in "
+                                                            f"{where}, e.g. {missing[0]}; label them in "
+                                                            "data.valid_labels (path<TAB>label, paths relative to the "
+                                                            "valid manifest's root folder)")], recipe.source)  # fmt: skip
+        return [next(stream) for _ in range(count)]
+    except DataError as err:
+        raise ConfigError([FieldError("data.valid", str(err))], recipe.source) from None
+
+
+def _add_valid_labels(task: TaskLoss, recipe: Recipe, root: str) -> None:
+    """Adds ``data.valid_labels`` (relative to the valid manifest's ``root``) to the task loss's labels.
+
+    Raises:
+        ConfigError: the file cannot be read, a label is not a training class or does not encode in the CTC
+            alphabet, or a clip is labelled otherwise in ``data.labels``.
+    """
+    from trainers.ctc import encode
+
+    path = recipe.resolve(recipe.data.valid_labels)
+    try:
+        labels = read_labels(path, root)
+    except OSError as err:
+        raise ConfigError([FieldError("data.valid_labels", f"{path}: cannot read ({err.strerror})")], recipe.source) from None
+    errors, targets = [], {}
+    for clip, label in labels.items():
+        key = os.path.normpath(clip)
+        if task.labels.get(key, label) != label:
+            errors.append(f"{clip} is labelled {task.labels[key]!r} in data.labels and {label!r} here")
+        elif task.kind == "ctc":
+            try:
+                targets[key] = encode(label, task.alphabet)
+            except ValueError as err:
+                errors.append(f"{clip}: {err} (loss.alphabet)")
+        elif label not in task.index:
+            errors.append(f"{clip}: {label!r} is not a training class ({', '.join(task.classes)})")
+    if errors:
+        raise ConfigError([FieldError("data.valid_labels", f"{path}: {e}") for e in errors[:20]], recipe.source)
+    task.labels.update({os.path.normpath(k): v for k, v in labels.items()})
+    if task.kind == "ctc":
+        task.targets.update(targets)
+
+
+def _held_out(loss_obj: Any, module: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict[str, float]:
+    """The loss (and accuracy, or error rates) over the held-out batches, weighted by their utterances.
+
+    Eval mode and no gradients; masking distillation draws each batch's fixed masks; every random state is
+    put back afterwards, so training continues as if nothing had run.
+    """
+    distiller = loss_obj if isinstance(loss_obj, Distiller) else getattr(loss_obj, "distiller", None)
+    rng = _rng_state(device)
+    was_training = module.training
+    module.eval()
+    total, n, correct = 0.0, 0, 0.0
+    errs = [0, 0, 0, 0]
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                fixed = distiller.held_out(i) if distiller is not None else contextlib.nullcontext()
+                with fixed:
+                    res = loss_obj(module, batch.to(device), 0)
+                total += float(res.total) * batch.size
+                n += batch.size
+                if res.accuracy is not None:
+                    correct += res.accuracy * batch.size
+                rates = res.decoding.error_rates() if res.decoding is not None else None
+                if rates is not None:
+                    for k, v in enumerate((rates.char_errors, rates.chars, rates.word_errors, rates.words)):
+                        errs[k] += v
+    finally:
+        module.train(was_training)
+        _set_rng_state(rng, device)
+    row = {"valid_loss": total / n}
+    if res.accuracy is not None:
+        row["valid_accuracy"] = correct / n
+    if errs[1]:
+        row["valid_cer"], row["valid_wer"] = errs[0] / errs[1], errs[2] / max(errs[3], 1)
+    return row
+
+
+def task_head_info(loss_obj: Any) -> dict[str, Any] | None:
+    """What a task loss trained, as ``task.json`` records it: ``{"kind": "classification", "classes": [...]}``
+    or ``{"kind": "ctc", "alphabet": ...}``; None for distillation alone."""
+    task = loss_obj if isinstance(loss_obj, TaskLoss) else getattr(loss_obj, "task", None)
+    if task is None:
+        return None
+    head = {"type": "planner-task-head", "format": 1, "kind": task.kind}
+    return head | ({"classes": list(task.classes)} if task.kind == "classification" else {"alphabet": task.alphabet})
+
+
+def _write_weights(folder: Path, student: torch.nn.Module, model: torch.nn.Module, task: dict[str, Any] | None) -> None:
+    """student.pt, and for a task loss classifier.pt (classification) and task.json, into ``folder``."""
+    save_torch(student.state_dict(), folder / "student.pt")
+    if isinstance(model, TaskModel):
+        save_torch(model.classifier.state_dict(), folder / "classifier.pt")
+    if task is not None:
+        write_text_atomic(folder / "task.json", json.dumps(task, indent=1) + "\n")
+
+
+def _best_so_far(path: Path, step: int) -> tuple[float, int] | None:
+    """Rank 0: the lowest finite ``valid_loss`` among the metrics rows up to ``step``, and its step."""
+    if not path.exists():
+        return None
+    best = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        v = row.get("valid_loss")
+        if isinstance(v, float) and math.isfinite(v) and row["step"] <= step and (best is None or v < best[0]):
+            best = (v, row["step"])
+    return best
+
+
+def _save_best(out: Path, engine: Engine, student: torch.nn.Module, model: torch.nn.Module,
+               task: dict[str, Any] | None, step: int, valid: dict[str, float]) -> None:  # fmt: skip
+    """Replaces ``OUT/best`` whole (every process calls it: DeepSpeed gathers the weights collectively)."""
+    world = engine.world
+    with engine.full_weights():
+        if world.is_main:
+            with staged_dir(out / "best") as tmp:
+                _write_weights(tmp, student, model, task)
+                write_text_atomic(tmp / "best.json", json.dumps({"type": "planner-best", "step": step, **valid}) + "\n")
+    distributed.barrier(world)
+
+
 def train(
     graph: EncoderGraph | str | os.PathLike[str],
     recipe: Recipe,
@@ -573,20 +736,20 @@ def train(
     np.random.seed(recipe.seed % 2**32)
     torch.manual_seed(recipe.seed)
 
-    def build() -> tuple[torch.nn.Module, Any, torch.nn.Module, BatchStream]:
+    def build() -> tuple[torch.nn.Module, Any, torch.nn.Module, BatchStream, list[Batch] | None]:
         with _located(recipe):
             student = build_student(graph, recipe)
             loss_obj, model = build_loss(graph, recipe, student)
-            return student, loss_obj, model, build_stream(graph, recipe)
+            return student, loss_obj, model, build_stream(graph, recipe), build_valid(graph, recipe, loss_obj)
 
-    student, loss_obj, model, stream = distributed.agree(world, build)  # every process builds the same
+    student, loss_obj, model, stream, valid = distributed.agree(world, build)  # every process builds the same
     engine = build_engine(model, recipe, world)
     with contextlib.ExitStack() as held:
         lock = distributed.agree(world, lambda: _claim(out, graph, recipe) if world.is_main else None)
         if lock is not None:
             held.callback(os.close, lock)  # the kernel releases the flock with the fd (or the process)
         distributed.agree(world, lambda: _clean_stale(out) if world.is_main else _check_claimed(out, graph, recipe, world.rank))
-        return _train_loop(out, graph, recipe, world, student, loss_obj, model, stream, engine, log, on_step)
+        return _train_loop(out, graph, recipe, world, student, loss_obj, model, stream, engine, log, on_step, valid)
 
 
 @contextlib.contextmanager
@@ -614,8 +777,10 @@ def _diverged(recipe: Recipe, step: int, loss: float, why: str, engine: Engine) 
 
 def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, student: torch.nn.Module, loss_obj: Any,
                 model: torch.nn.Module, stream: BatchStream, engine: Engine, log: TextIO | None,
-                on_step: Callable[[int, dict[str, Any]], None] | None) -> TrainResult:  # fmt: skip
-    """Resumes from the newest intact checkpoint and trains to ``recipe.steps``; writes student.pt."""
+                on_step: Callable[[int, dict[str, Any]], None] | None,
+                valid: list[Batch] | None = None) -> TrainResult:  # fmt: skip
+    """Resumes from the newest intact checkpoint and trains to ``recipe.steps``; writes student.pt (and
+    ``best/`` with held-out batches)."""
     _place_loss(loss_obj, engine.device, world)
     if world.rank > 0:
         _seed_rank(recipe.seed, world.rank)
@@ -633,6 +798,10 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
     metrics_path = out / "metrics.jsonl"
     distributed.agree(world, lambda: _truncate_metrics(metrics_path, step) if world.is_main else None)
     result = TrainResult(step, step, rank=world.rank, world_size=world.size)
+    task = task_head_info(loss_obj)
+    best = None
+    if valid is not None:
+        best = distributed.broadcast_object(world, _best_so_far(metrics_path, step) if world.is_main else None)
 
     with contextlib.ExitStack() as stack:
         metrics_file = None
@@ -672,6 +841,15 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
             if step % recipe.logging.every == 0 or step == recipe.steps:
                 now = time.perf_counter()
                 row = _metrics_row(world, step, res, engine.lr, batch.size, window_n, now - window_t)
+                if valid is not None:
+                    held = _held_out(loss_obj, engine.module, valid, engine.device)
+                    # rank 0's numbers everywhere: a GPU's reductions may differ in the last bit between
+                    # processes, and _save_best is collective under DeepSpeed
+                    held = distributed.broadcast_object(world, held)
+                    row.update(held)
+                    if math.isfinite(held["valid_loss"]) and (best is None or held["valid_loss"] < best[0]):
+                        best = (held["valid_loss"], step)
+                        _save_best(out, engine, student, model, task, step, held)
                 window_t, window_n = now, 0
                 result.metrics.append(row)
                 if metrics_file is not None:
@@ -690,9 +868,7 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
         if bad:
             raise _diverged(recipe, step, float("nan"), f"the final weights hold NaN or inf ({', '.join(bad[:3])})", engine)
         if world.is_main:
-            save_torch(student.state_dict(), out / "student.pt")
-            if isinstance(model, TaskModel):
-                save_torch(model.classifier.state_dict(), out / "classifier.pt")
+            _write_weights(out, student, model, task)
     distributed.barrier(world)  # the run folder is complete when train returns, in every process
     result.step = step
     return result

@@ -9,7 +9,7 @@ See ``docs/compression.md`` for the methods and what comes from ``torch.ao``.
 """
 
 from planner.compress._apply import CompressionError, FakeCompressedWeight, compress_, compressed_leaves
-from planner.compress._export import FORMAT, VERSION, export, load_checkpoint_, load_packed
+from planner.compress._export import FORMAT, VERSION, TaskHead, export, load_checkpoint_, load_packed
 from planner.compress._materialize import materialize
 from planner.compress._quant import (
     BinaryWeightQuantizer,
@@ -33,6 +33,7 @@ __all__ = [
     "MaskSchedule",
     "NMSparsifier",
     "SparsitySchedule",
+    "TaskHead",
     "compress_",
     "compressed_leaves",
     "export",

@@ -16,6 +16,12 @@ A packed directory holds three files:
   zero point) and ``state`` (training state it does not price: observer ranges, initialisation flags,
   batch counters, the mask clock).
 
+A model that carries a :class:`TaskHead` (a run's classifier, or the CTC head's alphabet; see
+:func:`trainers.evaluate.export_run`) adds a ``task`` entry to the manifest: its kind, classes or alphabet,
+and the classifier's tensors (float32, in ``weights.safetensors`` under ``task_head.classifier.*``, counted
+as ``payload_bytes.task``). They are listed there and not under ``tensors``, so a reader that predates task
+heads loads the encoder as before; :func:`load_packed` puts the head back on ``model.task_head``.
+
 An export is written as a whole: the three files go into a new folder beside ``out_dir``, are fsynced, and the
 folder takes ``out_dir``'s place in one rename (:func:`planner.files.staged_dir`), so a kill or a full disk
 leaves the previous export (or nothing) and never a mix. The reader treats the folder as data: the file
@@ -45,11 +51,116 @@ from planner.compress._quant import (
 from planner.errors import FieldError
 from planner.files import confined, staged_dir, writing
 
-__all__ = ["export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
+__all__ = ["TaskHead", "export", "load_packed", "load_checkpoint_", "FORMAT", "VERSION"]
 
 FORMAT = "planner-packed"
 VERSION = 1
 _WEIGHTS, _ARCH, _MANIFEST = "weights.safetensors", "architecture.yaml", "manifest.json"
+
+
+_TASK_KINDS = ("classification", "ctc")
+_HEAD = "task_head"
+
+
+class TaskHead(nn.Module):
+    """The task head a run trained, on top of an encoder's :class:`~planner.nn.model.EncoderOutput`.
+
+    * ``classification``: ``classifier`` (``Linear(width, len(classes))``) on the encoder output mean-pooled
+      over each utterance's valid frames; :meth:`decode` gives the class names.
+    * ``ctc``: the architecture's own ``ctc`` head (``out.logits``, blank 0, ``alphabet[i]`` is class
+      ``i + 1``); :meth:`decode` is greedy best-path decoding (repeats collapsed, blanks dropped).
+
+    Args:
+        kind: ``classification`` or ``ctc``.
+        classes: the class names (classification).
+        alphabet: the CTC characters (ctc).
+        classifier: the trained ``nn.Linear`` (classification).
+
+    Example:
+        >>> model = planner.load_packed("packed/")                  # doctest: +SKIP
+        >>> out = model(x, lengths)                                  # doctest: +SKIP
+        >>> model.task_head.decode(out)                              # doctest: +SKIP
+        ['seven', 'zero']
+    """
+
+    def __init__(self, kind: str, *, classes: list[str] | None = None, alphabet: str | None = None,
+                 classifier: nn.Linear | None = None) -> None:  # fmt: skip
+        super().__init__()
+        if kind not in _TASK_KINDS:
+            raise CompressionError(f"task head kind {kind!r} is not one of {', '.join(_TASK_KINDS)}")
+        if kind == "classification":
+            if not (classes and all(isinstance(c, str) for c in classes)) or not isinstance(classifier, nn.Linear):
+                raise CompressionError("a classification head needs its class names and its nn.Linear classifier")
+            if classifier.out_features != len(classes):
+                raise CompressionError(f"the classifier has {classifier.out_features} outputs for {len(classes)} classes")
+        elif not (isinstance(alphabet, str) and alphabet) or classifier is not None:
+            raise CompressionError("a ctc head needs its alphabet (the architecture holds the head itself)")
+        self.kind = kind
+        self.classes = list(classes) if classes is not None else None
+        self.alphabet = alphabet
+        self.classifier = classifier
+
+    def logits(self, out: Any) -> Tensor:
+        """``(B, classes)`` class logits, or the ``(B, T, len(alphabet) + 1)`` CTC logits."""
+        if self.kind == "ctc":
+            return out.logits
+        x, lengths = out.output, out.lengths
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        pooled = (x * valid[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
+        return self.classifier(pooled)
+
+    def decode(self, out: Any) -> list[str]:
+        """One class name or transcript per utterance of the batch."""
+        logits = self.logits(out)
+        if self.kind == "classification":
+            return [self.classes[i] for i in logits.argmax(-1).tolist()]
+        best = logits.argmax(-1).cpu()
+        texts = []
+        for row, n in zip(best, out.lengths.cpu().tolist()):
+            ids = torch.unique_consecutive(row[: int(n)]).tolist()
+            texts.append("".join(self.alphabet[i - 1] for i in ids if i != 0))
+        return texts
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's ``task`` entry without its tensors."""
+        return {"kind": self.kind, **({"classes": self.classes} if self.kind == "classification" else {"alphabet": self.alphabet})}
+
+
+def _check_head(head: TaskHead, graph: Any, where: str) -> None:
+    """Refuses a head that does not fit the architecture (a CTC alphabet for another vocabulary)."""
+    if head.kind != "ctc":
+        return
+    ctc = [n for n in graph.nodes("heads") if n.kind == "ctc"]
+    if not ctc:
+        raise CompressionError(f"{where}: a ctc task head, but {graph.name} has no ctc head")
+    if ctc[0].config.vocab != len(head.alphabet) + 1:
+        raise CompressionError(f"{where}: the alphabet has {len(head.alphabet)} characters + blank, the ctc head of "
+                               f"{graph.name} {ctc[0].config.vocab} classes")  # fmt: skip
+
+
+def _read_head(src: Path, entry: Any, stored: dict[str, Tensor], graph: Any) -> TaskHead:
+    """The manifest's ``task`` entry and its tensors as a :class:`TaskHead`."""
+    where = f"{src / _MANIFEST}: task"
+    if not isinstance(entry, dict) or entry.get("kind") not in _TASK_KINDS:
+        raise CompressionError(f"{where}: expected {{kind: {' | '.join(_TASK_KINDS)}, ...}}")
+    try:
+        if entry["kind"] == "ctc":
+            head = TaskHead("ctc", alphabet=entry.get("alphabet"))
+        else:
+            names = entry.get("tensors")
+            if not isinstance(names, dict) or set(names) != {"weight", "bias"} or not all(n in stored for n in names.values()):
+                raise CompressionError(f"{where}.tensors: expected the classifier's weight and bias in {_WEIGHTS}")
+            weight, bias = stored[names["weight"]], stored[names["bias"]]
+            if weight.dim() != 2 or tuple(bias.shape) != (weight.shape[0],):
+                raise CompressionError(f"{where}.tensors: a weight {tuple(weight.shape)} and bias {tuple(bias.shape)} "
+                                       "are not a linear layer's")  # fmt: skip
+            linear = nn.Linear(weight.shape[1], weight.shape[0])
+            linear.load_state_dict({"weight": weight, "bias": bias})
+            head = TaskHead("classification", classes=entry.get("classes"), classifier=linear)
+    except CompressionError as err:
+        raise CompressionError(f"{where}: {err}" if not str(err).startswith(str(src)) else str(err)) from None
+    _check_head(head, graph, where)
+    return head
 
 
 def _nbytes(t: Tensor) -> int:
@@ -202,7 +313,8 @@ def _priced_keys(model: nn.Module) -> set[str]:
     return keys
 
 
-def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, force: bool = False,
+           task: TaskHead | None = None) -> dict[str, Any]:  # fmt: skip
     """Writes ``model`` packed to ``out_dir`` (``weights.safetensors``, ``architecture.yaml``, ``manifest.json``).
 
     Args:
@@ -210,12 +322,14 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         graph: its :class:`~planner.ir.EncoderGraph`.
         out_dir: target directory; created if missing.
         force: replace a non-empty directory (swapped whole: the old export stays until the new one is complete).
+        task: the task head to pack with it (default: ``model.task_head``, which :func:`load_packed` sets).
 
     Returns:
         The manifest (also written as ``manifest.json``).
 
     Raises:
-        CompressionError: ``out_dir`` is not empty and ``force`` is false, or a weight cannot be packed.
+        CompressionError: ``out_dir`` is not empty and ``force`` is false, a weight cannot be packed, or the
+            task head does not fit the architecture.
         WriteError: the disk is full, or a file is in the way (nothing already there is changed).
 
     Example:
@@ -231,6 +345,10 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
     from planner.ir import dump
 
     out = Path(out_dir)
+    if task is None:
+        task = getattr(model, _HEAD, None)
+    if task is not None:
+        _check_head(task, graph, str(out))
     if out.exists() and not out.is_dir():
         raise CompressionError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -250,7 +368,7 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
             entries[f"{path}.weight"] = entry
         skip = tuple(f"{p}.parametrizations.weight." for p in leaves)
         for key, t in state.items():
-            if key.startswith(skip):
+            if key.startswith(skip) or key.startswith(f"{_HEAD}."):  # the head goes into the task entry
                 continue
             t = t.detach().contiguous()
             if t.is_floating_point():
@@ -267,6 +385,15 @@ def export(model: nn.Module, graph: Any, out_dir: str | os.PathLike[str], *, for
         payload[entry["role"]] += sum(_nbytes(tensors[n]) for n in names)
     manifest = {"format": FORMAT, "version": VERSION, "architecture": _ARCH, "weights": _WEIGHTS,
                 "payload_bytes": payload, "tensors": entries}  # fmt: skip
+    if task is not None:
+        entry = task.describe()
+        if task.classifier is not None:
+            names = {name: f"{_HEAD}.classifier.{name}" for name in ("weight", "bias")}
+            for name, full in names.items():
+                tensors[full] = getattr(task.classifier, name).detach().to(torch.float32).cpu().contiguous()
+            entry["tensors"] = names
+            payload["task"] = sum(_nbytes(tensors[n]) for n in names.values())
+        manifest["task"] = entry
     # serialised in memory: safetensors' own writer reports a full disk as its own error type, not OSError
     data = save(tensors, metadata={"format": FORMAT, "version": str(VERSION)})
     with staged_dir(out) as tmp, writing(out):
@@ -292,7 +419,8 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
 
     Quantizer scales and zero points are pinned to the stored ones, so the weights the reloaded model
     computes are bitwise the fake-quantized weights of the exported model, and its eval-mode outputs equal
-    the exported model's exactly.
+    the exported model's exactly. An export with a task head gives it back as ``model.task_head`` (a
+    :class:`TaskHead`; None without one): ``model.task_head.decode(model(x, lengths))``.
 
     Raises:
         CompressionError: a missing file, another format or version, a file name in the manifest that leaves
@@ -358,6 +486,7 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
         model.load_state_dict(full, strict=True)
     except RuntimeError as err:
         raise CompressionError(f"{src / _WEIGHTS}: tensors do not fit the architecture ({err})") from err
+    model.task_head = _read_head(src, manifest["task"], stored, graph) if "task" in manifest else None
     return model.eval()
 
 
