@@ -144,7 +144,7 @@ class StorageError(PlannerError):
 
 class YamlRefusal(FieldError):
     """A refusal the YAML reader finds while composing (a self-containing alias, too deep, too many values),
-    located at ``line N``; :mod:`planner.ir._yaml` turns it into a :class:`ConfigError` naming the file.
+    located at ``line N``; :mod:`planner._yaml` turns it into a :class:`ConfigError` naming the file.
 
     Args:
         mark: the YAML mark of the refused node (``mark.line`` is 0-based), or None.

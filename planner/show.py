@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.ir._schema import to_data
+from planner.config import to_data
 from planner.ir.compression import FLOAT32
 from planner.ir.graph import EncoderGraph
 

@@ -318,7 +318,7 @@ def check_file(path: str | os.PathLike[str], files: bool = True, strict: bool = 
             named files under ``strict``), and last, where the file's keys left its kind in doubt, which kind
             it was read as.
     """
-    from planner.ir.io import read_yaml
+    from planner.config import read_yaml
 
     path = str(path)
     data = read_yaml(path)

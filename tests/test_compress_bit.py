@@ -16,8 +16,8 @@ import torch
 
 import planner
 from planner.compress._quant import ElasticBinarizer, IntActQuantizer
+from planner.config import from_data, to_data
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import from_data, to_data
 from planner.ir.compression import NONNEGATIVE_PRODUCERS, ActQuant, CompressionRule, input_formats
 from planner.ir.io import from_dict
 from planner.nn.attention import Product

@@ -2,7 +2,7 @@
 
 ::
 
-    0  planner.errors, planner.registry, planner.config, planner.files     the ground floor
+    0  planner.errors, planner.registry, planner.config, planner._yaml, planner.files     the ground floor
     1  planner.ir                                                           the graph IR (torch-free)
     2  planner.cost (torch-free) | planner.nn                               pricing | building float modules
     3  planner.compress, planner.pretrained                                 compressing, loading weights
@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("planner.errors", "planner.registry", "planner.config", "planner.files"),
+    ("planner.errors", "planner.registry", "planner.config", "planner._yaml", "planner.files"),
     ("planner.ir",),
     ("planner.cost", "planner.nn"),
     ("planner.compress", "planner.pretrained"),
@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("planner", "planner.cli", "planner.validate", "planner.show", "planner.profile", "planner.testing"),
 )
 APART = {("planner.cost", "planner.nn"), ("planner.nn", "planner.cost")}
-TORCH_FREE = ("planner.errors", "planner.registry", "planner.config", "planner.files", "planner.ir", "planner.cost")
+TORCH_FREE = ("planner.errors", "planner.registry", "planner.config", "planner._yaml", "planner.files", "planner.ir", "planner.cost")
 
 
 def _module_name(path: Path) -> str:

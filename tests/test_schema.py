@@ -1,4 +1,4 @@
-"""planner.ir._schema: finite floats, bounds that NaN fails, all errors at once, kinds with their own fields."""
+"""planner.config: finite floats, bounds that NaN fails, all errors at once, kinds with their own fields."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from planner.config import dump_kind, field, from_data, parse_kind
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import dump_kind, field, from_data, parse_kind
 
 
 @dataclass(frozen=True)

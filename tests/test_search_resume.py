@@ -258,7 +258,7 @@ def test_kind_tables_match_the_adapter() -> None:
 @pytest.mark.parametrize("kind", ["tpe", "nsga2", "nsga3", "random", "grid", "gp"])
 def test_every_sampler_kind_builds_and_round_trips(kind: str) -> None:
     pytest.importorskip("torch") if kind == "gp" else None
-    from planner.ir._schema import to_data
+    from planner.config import to_data
     from planner.search import loads_space, study_from_dict
     from planner.search._optuna import make_sampler
 

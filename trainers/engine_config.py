@@ -1,7 +1,7 @@
 """The engine kinds a recipe names: one frozen config per kind, holding only that kind's fields (torch-free).
 
 A recipe's ``engine:`` section (format 2) is ``{kind: NAME, ...its own fields}`` or a bare ``NAME``, read
-through :func:`planner.ir._schema.parse_kind` over :data:`ENGINE_KINDS`::
+through :func:`planner.config.parse_kind` over :data:`ENGINE_KINDS`::
 
     engine: torch                                           # {kind: torch}
     engine: {kind: deepspeed, zero_stage: 2, precision: bf16}
@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from planner.ir._schema import to_data
+from planner.config import to_data
 
 __all__ = ["ENGINE_HINTS", "ENGINE_KINDS", "EngineConfig", "TorchEngineConfig", "DeepSpeedEngineConfig", "dump_engine"]
 

@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from planner.compress import load_packed, materialize
+from planner.config import from_data, read_yaml
 from planner.errors import ConfigError, FieldError, PlannerError
-from planner.ir._schema import from_data
-from planner.ir.io import load, read_yaml
+from planner.ir.io import load
 from trainers.ctc import encode, error_rates, greedy_decode
 from trainers.data import collate, read_audio, read_labels
 from trainers.engine import read_deepspeed_checkpoint

@@ -44,9 +44,8 @@ from typing import Any, Literal
 
 import yaml
 
+from planner.config import field, from_data, join, parse_kind, read_yaml
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import field, from_data, join, parse_kind
-from planner.ir.io import read_yaml
 from trainers.engine_config import (
     ENGINE_HINTS,
     ENGINE_KINDS,
@@ -940,9 +939,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 
 def loads_recipe(text: str, source: str | None = None, base_dir: str | None = None) -> Recipe:
     """Loads a recipe from YAML text (relative paths against ``base_dir``)."""
-    from planner.ir.io import _parse_yaml
+    from planner.config import parse_yaml
 
-    return recipe_from_dict(_parse_yaml(text, source), source, base_dir)
+    return recipe_from_dict(parse_yaml(text, source), source, base_dir)
 
 
 def _full(obj: Any) -> Any:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from planner.config import read_yaml  # the one YAML reader (repeated keys, alias bombs, deep nesting)
 from planner.errors import ConfigError, FieldError
-from planner.ir.io import read_yaml  # the one YAML reader (repeated keys, alias bombs, deep nesting)
 
 __all__ = ["Hardware", "PRECISIONS", "load_hardware", "parse_hardware", "catalog_names", "precision_of"]
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from planner.config import from_data, to_data
 from planner.errors import FieldError
-from planner.ir._schema import from_data, to_data
 from planner.registry import Registry
 
 __all__ = [

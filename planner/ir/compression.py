@@ -21,8 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from planner.config import field, from_data, to_data
 from planner.errors import FieldError
-from planner.ir._schema import field, from_data, to_data
 from planner.ir.leaf import Leaf
 
 __all__ = [

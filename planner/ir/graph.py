@@ -22,8 +22,8 @@ from typing import Any
 
 import networkx as nx
 
+from planner.config import join
 from planner.errors import FieldError, GraphError
-from planner.ir._schema import join
 from planner.ir.attention import ReuseAttention
 from planner.ir.compression import FLOAT32, Compression, CompressionRule
 from planner.ir.kinds import NodeContext, NodeKind

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from planner.config import field, from_data, join, to_data
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import field, from_data, join, to_data
 from planner.ir.compression import CompressionRule
 from planner.ir.kinds import NODE_KINDS, NodeKind
 from planner.ir.kinds.base import MAX_LAYERS, MAX_WIDTH

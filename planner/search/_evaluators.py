@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from planner.config import field
 from planner.errors import FieldError, Pruned
-from planner.ir._schema import field
 from planner.registry import Registry
 
 __all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "DistillEvaluator",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.config import read_yaml
 from planner.errors import ConfigError, FieldError, PlannerError, SearchInterrupted, StorageError, WriteError
-from planner.ir.io import read_yaml
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
 

@@ -29,9 +29,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from planner.config import join, parse_yaml, read_yaml
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import join
-from planner.ir.io import _parse_yaml, read_yaml
 from planner.ir.spec import parse_spec
 from planner.search._domains import MAX_BOUND, Categorical, Condition, Domain, FloatRange, IntRange
 
@@ -489,4 +488,4 @@ def load_space(path: str | os.PathLike[str]) -> SearchSpace:
 
 def loads_space(text: str, source: str | None = None) -> SearchSpace:
     """Parses a search space from YAML text."""
-    return space_from_dict(_parse_yaml(text, source), source)
+    return space_from_dict(parse_yaml(text, source), source)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from planner.config import dump_kind, field, from_data, parse_kind, to_data
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import dump_kind, field, from_data, parse_kind, to_data
 from planner.search._evaluators import EVALUATORS
 
 __all__ = ["StudyConfig", "Objective", "Budgets", "SamplerConfig", "EvaluatorConfig", "HeartbeatConfig",

@@ -1,7 +1,7 @@
 """Hostile YAML in every file kind: repeated keys, alias bombs, cyclic aliases, deep nesting, tags.
 
 Each case is refused with exit 2, no traceback, the file and the line named; the alias bombs and deep
-documents are refused while the file is composed, before any walk expands them (:mod:`planner.ir._yaml`).
+documents are refused while the file is composed, before any walk expands them (:mod:`planner._yaml`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from planner.config import MAX_DEPTH, MAX_NODES, parse_yaml
 from planner.errors import ConfigError
-from planner.ir._yaml import MAX_DEPTH, MAX_NODES, parse_yaml
 
 from ._guard import ARCH, SPACE, bomb, hang_guard, nested  # noqa: F401 (hang_guard: autouse fixture)
 from .conftest import refused

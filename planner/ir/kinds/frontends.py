@@ -6,9 +6,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from planner.config import field, parse_yaml
 from planner.errors import ConfigError, FieldError
-from planner.ir._schema import field
-from planner.ir._yaml import parse_yaml
 from planner.ir.kinds.base import (
     MAX_CONV_LAYERS,
     MAX_KERNEL,

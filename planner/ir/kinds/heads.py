@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from planner.config import field
 from planner.errors import FieldError
-from planner.ir._schema import field
 from planner.ir.compression import parse_layers
 from planner.ir.kinds.base import MAX_HIDDEN, MAX_WIDTH, NODE_KINDS, NodeContext, NodeKind, linear
 from planner.ir.leaf import Leaf

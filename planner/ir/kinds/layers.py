@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from planner.config import field
 from planner.errors import FieldError
-from planner.ir._schema import field
 from planner.ir.attention import AttentionConfig, FullAttention, dump_attention, parse_attention
 from planner.ir.kinds.base import (
     MAX_HIDDEN,

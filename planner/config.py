@@ -1,4 +1,10 @@
-"""Typed conversion between YAML mappings and frozen dataclasses, with located errors.
+"""The ground floor of every config: YAML reading and typed conversion to frozen dataclasses, with located errors.
+
+Every file the planner reads (architectures, spaces, studies, recipes, probe tasks, hardware catalogs) is read
+by :func:`read_yaml` / :func:`parse_yaml`, the one YAML reader (:mod:`planner._yaml`: safe tags only; repeated
+keys, nesting deeper than :data:`MAX_DEPTH` and documents expanding past :data:`MAX_NODES` values refused with
+``FILE: line N: problem``), then built into frozen dataclasses here. Durable writes live in :mod:`planner.files`.
+
 
 Every config in the planner is a frozen dataclass. :func:`from_data` builds one from plain YAML data
 (unknown keys, wrong types and invalid values are errors that name the field path and what is allowed),
@@ -21,16 +27,50 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from planner.errors import FieldError
+from planner._yaml import MAX_DEPTH, MAX_NODES, parse_yaml
+from planner.errors import ConfigError, FieldError
 
-__all__ = ["from_data", "to_data", "join", "describe", "field", "check_bounds", "parse_kind", "dump_kind"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "check_bounds",
+    "describe",
+    "dump_kind",
+    "field",
+    "from_data",
+    "join",
+    "parse_kind",
+    "parse_yaml",
+    "read_yaml",
+    "to_data",
+]
 
 T = TypeVar("T")
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Reads a YAML file with the planner's one reader.
+
+    Raises:
+        ConfigError: a missing or unreadable file, invalid YAML, a tag, a repeated key, a document nested
+            deeper than :data:`MAX_DEPTH` levels or expanding (aliases counted at each use) past
+            :data:`MAX_NODES` values; each problem as ``FILE: line N: message``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([FieldError("", "no such file")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([FieldError("", f"cannot read the file ({err})")], str(path)) from None
+    return parse_yaml(text, str(path))
 
 _TYPE_HINTS: dict[type, dict[str, Any]] = {}
 _FIELDS: dict[type, dict[str, dataclasses.Field]] = {}  # init fields per class (dataclasses.fields is slow)
