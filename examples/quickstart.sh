@@ -47,8 +47,7 @@ for t in "${TASKS[@]}"; do
   for run in teacher distill qat; do probe "$run-$t" $OUT/runs/$run $OUT/data/task-$t.yaml; done
 done
 # 7. the packed export (int4 values, 2:4 masks, scales), reloaded and scored again
-step export $PLANNER export $OUT/student-int4-2of4.yaml --checkpoint $OUT/runs/qat/student.pt --out $OUT/packed
-python -c "import torch, planner; torch.save(planner.load_packed('$OUT/packed').state_dict(), '$OUT/packed-state.pt')"
-for t in "${TASKS[@]}"; do probe "packed-$t" $OUT/runs/qat $OUT/data/task-$t.yaml --checkpoint $OUT/packed-state.pt; done
+step export $PLANNER export $OUT/runs/qat --out $OUT/packed
+for t in "${TASKS[@]}"; do probe "packed-$t" $OUT/packed $OUT/data/task-$t.yaml; done
 # 8. one table
 $PLANNER data report $OUT

@@ -130,9 +130,7 @@ def _run_script(root: Path, synthetic: bool, timeout: float) -> subprocess.Compl
 
 def test_quickstart_reduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """examples/quickstart.sh's commands in this process (one import of torch, not one per command), reduced."""
-    import torch
 
-    import planner
     from planner.cli import main
 
     root = _reduced_copy(tmp_path, steps=4, trials=2, proxy_steps=2)
@@ -158,10 +156,8 @@ def test_quickstart_reduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     compressed.write_text((out / "student.yaml").read_text() + Path("recipes/demo/int4-2of4.section").read_text())
     step("train", str(compressed), "--recipe", "recipes/demo/qat.yaml", "--out", str(out / "runs/qat"))
     step("evaluate", str(out / "runs/qat"), "--task", str(out / "data/task-held.yaml"), save="qat-held")
-    step("export", str(compressed), "--checkpoint", str(out / "runs/qat/student.pt"), "--out", str(out / "packed"))
-    torch.save(planner.load_packed(out / "packed").state_dict(), out / "packed-state.pt")
-    step("evaluate", str(out / "runs/qat"), "--task", str(out / "data/task-held.yaml"), "--checkpoint",
-         str(out / "packed-state.pt"), save="packed-held")  # fmt: skip
+    step("export", str(out / "runs/qat"), "--out", str(out / "packed"))  # the run, packed with its arch.yaml
+    step("evaluate", str(out / "packed"), "--task", str(out / "data/task-held.yaml"), save="packed-held")
     step("data", "report", str(out))
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].split() == ["stage", "metric", "value", "chance", "seconds"]

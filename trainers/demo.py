@@ -313,7 +313,11 @@ def packed_matches(out: str | os.PathLike[str]) -> bool | None:
     pairs = [(p, out / "eval" / p.name.replace("packed-", "qat-", 1)) for p in sorted((out / "eval").glob("packed-*.json"))]
     if not pairs:
         return None
-    return all(_json(p) == _json(q) for p, q in pairs)
+
+    def scores(path: Path) -> dict:  # what the probe measured; not which folder or checkpoint it read
+        return {k: v for k, v in _json(path).items() if k not in ("run", "checkpoint")}
+
+    return all(scores(p) == scores(q) for p, q in pairs)
 
 
 def format_rows(rows: Sequence[tuple[str, str, float | None, float | None, float | None]]) -> str:
