@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import STUDIES
+from support import STUDIES
 
 import planner
 from planner.cost import attended_pairs, estimate

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import kill_after_first_checkpoint
-from test_probe_ctc import ALPHABET, write_tone_corpus, write_tsv
+from support import ALPHABET, kill_after_first_checkpoint, write_tone_corpus, write_tsv
 
 import planner
 from planner.cli import main

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import STUDIES  # noqa: E402
+from support import STUDIES  # noqa: E402
 
 import planner
 from planner.cost import COST_FORMULAS, attended_pairs, estimate, leaf_storage_bytes, load_hardware, parse_hardware

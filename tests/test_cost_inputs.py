@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import STUDIES  # noqa: E402
+from support import STUDIES  # noqa: E402
 
 from planner.cost import estimate
 from planner.cost.estimate import shortest_input

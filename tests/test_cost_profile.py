@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import STUDIES  # noqa: E402
+from support import STUDIES  # noqa: E402
 
 from planner.cost import attended_pairs, estimate
 from planner.ir import ATTENTION_KINDS, NODE_KINDS, from_dict, load

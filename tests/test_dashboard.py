@@ -9,7 +9,7 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 from optuna_dashboard import wsgi
-from test_search import SMALL, _run
+from support import SMALL, run_study
 
 
 def _get(app, path: str) -> tuple[str, dict]:  # noqa: ANN001
@@ -28,7 +28,7 @@ def test_dashboard_serves_a_planner_study(tmp_path: Path) -> None:
     space = tmp_path / "tiny.yaml"
     space.write_text(SMALL)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    study = _run(space, url)
+    study = run_study(space, url)
     app = wsgi(optuna.storages.RDBStorage(url))
     code, listing = _get(app, "/api/studies")
     assert code == "200 OK"

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
-from test_train_units import ROOT, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
+from support import (
+    MIXED_STUDENT,
+    kill_after_first_checkpoint,
+    make_corpus,
+    recipe_text,
+    save_tiny_teacher,
+    ta_teacher_yaml,
+)
 
 import planner
 from planner.cli import main
@@ -25,12 +31,6 @@ from trainers.recipe import DeepSpeedConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-STUDENT = (ROOT / "tests" / "data" / "tiny-student.yaml").read_text().replace("name: tiny-student", "name: tiny-student-mixed") + """\
-compression:  # int4 + 2:4 everywhere; layer 0's FFN also int8 inputs; layer 1's FFN BiT W1A1 (dense)
-  - {layers: all, modules: [attention, ffn], weight: int4, sparsity: "2:4"}
-  - {layers: 0, modules: [ffn], activation: int8}
-  - {layers: 1, modules: [ffn], weight: binary, activation: binary, sparsity: none}
-"""
 STEPS = 4
 LINEAR = torch.nn.functional.linear
 COMBOS = [pytest.param(stage, precision, id=f"zero{stage}-{precision}")
@@ -47,7 +47,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("zero")
     make_corpus(root)
     save_tiny_teacher(root / "teacher.pt")
-    (root / "student.yaml").write_text(STUDENT)
+    (root / "student.yaml").write_text(MIXED_STUDENT)
     (root / "base.txt").write_text(recipe_text(ta_teacher_yaml(root / "teacher.pt"), root / "train.tsv", steps=str(STEPS),
                                                compression="{schedule: few_shot, steps: 2}"))  # fmt: skip
     return root

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile._runs import STUDENT, setup_corpus
+from hostile.support import snapshot
 
 import planner
 from planner.cli import main
 from planner.compress import export, load_packed
-from tests.hostile._runs import STUDENT, setup_corpus
-from tests.hostile.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 

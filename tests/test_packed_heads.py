@@ -1,7 +1,6 @@
 """The packed export of a task run carries its head (a classifier, a CTC alphabet): ``load_packed`` gives it
 back, ``planner evaluate PACKED --wav`` and ``examples/run_packed.py`` decode WAV files with it."""
 
-# ruff: noqa: F811  (the fixtures imported from test_train_units are redefined as arguments)
 from __future__ import annotations
 
 import json
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_units import DATA, ROOT, corpus, recipe_text  # noqa: F401
+from support import DATA, ROOT, recipe_text
 
 import planner
 from planner.cli import main

@@ -11,11 +11,10 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.nn.functional as F
+from support import write_tone_corpus, write_tsv
 
 import planner
 from planner.cli import main
@@ -26,37 +25,7 @@ from trainers.evaluate import ProbeTask, evaluate, load_task
 from trainers.recipe import DEFAULT_ALPHABET, LossConfig
 
 DATA = Path(__file__).resolve().parent / "data"
-ALPHABET = "abc "
-TONES = {"a": 500.0, "b": 1200.0, "c": 2600.0, " ": 4200.0}  # Hz, one per character
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tone_utterance(text: str, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
-    """80 ms of a character's tone (Hann-shaped) per character, 40 ms of near-silence around each."""
-    t = np.arange(1280) / rate
-    parts = [np.zeros(640)]
-    for ch in text:
-        parts += [0.4 * np.sin(2 * np.pi * TONES[ch] * t) * np.hanning(t.size), np.zeros(640)]
-    wav = np.concatenate(parts)
-    return (wav + 0.005 * rng.standard_normal(wav.size)).astype(np.float32)
-
-
-def write_tone_corpus(folder: Path, prefix: str, n: int, seed: int) -> list[tuple[str, str]]:
-    """Writes ``n`` utterances of one or two random words over ``abc``; returns ``(file name, transcript)``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pick, rng = random.Random(seed), np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        text = " ".join("".join(pick.choice("abc") for _ in range(pick.randint(1, 3))) for _ in range(pick.randint(1, 2)))
-        sf.write(folder / f"{prefix}{i}.wav", tone_utterance(text, rng), 16000)
-        rows.append((f"{prefix}{i}.wav", text))
-    return rows
-
-
-def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"{p}\t{t}\n" for p, t in rows))
-    return path
 
 
 def write_run(folder: Path, arch: Path, seed: int = 0) -> Path:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_recipe_kinds import FINGERPRINTS
-from test_train_units import DATA, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
+from support import DATA, FINGERPRINTS, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
@@ -154,8 +153,8 @@ class _Stop(Exception):
 
 def test_a_format_1_run_resumes_with_its_recipe_and_with_the_saved_format_2_one(
     tmp_path: Path,
-    corpus: Path,  # noqa: F811
-    ta_teacher_file: Path,  # noqa: F811
+    corpus: Path,
+    ta_teacher_file: Path,
 ) -> None:
     text = "format: 1\nengine: torch\n" + recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="4")
     one = loads_recipe(text, source=str(tmp_path / "one.yaml"), base_dir=str(tmp_path))

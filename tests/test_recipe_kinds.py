@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import yaml
+from support import FINGERPRINTS
 
 from planner.errors import ConfigError, FieldError
 from trainers.recipe import (
@@ -42,25 +43,6 @@ def test_kind_names_match_the_flat_literal() -> None:
 
     assert set(LOSS_KINDS) == set(get_args(get_type_hints(LossConfig)["kind"]))
     assert set(TEACHER_KINDS) == set(get_args(get_type_hints(TeacherConfig)["kind"]))
-
-
-T = "teacher: {kind: torchaudio_wav2vec2, checkpoint: t.pt, overrides: {encoder_num_layers: 2, encoder_embed_dim: 64, encoder_layer_drop: 0.1}}\n"
-# Each fingerprint below is what the code before the loss and teacher kinds computed for the same recipe
-# (runs/…/run.json holds it): a run started then still resumes.
-FINGERPRINTS = [
-    (T + "data: {train: [a.tsv], valid: v.tsv}\nengine: deepspeed\ndeepspeed: {zero_stage: 2, precision: bf16}\nsteps: 7\n",
-     "4bee7d8613de7ff4"),
-    ("teacher: {kind: architecture, arch: x.yaml, checkpoint: c.pt}\ndata: {train: a.tsv}\nloss: {layers: {0: 1, 2: 3}, "
-     "weights: [0.5, 1], distance: l1_cosine, cosine_weight: 0.5, masking: {prob: 0.4, prob_end: 0.8, schedule: linear}}\n"
-     "schedule: {kind: cosine, final_ratio: 0.1}\n", "9e8a99d63da650fd"),
-    ("data: {train: a.tsv, labels: l.tsv}\nloss: {kind: classification, classes: [x, y, z]}\ninit: i.pt\n"
-     "optimizer: {lr: 0.001, fused: false, clip_norm: null}\n", "ff288b11e3a77e5f"),
-    ("teacher: {kind: self, checkpoint: f.pt}\ndata: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc, alphabet: abc, "
-     "distill_weight: 0.3, layers: proportional}\ncompression: {schedule: few_shot, steps: 5, sr_ste: 0.0002}\nseed: 7\n",
-     "7a47eea131b31dad"),
-    ("teacher: {kind: torchaudio_hubert, checkpoint: t.pt, overrides: {extractor_conv_layer_config: [[32, 10, 5], [32, 3, 2]], "
-     "encoder_num_layers: 2}}\ndata: {train: a.tsv}\n", "549b62eb7f485629"),
-]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "fingerprint"), FINGERPRINTS)

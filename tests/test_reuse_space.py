@@ -4,7 +4,7 @@ their extra reusing layers save in the FFN, so that every reinvesting pattern ha
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 import planner
 from planner.cost import estimate

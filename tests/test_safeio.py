@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile._runs import plant
 
-from tests.hostile._runs import plant
 from trainers.safeio import NUMPY_GLOBALS, CheckpointError, read_torch, save_torch, weights_only_loads
 
 

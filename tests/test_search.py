@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from support import SMALL, run_study
 
 import planner
 from planner.errors import ConfigError
@@ -15,31 +16,6 @@ from planner.search._cost import price
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "searchspaces").glob("*.yaml"))
-
-SMALL = """
-format: 1
-name: tiny
-width: {choice: [64, 96], name: width}
-frontend:
-  - kind: conv_extractor
-    conv_layers: [[32, 10, 5], "2 x [32, 3, 2]"]
-    projection: true
-  - kind: layer_norm
-layers:
-  - kind: transformer
-    repeat: {range: [1, 4]}
-    heads: {choice: [2, 4]}
-    ffn: {range: [64, 256], step: 64}
-study:
-  name: tiny
-  objectives: [{metric: params}, {metric: macs, direction: minimize}]
-  budgets: {params: 300000}
-  sampler: {kind: tpe, n_startup_trials: 4}
-  n_trials: 8
-  seed: 3
-  evaluator: capacity
-"""
-
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
@@ -113,16 +89,10 @@ def test_bad_study_names_field(tiny: Path) -> None:
         resolve_study(load_space(bad), SearchOptions())
 
 
-def _run(space: Path, storage: str, **kw):  # noqa: ANN003, ANN202
-    from planner.search import SearchOptions, run_search
-
-    return run_search(str(space), SearchOptions(storage=storage, progress=False, **kw))
-
-
 def test_search_budget_export_and_repricing(tiny: Path, tmp_path: Path) -> None:
     from planner.search import export_pareto
 
-    study = _run(tiny, f"sqlite:///{tmp_path / 's.db'}")
+    study = run_study(tiny, f"sqlite:///{tmp_path / 's.db'}")
     assert len(study.trials) == 8
     doc = export_pareto(study, tmp_path / "export")
     assert doc["points"]
@@ -141,22 +111,22 @@ def test_search_budget_export_and_repricing(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_same_seed_same_trials(tiny: Path, tmp_path: Path) -> None:
-    a = _run(tiny, str(tmp_path / "a.journal"))
-    b = _run(tiny, str(tmp_path / "b.journal"))
+    a = run_study(tiny, str(tmp_path / "a.journal"))
+    b = run_study(tiny, str(tmp_path / "b.journal"))
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
 
 
 def test_resume_reaches_the_trial_count(tiny: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    _run(tiny, url, n_trials=3)
-    study = _run(tiny, url, n_trials=5)
+    run_study(tiny, url, n_trials=3)
+    study = run_study(tiny, url, n_trials=5)
     assert len(study.trials) == 5
 
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_two_workers_exact_count(tiny: Path, tmp_path: Path, kind: str) -> None:
     url = str(tmp_path / "w.journal") if kind == "journal" else f"sqlite:///{tmp_path / 'w.db'}"
-    study = _run(tiny, url, n_trials=6, workers=2)
+    study = run_study(tiny, url, n_trials=6, workers=2)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == 6 and len(set(numbers)) == 6
 
@@ -174,7 +144,7 @@ def test_cli_pareto_export_writes_both_plots(tiny: Path, tmp_path: Path) -> None
     from planner.cli import main
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    _run(tiny, url, n_trials=6)
+    run_study(tiny, url, n_trials=6)
     assert main(["pareto", "--study", "tiny", "--storage", url, "--export", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 0
     assert (tmp_path / "out" / "pareto.html").stat().st_size > 0
@@ -188,7 +158,7 @@ def test_no_future_warning_from_constraints(tiny: Path, tmp_path: Path) -> None:
         space.write_text(SMALL.replace("{kind: tpe, n_startup_trials: 4}", sampler))
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
-            study = _run(space, str(tmp_path / f"{sampler}.journal"), n_trials=4)
+            study = run_study(space, str(tmp_path / f"{sampler}.journal"), n_trials=4)
         assert all(set(t.constraints) == {"invalid", "budget.params"} for t in study.trials)
 
 
@@ -207,7 +177,7 @@ CAPACITY_SPACES = [p.name for p in SPACES if _evaluator(p) == "capacity"]
 
 @pytest.mark.parametrize("name", CAPACITY_SPACES)
 def test_shipped_capacity_space_runs(name: str, tmp_path: Path) -> None:
-    study = _run(ROOT / "searchspaces" / name, str(tmp_path / "s.journal"), n_trials=5)
+    study = run_study(ROOT / "searchspaces" / name, str(tmp_path / "s.journal"), n_trials=5)
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
@@ -216,7 +186,7 @@ def test_shipped_capacity_space_runs(name: str, tmp_path: Path) -> None:
 def test_shipped_capacity_space_full_study(name: str, tmp_path: Path) -> None:
     from planner.search import export_pareto
 
-    study = _run(ROOT / "searchspaces" / name, str(tmp_path / "s.journal"))  # the file's 20 trials
+    study = run_study(ROOT / "searchspaces" / name, str(tmp_path / "s.journal"))  # the file's 20 trials
     assert len(study.trials) == 20
     assert export_pareto(study, tmp_path / "out")["points"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_train_units import corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
+from support import recipe_text, ta_teacher_yaml
 
 import planner
 import trainers
@@ -60,7 +60,7 @@ def _budget() -> int:
 
 
 def test_distill_evaluator_reports_prunes_and_never_trains_infeasible(
-    tmp_path: Path, corpus: Path, ta_teacher_file: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recipe = tmp_path / "recipe.yaml"
     data = f"{{train: [{corpus}], valid: {corpus}, batch_seconds: 1.0, max_seconds: 0.5, min_seconds: 0.1}}"

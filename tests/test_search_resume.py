@@ -211,8 +211,9 @@ sys.exit(main(["pareto", "--study", "wide", "--storage", sys.argv[2], "--export"
 
 
 def test_sigkill_during_pareto_export_keeps_the_old_folder(tmp_path: Path) -> None:
+    from hostile.support import snapshot
+
     from planner.cli import main
-    from tests.hostile.conftest import snapshot
 
     space, journal = _finished_journal(tmp_path)
     out = tmp_path / "front"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import STUDIES
+from support import STUDIES
 
 import planner
 from planner.cost import estimate

@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hostile.support import Result
 
 from planner.search import SearchOptions, run_search
-from tests.hostile.conftest import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ study:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
-    """``planner ARGV`` in this process -> :class:`tests.hostile.conftest.Result` (as the hostile corpus runs it)."""
+    """``planner ARGV`` in this process -> :class:`hostile.support.Result` (as the hostile corpus runs it)."""
     from planner.cli import main
 
     def run(argv: list) -> Result:
@@ -75,7 +75,7 @@ def _env() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------- edited space
 def test_an_edited_space_is_refused_naming_the_domain(cli, tmp_path: Path) -> None:
-    from tests.hostile.conftest import refused, snapshot
+    from hostile.support import refused, snapshot
 
     space = _space(tmp_path)
     journal = tmp_path / "s.journal"
@@ -294,7 +294,7 @@ def test_latency_is_priced_on_the_study_hardware(tmp_path: Path) -> None:
 
 
 def test_a_latency_budget_without_hardware_is_refused(cli, tmp_path: Path) -> None:
-    from tests.hostile.conftest import refused
+    from hostile.support import refused
 
     text = SPACE.replace("budgets: {params: 100000000}", "budgets: {latency_s: 0.01}")
     space = _space(tmp_path, text)

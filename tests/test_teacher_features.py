@@ -1,14 +1,13 @@
 """A features-input architecture as teacher: it computes the student pipeline's filterbanks from the batch's
 audio, trains a student with masking distillation, serves the distillation proxy, and passes validate."""
 
-# ruff: noqa: F811  (the fixtures imported from test_train_units are redefined as arguments)
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-from test_train_units import DATA, corpus, recipe_text  # noqa: F401
+from support import DATA, recipe_text
 
 import planner
 from planner.cli import main

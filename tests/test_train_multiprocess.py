@@ -20,18 +20,26 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_deepspeed_zero import STUDENT as MIXED_STUDENT
-from test_train_units import DATA, ROOT, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
+from support import (
+    DATA,
+    MIXED_STUDENT,
+    ROOT,
+    launch,
+    launch_env,
+    launch_ok,
+    make_corpus,
+    recipe_text,
+    save_tiny_teacher,
+    ta_teacher_yaml,
+    two_processes,
+)
 
 import planner
 from planner.cli import main
@@ -41,7 +49,6 @@ from trainers.train import _seed_rank, build_loss, build_stream, build_student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-JOB = ROOT / "tests" / "_train_job.py"
 # tiny-student with dropout: rank 1's random stream differs from rank 0's, so resuming must restore both
 DROPOUT_STUDENT = (DATA / "tiny-student.yaml").read_text().replace("    ffn: 64\n", "    ffn: 64\n    dropout: 0.1\n")
 assert "dropout: 0.1" in DROPOUT_STUDENT
@@ -66,53 +73,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _env() -> dict[str, str]:
-    """This environment without a process group of its own (DeepSpeed tests in this process set one)."""
-    drop = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    return env | {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _planner_script() -> list[str]:
-    """What ``$(which planner)`` names where the package is installed (a Python script), else the module."""
-    script = Path(sysconfig.get_path("scripts")) / "planner"
-    return [str(script)] if script.is_file() else ["--module", "planner.cli"]
-
-
-def _command(launcher: str, *args: str, job: bool = False) -> list[str]:
-    """Two processes of ``planner train ARGS`` (``job``: of tests/_train_job.py ARGS) under ``launcher``."""
-    if launcher == "torchrun":
-        target = [str(JOB)] if job else ["-m", "planner.cli", "train"]
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target, *args]
-    target = [str(JOB)] if job else [*_planner_script(), "train"]
-    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
-            *target, *args]  # fmt: skip
-
-
-def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} ran over {timeout} s:\n{out[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
-
-
-def _ok(cmd: list[str]) -> str:
-    result = _run(cmd)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return result.stdout
-
-
 def _kill_after_first_checkpoint(cmd: list[str], out: Path, timeout: float = 240) -> int:
     """Starts the job, SIGKILLs the launcher and every process under it as soon as a checkpoint is complete,
     and returns that checkpoint's step.
@@ -122,7 +82,7 @@ def _kill_after_first_checkpoint(cmd: list[str], out: Path, timeout: float = 240
     """
     import psutil
 
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=launch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
@@ -177,7 +137,7 @@ def _one_process_of_two(arch: Path, recipe_file: Path, rank: int) -> tuple[float
 
 def test_torch_engine_two_processes_average_two_batches(work: Path) -> None:
     run = work / "average"
-    out = _ok(_command("torchrun", str(work / "dropout.yaml"), "--recipe", str(work / "average.yaml"), "--out", str(run)))
+    out = launch_ok(two_processes("torchrun", str(work / "dropout.yaml"), "--recipe", str(work / "average.yaml"), "--out", str(run)))
     assert out.count("trained to step 2 (started at 0, 2 processes)") == 1, out[-3000:]  # rank 0 alone reports
     assert json.loads((run / "run.json").read_text())["type"] == "planner-train-run"
     rows = _rows(run)
@@ -208,10 +168,10 @@ def test_torch_engine_sigkill_and_resume_and_other_world_sizes(work: Path, monke
                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     arch, recipe = str(work / "dropout.yaml"), str(work / "torch.yaml")
     reference, killed = work / "torch-reference", work / "torch-killed"
-    _ok(_command("torchrun", arch, "--recipe", recipe, "--out", str(reference)))
-    step = _kill_after_first_checkpoint(_command("torchrun", arch, recipe, str(killed), "0.4", job=True), killed)
+    launch_ok(two_processes("torchrun", arch, "--recipe", recipe, "--out", str(reference)))
+    step = _kill_after_first_checkpoint(two_processes("torchrun", arch, recipe, str(killed), "0.4", job=True), killed)
     assert step < 6
-    out = _ok(_command("torchrun", arch, "--recipe", recipe, "--out", str(killed)))
+    out = launch_ok(two_processes("torchrun", arch, "--recipe", recipe, "--out", str(killed)))
     assert f"started at {step}, 2 processes" in out
     # Exact: both processes restore the weights, optimizer, data position and their own random states
     # (dropout draws differ between them), and the same float ops run in the same order.
@@ -229,7 +189,7 @@ def test_torch_engine_sigkill_and_resume_and_other_world_sizes(work: Path, monke
     other = work / "other.yaml"
     other.write_text((work / "torch.yaml").read_text().replace("steps: 6", "steps: 7"))
     before = _digest(reference)
-    result = _run(_command("torchrun", arch, "--recipe", str(other), "--out", str(reference)))
+    result = launch(two_processes("torchrun", arch, "--recipe", str(other), "--out", str(reference)))
     assert result.returncode != 0 and result.stdout.count("with a different recipe") == 1, result.stdout[-3000:]
     assert _digest(reference) == before
 
@@ -244,7 +204,7 @@ def zero2_reference(work: Path) -> Path:
     BiT W1A1 inputs, BiT weights), with each process's final model in rank-R.pt."""
     pytest.importorskip("deepspeed")
     run = work / "zero2-reference"
-    _ok(_command("deepspeed", str(work / "mixed.yaml"), str(work / "zero2.yaml"), str(run), "0", job=True))
+    launch_ok(two_processes("deepspeed", str(work / "mixed.yaml"), str(work / "zero2.yaml"), str(run), "0", job=True))
     return run
 
 
@@ -266,9 +226,9 @@ def test_deepspeed_zero2_two_processes_agree_and_resume(work: Path, zero2_refere
     for k in sorted(params | set(masks)):
         assert torch.equal(ranks[0][k].reshape(student[k].shape), ranks[1][k].reshape(student[k].shape)), k
     planner.materialize(planner.load(arch)).load_state_dict(student)
-    step = _kill_after_first_checkpoint(_command("deepspeed", arch, recipe, str(killed), "0.5", job=True), killed)
+    step = _kill_after_first_checkpoint(two_processes("deepspeed", arch, recipe, str(killed), "0.5", job=True), killed)
     assert step < 4
-    out = _ok(_command("deepspeed", arch, "--recipe", recipe, "--out", str(killed)))  # the README's command
+    out = launch_ok(two_processes("deepspeed", arch, "--recipe", recipe, "--out", str(killed)))  # the README's command
     assert f"started at {step}, 2 processes" in out
     # Exact: DeepSpeed restores each process's optimizer partition, the fp32 master weights and the buffers.
     assert _losses(killed) == _losses(reference)
@@ -278,7 +238,7 @@ def test_deepspeed_zero2_two_processes_agree_and_resume(work: Path, zero2_refere
 
 def test_deepspeed_zero3_two_processes(work: Path, zero2_reference: Path) -> None:
     reference, run = zero2_reference, work / "zero3"
-    _ok(_command("deepspeed", str(work / "mixed.yaml"), "--recipe", str(work / "zero3.yaml"), "--out", str(run)))
+    launch_ok(two_processes("deepspeed", str(work / "mixed.yaml"), "--recipe", str(work / "zero3.yaml"), "--out", str(run)))
     losses = _losses(run)
     assert losses[0] == _mixed_step1_loss(work, "zero3.yaml")
     # ZeRO-3 gathers each module's weights and reduces gradients its own way: ulp-level apart from ZeRO-2

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
-from test_train_units import DATA, ROOT, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
+from support import DATA, ROOT, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
@@ -63,7 +62,7 @@ def test_recipe_errors_name_file_and_field(text: str, where: str) -> None:
     assert str(info.value).startswith(f"r.yaml: {where}: "), str(info.value)
 
 
-def test_few_shot_masks_stop_changing_after_tp_trainer_steps(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:  # noqa: F811
+def test_few_shot_masks_stop_changing_after_tp_trainer_steps(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:
     text = recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="6", optimizer="{lr: 3.0e-2}",
                        checkpoint="{every: 1, keep: 10}", compression="{schedule: few_shot, steps: 3}")  # fmt: skip
     train(planner.load(QAT), loads_recipe(text, base_dir=str(tmp_path)), tmp_path / "run", log=None)
@@ -79,7 +78,7 @@ def test_few_shot_masks_stop_changing_after_tp_trainer_steps(tmp_path: Path, cor
             assert torch.equal(m.reshape(-1, 4).sum(1), torch.full((m.numel() // 4,), 2))
 
 
-def test_one_shot_masks_never_change(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:  # noqa: F811
+def test_one_shot_masks_never_change(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:
     text = recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="3", optimizer="{lr: 3.0e-2}",
                        checkpoint="{every: 1, keep: 10}")  # fmt: skip
     train(planner.load(QAT), loads_recipe(text, base_dir=str(tmp_path)), tmp_path / "run", log=None)
@@ -87,7 +86,7 @@ def test_one_shot_masks_never_change(tmp_path: Path, corpus: Path, ta_teacher_fi
     assert all(torch.equal(m[n], masks[0][n]) for m in masks for n in m if n != "clock")
 
 
-def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:  # noqa: F811
+def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:
     recipe_file = tmp_path / "qat.yaml"
     recipe_file.write_text(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="6",
                                        compression="{schedule: few_shot, steps: 3}"))  # fmt: skip
@@ -104,7 +103,7 @@ def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, c
     assert int(a["mask_schedule.step_count"]) == 6
 
 
-def test_init_from_float_weights_and_self_teacher(tmp_path: Path, corpus: Path) -> None:  # noqa: F811
+def test_init_from_float_weights_and_self_teacher(tmp_path: Path, corpus: Path) -> None:
     float_model = planner.materialize(planner.load(DATA / "tiny-student.yaml"))
     torch.save(float_model.state_dict(), tmp_path / "float.pt")
     text = recipe_text("{kind: self, checkpoint: float.pt}", corpus, steps="2", loss="{layers: {0: 0, 1: 1}}") + "init: float.pt\n"
@@ -119,7 +118,7 @@ def test_init_from_float_weights_and_self_teacher(tmp_path: Path, corpus: Path) 
     assert set(float_state(state)) == set(float_model.state_dict())
 
 
-def test_ctc_fine_tuning(tmp_path: Path, corpus: Path) -> None:  # noqa: F811
+def test_ctc_fine_tuning(tmp_path: Path, corpus: Path) -> None:
     labels = _labels(corpus, lambda i: ["seven", "one two", "zero"][i % 3])
     body = recipe_text("x", corpus, steps="3").replace("teacher: x\n", "")
     body = body.replace("loss: {layers: {0: 1, 1: 2}, masking: {prob: 0.5, span: 5}}", "loss: {kind: ctc}")
@@ -131,7 +130,7 @@ def test_ctc_fine_tuning(tmp_path: Path, corpus: Path) -> None:  # noqa: F811
         train(planner.load(CTC), loads_recipe(bad, base_dir=str(tmp_path)), tmp_path / "run2", log=None)
 
 
-def test_classification_then_probe(tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_classification_then_probe(tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = _labels(corpus, lambda i: "ab"[i % 2])
     body = recipe_text("x", corpus, steps="3").replace("teacher: x\n", "")
     body = body.replace("loss: {layers: {0: 1, 1: 2}, masking: {prob: 0.5, span: 5}}", "loss: {kind: classification}")

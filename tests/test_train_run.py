@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
-from test_train_units import DATA, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
+from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
@@ -23,7 +22,7 @@ def _losses(run: Path) -> list[tuple[int, float]]:
 
 
 @pytest.fixture
-def recipe_file(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> Path:  # noqa: F811
+def recipe_file(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="6"))
     return path
@@ -69,7 +68,7 @@ def test_refuses_a_folder_holding_another_run(tmp_path: Path, recipe_file: Path,
         train(planner.load(STUDENT), recipe, tmp_path / "junk", log=None)
 
 
-def test_planner_teacher_without_masking(tmp_path: Path, corpus: Path) -> None:  # noqa: F811
+def test_planner_teacher_without_masking(tmp_path: Path, corpus: Path) -> None:
     model = planner.materialize(planner.load(DATA / "tiny-teacher.yaml"))
     torch.save(model.state_dict(), tmp_path / "t.pt")
     text = recipe_text(f"{{kind: architecture, arch: {DATA / 'tiny-teacher.yaml'}, checkpoint: t.pt}}", corpus,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-import torchaudio
 import yaml
+from support import DATA, ROOT, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.errors import ConfigError, FieldError
@@ -26,80 +24,10 @@ from trainers import (
     load_teacher,
     loads_recipe,
     read_manifest,
-    scan_folder,
 )
 from trainers.data import collate, fbank_features, read_audio
 from trainers.recipe import LossConfig, MaskingConfig
 from trainers.teacher import TeacherOutput
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-TINY_TA = {  # a tiny torchaudio wav2vec2_model: 10 ms frames like tiny-student.yaml, 3 layers of 48
-    "extractor_conv_layer_config": [[16, 10, 5], [16, 4, 4], [32, 4, 4], [32, 2, 2]],
-    "encoder_embed_dim": 48, "encoder_pos_conv_kernel": 8, "encoder_pos_conv_groups": 4,
-    "encoder_num_layers": 3, "encoder_num_heads": 2, "encoder_ff_interm_features": 96,
-}  # fmt: skip
-
-
-def write_corpus(folder: Path, seconds: list[float], rate: int = 16000, seed: int = 0) -> None:
-    """Tiny synthetic utterances (chirps plus noise), some nested, some FLAC, one at 8 kHz."""
-    rng = np.random.default_rng(seed)
-    for i, s in enumerate(seconds):
-        sr = 8000 if i == 1 else rate
-        t = np.arange(int(s * sr)) / sr
-        wav = 0.3 * np.sin(2 * np.pi * (200 + 300 * i) * t * (1 + t)) + 0.01 * rng.standard_normal(t.size)
-        sub = folder / ("a" if i % 2 else "b")
-        sub.mkdir(parents=True, exist_ok=True)
-        sf.write(sub / f"u{i}.{'flac' if i % 3 == 0 else 'wav'}", wav.astype(np.float32), sr)
-
-
-def recipe_text(teacher: str, manifest: Path, **extra: str) -> str:
-    body = {
-        "teacher": teacher,
-        "data": f"{{train: [{manifest}], batch_seconds: 1.0, max_seconds: 0.5, min_seconds: 0.1}}",
-        "loss": "{layers: {0: 1, 1: 2}, masking: {prob: 0.5, span: 5}}",
-        "optimizer": "{lr: 1.0e-3}",
-        "schedule": "{warmup_ratio: 0.2}",
-        "steps": "6",
-        "logging": "{every: 1}",
-        "checkpoint": "{every: 2, keep: 2}",
-        "seed": "3",
-    }
-    body.update(extra)
-    return "".join(f"{k}: {v}\n" for k, v in body.items())
-
-
-def make_corpus(root: Path) -> Path:
-    """Six utterances under ``root/audio`` and their manifest ``root/train.tsv`` (returned)."""
-    write_corpus(root / "audio", [0.3, 0.4, 0.45, 0.6, 0.25, 0.5])
-    manifest = root / "train.tsv"
-    scan_folder(root / "audio", manifest)
-    return manifest
-
-
-def save_tiny_teacher(path: Path) -> Path:
-    """A tiny torchaudio HuBERT (:data:`TINY_TA`, seed 0) saved as a state dict at ``path`` (returned)."""
-    from trainers.teacher import TORCHAUDIO_BASE
-
-    torch.manual_seed(0)
-    torch.save(torchaudio.models.wav2vec2_model(**{**TORCHAUDIO_BASE, **TINY_TA}).state_dict(), path)
-    return path
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    return make_corpus(tmp_path)
-
-
-@pytest.fixture
-def ta_teacher_file(tmp_path: Path) -> Path:
-    return save_tiny_teacher(tmp_path / "teacher.pt")
-
-
-def ta_teacher_yaml(path: Path) -> str:
-    overrides = ", ".join(f"{k}: {v}" for k, v in TINY_TA.items())
-    return f"{{kind: torchaudio_hubert, checkpoint: {path}, overrides: {{{overrides}}}}}"
-
 
 # -- recipe -------------------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 """``data.valid`` in ``planner train``: the held-out loss every logged step, the best weights in ``best/``,
 and training itself unchanged by it (the same loss curve, exact resume after SIGKILL)."""
 
-# ruff: noqa: F811  (the fixtures imported from test_train_units are redefined as arguments)
 from __future__ import annotations
 
 import json
@@ -9,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
-from test_train_units import DATA, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml, write_corpus  # noqa: F401
+from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml, write_corpus
 
 import planner
 from planner.cli import main
@@ -149,13 +147,13 @@ def test_valid_batches_must_be_a_positive_count(value: str) -> None:
 def test_two_deepspeed_zero3_processes_keep_one_best(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
                                                      held: Path) -> None:
     pytest.importorskip("deepspeed")
-    from test_train_multiprocess import _command, _ok
+    from support import launch_ok, two_processes
 
     text = _recipe(tmp_path, corpus, ta_teacher_file, held, steps="3").read_text()
     (tmp_path / "zero3.yaml").write_text(text + "engine: deepspeed\ndeepspeed: {zero_stage: 3}\n")
     run = tmp_path / "run"
     # the best/ weights are gathered collectively: every process must take the same decision (no hang)
-    _ok(_command("deepspeed", str(STUDENT), "--recipe", str(tmp_path / "zero3.yaml"), "--out", str(run)))
+    launch_ok(two_processes("deepspeed", str(STUDENT), "--recipe", str(tmp_path / "zero3.yaml"), "--out", str(run)))
     values = [r["valid_loss"] for r in _rows(run)]
     best = json.loads((run / "best" / "best.json").read_text())
     assert len(values) == 3 and best["valid_loss"] == min(values)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_units import DATA, corpus, recipe_text, ta_teacher_file, ta_teacher_yaml  # noqa: F401
+from support import DATA, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
@@ -89,7 +89,7 @@ def test_single_process_env_keeps_a_launchers_environment(monkeypatch: pytest.Mo
 # -- sharding and devices ------------------------------------------------------------------------------
 
 
-def test_processes_take_the_one_streams_batches_in_turn(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_processes_take_the_one_streams_batches_in_turn(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def stream() -> BatchStream:
         return BatchStream([str(corpus)], batch_seconds=1.0, max_seconds=0.5, seed=7)
 
@@ -121,7 +121,7 @@ def test_batch_to_moves_every_tensor() -> None:
     assert feats.to("meta").features.device.type == feats.to("meta").feature_lengths.device.type == "meta"
 
 
-def test_batches_and_teacher_follow_the_engines_device(tmp_path: Path, corpus: Path, ta_teacher_file: Path,  # noqa: F811
+def test_batches_and_teacher_follow_the_engines_device(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """There is no GPU here: the engine reports ``cpu:0``, a device object that is not ``cpu`` (so only a
     move to the engine's device records it) on which CPU tensors still compute, and the moves are recorded."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import STUDIES
+from support import STUDIES
 
 from planner.cost.usm_table import PAPER, usm_ratios
 from planner.ir import load

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from test_train_units import DATA, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
+from support import DATA, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 
 import planner
 from trainers import loads_recipe, train

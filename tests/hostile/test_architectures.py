@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from hostile.support import ARCH, refused
 from planner.ir.kinds.base import MAX_CONV_LAYERS, MAX_HIDDEN, MAX_KERNEL, MAX_LAYERS, MAX_WIDTH
 
-from ._guard import ARCH, hang_guard  # noqa: F401 (hang_guard: autouse fixture)
-from .conftest import refused
+pytestmark = pytest.mark.usefixtures("hang_guard")  # each case must be refused within GUARD_S seconds
 
 HARDWARE = (Path(__file__).resolve().parents[2] / "planner/cost/catalog/a100.yaml").read_text()
 LAYER = "  - {kind: transformer, repeat: 2, heads: 2, ffn: 64}\n"

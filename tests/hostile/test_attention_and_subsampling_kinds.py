@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
+from hostile.support import refused, snapshot
 
 ARCH = """format: 1
 name: hostile

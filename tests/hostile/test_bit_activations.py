@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
+from hostile.support import refused, snapshot
 
 BASE = """format: 1
 name: bit-hostile

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile._guard import ARCH
-from tests.hostile.conftest import refused
+from hostile.support import ARCH, refused
 
 RULES = [
     ("{layers: '²-³', weight: int8}", "compression[0].layers"),

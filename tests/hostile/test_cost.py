@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
+from hostile.support import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 HUBERT = ROOT / "studies" / "hubert-base.yaml"

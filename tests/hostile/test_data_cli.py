@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.hostile.conftest import refused, snapshot
+from hostile.support import refused, snapshot
 
 
 def test_demo_into_a_file_or_a_foreign_folder(tmp_path: Path, cli) -> None:

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 
 import planner
+from hostile._runs import STUDENT, Planted, setup_corpus
+from hostile.support import refused, snapshot
 from planner.compress import CompressionError, export, load_packed
 from planner.errors import ConfigError
-from tests.hostile._runs import STUDENT, Planted, setup_corpus
-from tests.hostile.conftest import refused, snapshot
 from trainers.data import read_labels, read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 import planner
+from hostile.support import refused, snapshot
 from planner.compress import TaskHead, export
 from trainers.recipe import DEFAULT_ALPHABET
-
-from .conftest import refused, snapshot
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CTC = DATA / "tiny-student-ctc-int8.yaml"

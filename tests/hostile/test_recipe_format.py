@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
+from hostile.support import refused, snapshot
 
 HEAD = "teacher: {kind: torchaudio_hubert, checkpoint: t.pt}\ndata: {train: [a.tsv]}\nsteps: 10\n"
 

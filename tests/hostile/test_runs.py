@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.hostile._runs import STUDENT, copy_run, plant, setup_corpus, trained
-from tests.hostile.conftest import refused, snapshot
+from hostile._runs import STUDENT, copy_run, plant, setup_corpus, trained
+from hostile.support import refused, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
-from tests.hostile.test_studies import SPACE
+from hostile.support import STUDY_SPACE, refused, snapshot
 
 
 @pytest.fixture
 def space(tmp_path: Path) -> Path:
     p = tmp_path / "space.yaml"
-    p.write_text(SPACE)
+    p.write_text(STUDY_SPACE)
     return p
 
 
@@ -89,7 +88,7 @@ def test_sqlite_file_that_is_not_a_database(cli, space: Path, tmp_path: Path) ->
 
 def test_study_file_storage_is_located(cli, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.replace("seed: 0", "seed: 0\n  storage: 'nosuchdb://x'"))
+    space.write_text(STUDY_SPACE.replace("seed: 0", "seed: 0\n  storage: 'nosuchdb://x'"))
     refused(cli(["search", space]), names=[f"{space}: study.storage", "nosuchdb"], code=2)
 
 
@@ -122,7 +121,7 @@ def test_journal_path_is_a_folder(cli, space: Path, tmp_path: Path) -> None:
 
 def test_resume_with_other_directions_is_refused(cli, space: Path, journal: Path) -> None:
     other = space.with_name("other.yaml")
-    other.write_text(SPACE.replace("[{metric: params}]", "[{metric: params}, {metric: macs}]"))
+    other.write_text(STUDY_SPACE.replace("[{metric: params}]", "[{metric: params}, {metric: macs}]"))
     before = snapshot(journal)
     refused(cli(["search", other, "--storage", journal]), names=["study.objectives", "directions"], code=2)
     assert snapshot(journal) == before

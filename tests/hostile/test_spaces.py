@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from hostile.support import SPACE, refused
 from planner.errors import FieldError
 from planner.search._domains import MAX_GRID, FloatRange, IntRange
 from planner.search._space import loads_space
 
-from ._guard import SPACE, hang_guard  # noqa: F401 (hang_guard: autouse fixture)
-from .conftest import refused
+pytestmark = pytest.mark.usefixtures("hang_guard")  # each case must be refused within GUARD_S seconds
 
 WIDTH = "width: {choice: [32, 64], name: width}"
 REPEAT = "repeat: {range: [1, 2]}"

@@ -11,30 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
-
-SPACE = """
-format: 1
-name: tiny
-width: {choice: [64, 96], name: width}
-frontend:
-  - kind: conv_extractor
-    conv_layers: [[32, 10, 5], "2 x [32, 3, 2]"]
-    projection: true
-  - kind: layer_norm
-layers:
-  - kind: transformer
-    repeat: {range: [1, 2]}
-    heads: 2
-    ffn: 128
-study:
-  name: tiny
-  objectives: [{metric: params}]
-  sampler: {kind: random}
-  n_trials: 2
-  seed: 0
-  evaluator: capacity
-"""
+from hostile.support import STUDY_SPACE, refused, snapshot
 
 # (the study lines replaced, the replacement, the field paths the message must name)
 CASES = [
@@ -64,8 +41,8 @@ CASES = [
 @pytest.mark.parametrize("old, new, names", CASES)
 def test_study_mistake_is_refused(cli, tmp_path: Path, old: str, new: str, names: list[str]) -> None:
     space = tmp_path / "space.yaml"
-    assert old in SPACE
-    space.write_text(SPACE.replace(old, new))
+    assert old in STUDY_SPACE
+    space.write_text(STUDY_SPACE.replace(old, new))
     store = tmp_path / "s.journal"
     before = snapshot(tmp_path)
     result = cli(["search", space, "--storage", store])
@@ -76,7 +53,7 @@ def test_study_mistake_is_refused(cli, tmp_path: Path, old: str, new: str, names
 
 def test_every_mistake_of_the_study_at_once(cli, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    text = SPACE.replace("sampler: {kind: random}", "sampler: {kind: tpe, population_size: 50}")
+    text = STUDY_SPACE.replace("sampler: {kind: random}", "sampler: {kind: tpe, population_size: 50}")
     text = text.replace("n_trials: 2", "n_trials: 0").replace("seed: 0", "seed: -1\n  budgets: {parms: 1}")
     space.write_text(text)
     result = cli(["search", space, "--storage", tmp_path / "s.journal"])
@@ -87,7 +64,7 @@ def test_every_mistake_of_the_study_at_once(cli, tmp_path: Path) -> None:
 
 def test_cross_field_mistakes_at_once(cli, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    text = SPACE.replace("objectives: [{metric: params}]", "objectives: [{metric: params}, {metric: nope}]")
+    text = STUDY_SPACE.replace("objectives: [{metric: params}]", "objectives: [{metric: params}, {metric: nope}]")
     text = text.replace("seed: 0", "seed: 0\n  pruner: median")
     space.write_text(text)
     result = cli(["search", space, "--storage", tmp_path / "s.journal"])
@@ -96,5 +73,5 @@ def test_cross_field_mistakes_at_once(cli, tmp_path: Path) -> None:
 
 def test_validate_agrees_with_search(cli, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.replace("sampler: {kind: random}", "sampler: {kind: tpe, population_size: 50}"))
+    space.write_text(STUDY_SPACE.replace("sampler: {kind: random}", "sampler: {kind: tpe, population_size: 50}"))
     refused(cli(["validate", space]), names=[str(space), "study.sampler.population_size"], code=2)

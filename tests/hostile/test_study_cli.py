@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import refused, snapshot
-from tests.hostile.test_studies import SPACE
+from hostile.support import STUDY_SPACE, refused, snapshot
 
 
 def test_pareto_of_a_typo_creates_no_database(cli, tmp_path: Path, monkeypatch) -> None:
@@ -21,7 +20,7 @@ def test_pareto_of_a_typo_creates_no_database(cli, tmp_path: Path, monkeypatch) 
 
 def test_pareto_of_a_typo_lists_the_studies_found(cli, tmp_path: Path, monkeypatch) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space.write_text(STUDY_SPACE)
     monkeypatch.chdir(tmp_path)
     assert cli(["search", space]).code == 0  # studies/tiny.db beside the space
     before = snapshot(tmp_path / "studies")
@@ -51,7 +50,7 @@ STUDY_CASES = [
 @pytest.mark.parametrize("old, new, names", STUDY_CASES)
 def test_hardware_mistakes(cli, tmp_path: Path, old: str, new: str, names: list[str]) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.replace(old, new))
+    space.write_text(STUDY_SPACE.replace(old, new))
     refused(cli(["search", space, "--storage", tmp_path / "s.journal"]), names=[str(space), *names], code=2)
     refused(cli(["validate", space]), names=[str(space), names[0]], code=2)  # validate agrees with search
     assert not (tmp_path / "s.journal").exists()
@@ -60,7 +59,7 @@ def test_hardware_mistakes(cli, tmp_path: Path, old: str, new: str, names: list[
 def test_a_bad_hardware_file_is_located_in_it(cli, tmp_path: Path) -> None:
     (tmp_path / "gpu.yaml").write_text("format: 1\nname: gpu\npeak_ops_per_s: {fp32: 1}\nmemory_bandwidth_bytes_per_s: -1\n")
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.replace("seed: 0", "seed: 0\n  hardware: gpu.yaml"))  # relative to the space file
+    space.write_text(STUDY_SPACE.replace("seed: 0", "seed: 0\n  hardware: gpu.yaml"))  # relative to the space file
     refused(cli(["search", space, "--storage", tmp_path / "s.journal"]),
             names=[str(tmp_path / "gpu.yaml"), "memory_bandwidth_bytes_per_s", "peak_ops_per_s.tf32"], code=2)
     assert not (tmp_path / "s.journal").exists()
@@ -68,10 +67,10 @@ def test_a_bad_hardware_file_is_located_in_it(cli, tmp_path: Path) -> None:
 
 def test_an_edited_space_leaves_the_study_as_it_was(cli, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space.write_text(STUDY_SPACE)
     journal = tmp_path / "s.journal"
     assert cli(["search", space, "--storage", journal]).code == 0
-    space.write_text(SPACE.replace("width: {choice: [64, 96], name: width}", "width: {choice: [64, 96, 128], name: width}"))
+    space.write_text(STUDY_SPACE.replace("width: {choice: [64, 96], name: width}", "width: {choice: [64, 96, 128], name: width}"))
     before = snapshot(journal)
     refused(cli(["search", space, "--storage", journal, "--trials", "4"]),
             names=[f"{space}: width: domain 'width' was one of 64, 96, is now one of 64, 96, 128", "--study NEW"],

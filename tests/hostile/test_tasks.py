@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from hostile.support import refused
 from planner.errors import ConfigError
 
-from ._guard import hang_guard  # noqa: F401 (hang_guard: autouse fixture)
-from .conftest import refused
+pytestmark = pytest.mark.usefixtures("hang_guard")  # each case must be refused within GUARD_S seconds
 
 TASK = "format: 1\nkind: classification\ntrain: train.tsv\ntest: test.tsv\n"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hostile.support import refused, snapshot
 from planner.validate import ARCHITECTURE_KEYS, RECIPE_KEYS, STUDY_KEYS, TASK_KEYS, detect_kind
-from tests.hostile.conftest import refused, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER_ARCH = ROOT / "tests" / "data" / "tiny-teacher.yaml"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from hostile.support import ARCH, SPACE, bomb, nested, refused
 from planner.config import MAX_DEPTH, MAX_NODES, parse_yaml
 from planner.errors import ConfigError
 
-from ._guard import ARCH, SPACE, bomb, hang_guard, nested  # noqa: F401 (hang_guard: autouse fixture)
-from .conftest import refused
+pytestmark = pytest.mark.usefixtures("hang_guard")  # each case must be refused within GUARD_S seconds
 
 TASK = "format: 1\nkind: classification\ntrain: train.tsv\ntest: test.tsv\n"
 HARDWARE = (Path(__file__).resolve().parents[2] / "planner/cost/catalog/a100.yaml").read_text()
