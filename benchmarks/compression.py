@@ -73,8 +73,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting and shape (after one warm-up)")
     parser.add_argument("--shape", type=shape, action="append", help="BATCHxSECONDS; default 1x1 and 2x2")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--single-tensor-adamw", action="store_true",
-                        help="torch's single-tensor AdamW for every setting (default: fused, as the trainers)")
+    parser.add_argument(
+        "--single-tensor-adamw",
+        action="store_true",
+        help="torch's single-tensor AdamW for every setting (default: fused, as the trainers)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

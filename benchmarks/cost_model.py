@@ -46,7 +46,9 @@ def _candidate(data: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     d = copy.deepcopy(data)
     layer = d["layers"][0]
     n = sum(b.get("repeat", 1) for b in d["layers"])
-    layer["ffn"] = rng.choice([layer["ffn"], 2 * layer["ffn"]]) if isinstance(layer.get("ffn"), int) else layer.get("ffn")
+    layer["ffn"] = (
+        rng.choice([layer["ffn"], 2 * layer["ffn"]]) if isinstance(layer.get("ffn"), int) else layer.get("ffn")
+    )
     heads = layer.get("heads", 1)
     layer["heads"] = rng.choice([heads, heads // 2 if heads % 2 == 0 and d["width"] % (heads // 2) == 0 else heads])
     d["reuse"] = rng.choice(["none", f"2by{n // 2}", *([f"4by{n // 4}"] if n % 4 == 0 else [])])

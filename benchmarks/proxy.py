@@ -46,7 +46,11 @@ def main() -> int:
         rng = np.random.default_rng(0)
         (d / "audio").mkdir()
         for i in range(args.batch * 2):
-            sf.write(d / "audio" / f"{i}.wav", (0.1 * rng.standard_normal(int(args.seconds * 16000))).astype(np.float32), 16000)
+            sf.write(
+                d / "audio" / f"{i}.wav",
+                (0.1 * rng.standard_normal(int(args.seconds * 16000))).astype(np.float32),
+                16000,
+            )
         scan_folder(d / "audio", d / "train.tsv")
         overrides = TINY if args.teacher == "tiny" else {}
         torch.manual_seed(0)
@@ -56,7 +60,9 @@ def main() -> int:
         width = 48 if args.teacher == "tiny" else 768
         heads = [n for n in graph.nodes("heads") if n.kind == "projection_heads"]
         if not heads or heads[0].config.width != width:
-            print(f"{args.arch}: needs projection heads of width {width} for the {args.teacher} teacher", file=sys.stderr)
+            print(
+                f"{args.arch}: needs projection heads of width {width} for the {args.teacher} teacher", file=sys.stderr
+            )
             return 2
         text = (f"teacher: {{kind: torchaudio_hubert, checkpoint: t.pt, overrides: {{{ov}}}}}\n"
                 f"data: {{train: [train.tsv], batch_seconds: {args.batch * args.seconds}, max_seconds: {args.seconds}}}\n"

@@ -70,7 +70,9 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE group=True
-    print(f"{args.space}: {len(load_space(args.space).domains())} domains, {args.trials} trials, SQLite with heartbeats")
+    print(
+        f"{args.space}: {len(load_space(args.space).domains())} domains, {args.trials} trials, SQLite with heartbeats"
+    )
     print(f"{'sampler':8} {'planner s/trial':>16} {'bare s/trial':>13} {'planner trials/s':>17} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for s in args.samplers:

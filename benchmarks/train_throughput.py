@@ -53,7 +53,9 @@ def engines(arch: str, stages: list[int], precisions: list[str]) -> dict[str, En
     settings = {"torch": "engine: torch\n"}
     for precision in precisions:
         for stage in stages:
-            settings[f"zero{stage}-{precision}"] = f"engine: deepspeed\ndeepspeed: {{zero_stage: {stage}, precision: {precision}}}\n"
+            settings[f"zero{stage}-{precision}"] = (
+                f"engine: deepspeed\ndeepspeed: {{zero_stage: {stage}, precision: {precision}}}\n"
+            )
     out = {}
     for name, extra in settings.items():
         torch.manual_seed(0)

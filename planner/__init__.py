@@ -74,7 +74,11 @@ def load_packed(out_dir: Any) -> Encoder:
     return _load_packed(out_dir)
 
 
-_SEARCH_EXPORTS = ("load_space", "run_search", "sample_space")  # lazy: planner.search imports nothing heavy, but stays opt-in
+_SEARCH_EXPORTS = (
+    "load_space",
+    "run_search",
+    "sample_space",
+)  # lazy: planner.search imports nothing heavy, but stays opt-in
 
 
 def __getattr__(name: str) -> Any:

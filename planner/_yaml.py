@@ -56,8 +56,10 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)  # an undefined alias is PyYAML's error
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise YamlRefusal(self.peek_event().start_mark,
-                           f"the document nests deeper than {MAX_DEPTH} levels (the limit of planner files)")
+            raise YamlRefusal(
+                self.peek_event().start_mark,
+                f"the document nests deeper than {MAX_DEPTH} levels (the limit of planner files)",
+            )
         try:
             node = super().compose_node(parent, index)
         finally:

@@ -164,8 +164,15 @@ def _cmd_data_demo(args: argparse.Namespace) -> int:
                           probe_steps=args.probe_steps, force=args.force)  # fmt: skip
     n, s = c.info["utterances"], c.info["seconds"]
     sets = ", ".join(f"{k} {n[k]} ({s[k]} s)" for k in n)
-    real = f"; real speakers: {', '.join(c.info['voices']['real'])}" if c.info["voices"]["real"] else (
-        "" if c.info["kind"] == "synthetic" else "; no real recordings (apt-get install asterisk-core-sounds-en-wav)")
+    real = (
+        f"; real speakers: {', '.join(c.info['voices']['real'])}"
+        if c.info["voices"]["real"]
+        else (
+            ""
+            if c.info["kind"] == "synthetic"
+            else "; no real recordings (apt-get install asterisk-core-sounds-en-wav)"
+        )
+    )
     print(f"{c.root}: {c.info['kind']} corpus, {len(c.info['classes'])} words: {sets}{real}")
     return 0
 
@@ -187,7 +194,10 @@ def _cmd_data_report(args: argparse.Namespace) -> int:
     print(format_rows(rows))
     same = packed_matches(args.out)
     if same is False:
-        print(f"{args.out}: the packed model does not score as the trained one (eval/packed-*.json differ)", file=sys.stderr)
+        print(
+            f"{args.out}: the packed model does not score as the trained one (eval/packed-*.json differ)",
+            file=sys.stderr,
+        )
         return 1
     if same:
         print("packed model: the same probe results as the trained QAT model")
@@ -204,12 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check architecture, search-space, recipe or task files (kind told by their keys) and the files they name; exit 2 if any is invalid")
+    p = sub.add_parser(
+        "validate",
+        help="check architecture, search-space, recipe or task files (kind told by their keys) and the files they name; exit 2 if any is invalid",
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--no-files", action="store_true",
-                   help="check the contents only, not that the files a recipe, task or study names exist")
-    p.add_argument("--strict", action="store_true",
-                   help="a named file that does not exist is an error (default: a warning, exit 0)")
+    p.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the contents only, not that the files a recipe, task or study names exist",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a named file that does not exist is an error (default: a warning, exit 0)",
+    )
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("show", help="print the resolved graph: node, kind, widths, frames, bits, N:M")
@@ -224,18 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=seconds_arg, default=None, help="one utterance of this length (default 1)")
     p.add_argument("--lengths", metavar="FILE", help="utterance lengths in samples, one per line; costs summed")
     p.add_argument("--hardware", metavar="NAME|YAML", help="catalog name (a100) or a YAML file: adds latency_s")
-    p.add_argument("--attention", choices=("exact", "dense"), default="exact",
-                   help="exact attended pairs (default) or dense T x T as the model executes")
-    p.add_argument("--bops", choices=("bayesian_bits", "jeon2023"), default="bayesian_bits",
-                   help="BOP/FLOP convention: bayesian_bits (default, w x a bits per MAC) or jeon2023 (Table 1)")
+    p.add_argument(
+        "--attention",
+        choices=("exact", "dense"),
+        default="exact",
+        help="exact attended pairs (default) or dense T x T as the model executes",
+    )
+    p.add_argument(
+        "--bops",
+        choices=("bayesian_bits", "jeon2023"),
+        default="bayesian_bits",
+        help="BOP/FLOP convention: bayesian_bits (default, w x a bits per MAC) or jeon2023 (Table 1)",
+    )
     p.set_defaults(func=_cmd_cost)
 
     p = sub.add_parser("profile", help="materialize, measure params and MACs with DeepSpeed, compare")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--seconds", type=seconds_arg, default=None, help="utterance length (default 1)")
-    p.add_argument("--attention", choices=("exact", "dense"), default="dense",
-                   help="analytic mode compared (default dense: what the model executes)")
+    p.add_argument(
+        "--attention",
+        choices=("exact", "dense"),
+        default="dense",
+        help="analytic mode compared (default dense: what the model executes)",
+    )
     p.set_defaults(func=_cmd_profile)
 
     from planner.search._cli import add_commands as _add_search_commands  # sample, search, pareto
@@ -243,20 +274,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_commands(sub)
 
     p = sub.add_parser("export", help="write packed weights, architecture and manifest to a directory")
-    p.add_argument("file", metavar="ARCH.yaml|RUN",
-                   help="an architecture file, or a run folder of planner train (or its best/): its weights and task head")
+    p.add_argument(
+        "file",
+        metavar="ARCH.yaml|RUN",
+        help="an architecture file, or a run folder of planner train (or its best/): its weights and task head",
+    )
     p.add_argument("--checkpoint", metavar="CKPT.pt", help="state dict to export (default: fresh initial weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty unless --force)")
-    p.add_argument("--force", action="store_true",
-                   help="replace a non-empty directory (the new export is built beside it and swapped in whole)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a non-empty directory (the new export is built beside it and swapped in whole)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="distil an architecture with a recipe into a run folder (again: resume)")
     p.add_argument("arch", metavar="ARCH.yaml")
     p.add_argument("--recipe", required=True, metavar="RECIPE.yaml")
     p.add_argument("--out", required=True, metavar="OUT", help="run folder; refused if it holds another run")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                   help="set by launchers (deepspeed); the environment's LOCAL_RANK takes precedence")
+    p.add_argument(
+        "--local_rank",
+        "--local-rank",
+        type=int,
+        default=None,
+        help="set by launchers (deepspeed); the environment's LOCAL_RANK takes precedence",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("recipe", help="print a training recipe fully resolved (every default filled in)")

@@ -72,6 +72,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         raise ConfigError([FieldError("", f"cannot read the file ({err})")], str(path)) from None
     return parse_yaml(text, str(path))
 
+
 _TYPE_HINTS: dict[type, dict[str, Any]] = {}
 _FIELDS: dict[type, dict[str, dataclasses.Field]] = {}  # init fields per class (dataclasses.fields is slow)
 
@@ -85,8 +86,17 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def field(default: Any = dataclasses.MISSING, *, parse=None, dump=None, doc: str = "", gt: float | None = None,
-          ge: float | None = None, lt: float | None = None, le: float | None = None) -> Any:
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    parse=None,
+    dump=None,
+    doc: str = "",
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
     """A dataclass field with an optional shorthand parser and dumper, and optional numeric bounds.
 
     Args:
@@ -103,8 +113,14 @@ def field(default: Any = dataclasses.MISSING, *, parse=None, dump=None, doc: str
     return dataclasses.field(default=default, metadata=meta)
 
 
-def check_bounds(value: Any, path: str, gt: float | None = None, ge: float | None = None, lt: float | None = None,
-                 le: float | None = None) -> None:
+def check_bounds(
+    value: Any,
+    path: str,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> None:
     """Raises :class:`FieldError` unless every number in ``value`` meets the bounds (NaN never does)."""
     if value is None or isinstance(value, bool):
         return

@@ -318,7 +318,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                                  "refuses it: a corrupt file, or pickled objects, which are never loaded; save one "
                                  "with torch.save(model.state_dict(), PATH))") from None  # fmt: skip
     except (OSError, RuntimeError, EOFError) as err:
-        raise WeightMappingError(f"{path}: cannot read the checkpoint as data ({str(err).splitlines()[0][:200]})") from None
+        raise WeightMappingError(
+            f"{path}: cannot read the checkpoint as data ({str(err).splitlines()[0][:200]})"
+        ) from None
     if isinstance(state, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(state.get(wrapper), Mapping):

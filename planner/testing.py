@@ -38,7 +38,9 @@ _HEADS = ("projection_heads", "ctc")
 
 #: The node and attention kinds this generator knows how to draw; a newly registered kind must be added.
 GENERATED_NODE_KINDS = frozenset(_FRONTENDS + _OPTIONAL_FRONTEND + _ATTENTION_LAYERS + _TIME + _HEADS)
-GENERATED_ATTENTION_KINDS = frozenset({"full", "local", "sparse_strided", "sparse_strided_only", "sparse_fixed", "reuse"})
+GENERATED_ATTENTION_KINDS = frozenset(
+    {"full", "local", "sparse_strided", "sparse_strided_only", "sparse_fixed", "reuse"}
+)
 
 
 def random_arch(rng: random.Random, kind: str | None = None, *, kinds: Collection[str] | None = None) -> dict[str, Any]:

@@ -46,7 +46,9 @@ STUDY_KEYS = frozenset({"name", "bops", "objectives", "budgets", "sampler", "n_t
                         "evaluator", "heartbeat", "pruner", "hardware"})  # fmt: skip
 _KEYS = {"architecture": ARCHITECTURE_KEYS, "recipe": RECIPE_KEYS, "task": TASK_KEYS, "study": STUDY_KEYS}
 # the keys only one kind has: what tells the kinds apart
-_OWN = {kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()}
+_OWN = {
+    kind: keys - frozenset().union(*(k for other, k in _KEYS.items() if other != kind)) for kind, keys in _KEYS.items()
+}
 
 # How many candidates of a space are drawn and built: enough to catch a template that never yields a valid
 # architecture (the search would mark every trial infeasible) while staying a sub-second check.
@@ -96,7 +98,9 @@ def detect_kind(data: Any) -> tuple[str, str | None]:
     others = [kind for kind in ranked[1:] if own[kind]]
     if not others:
         return best, None
-    why = "; ".join(f"{', '.join(own[kind])} {'is' if len(own[kind]) == 1 else 'are'} {_NAMES[kind]}'s" for kind in others)
+    why = "; ".join(
+        f"{', '.join(own[kind])} {'is' if len(own[kind]) == 1 else 'are'} {_NAMES[kind]}'s" for kind in others
+    )
     return best, f"read as {_NAMES[best]} (by its keys {', '.join(own[best])}), though {why}"
 
 
@@ -248,13 +252,16 @@ def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "s
                                                               "paths are read from the working directory)")], path))  # fmt: skip
         return
     if not os.path.isfile(recipe_path):
-        report.missing(path, f"{where}.recipe", recipe_path, hint=" (relative paths are read from the working directory)")
+        report.missing(
+            path, f"{where}.recipe", recipe_path, hint=" (relative paths are read from the working directory)"
+        )
         return
     via = f"the recipe of {path}: {where}"
     recipe = _check_recipe_file(recipe_path, report, via)
     if recipe is not None and recipe.data.valid is None:
-        report.add(ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path),
-                   via)
+        report.add(
+            ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path), via
+        )
 
 
 def _check_recipe(path: str, data: Any, report: _Report) -> str | None:

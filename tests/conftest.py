@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from support import ROOT, make_corpus, save_tiny_teacher
 
 

@@ -113,7 +113,9 @@ def kill_after_first_checkpoint(arch: Path | str, recipe: Path | str, out: Path,
         f"trainers.train(planner.load({str(arch)!r}), trainers.load_recipe({str(recipe)!r}), {str(out)!r},\n"
         f"               on_step=lambda step, m: time.sleep({sleep}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {
+        "OMP_NUM_THREADS": str(torch.get_num_threads())
+    }
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -130,12 +132,15 @@ def kill_after_first_checkpoint(arch: Path | str, recipe: Path | str, out: Path,
 
 
 # int4 + 2:4 everywhere, int8 and BiT binary inputs, BiT binary weights: the DeepSpeed tests' student
-MIXED_STUDENT = (DATA / "tiny-student.yaml").read_text().replace("name: tiny-student", "name: tiny-student-mixed") + """\
+MIXED_STUDENT = (
+    (DATA / "tiny-student.yaml").read_text().replace("name: tiny-student", "name: tiny-student-mixed")
+    + """\
 compression:  # int4 + 2:4 everywhere; layer 0's FFN also int8 inputs; layer 1's FFN BiT W1A1 (dense)
   - {layers: all, modules: [attention, ffn], weight: int4, sparsity: "2:4"}
   - {layers: 0, modules: [ffn], activation: int8}
   - {layers: 1, modules: [ffn], weight: binary, activation: binary, sparsity: none}
 """
+)
 
 # -- two processes on the CPU: torchrun and the deepspeed launcher ---------------------------------------
 
@@ -251,7 +256,9 @@ def write_tone_corpus(folder: Path, prefix: str, n: int, seed: int) -> list[tupl
     pick, rng = random.Random(seed), np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        text = " ".join("".join(pick.choice("abc") for _ in range(pick.randint(1, 3))) for _ in range(pick.randint(1, 2)))
+        text = " ".join(
+            "".join(pick.choice("abc") for _ in range(pick.randint(1, 3))) for _ in range(pick.randint(1, 2))
+        )
         sf.write(folder / f"{prefix}{i}.wav", tone_utterance(text, rng), 16000)
         rows.append((f"{prefix}{i}.wav", text))
     return rows

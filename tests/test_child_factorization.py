@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import STUDIES
 
 import planner
 from planner.cost import attended_pairs, estimate
@@ -15,6 +14,7 @@ from planner.cost.attention import attended_pairs_grid
 from planner.ir import load
 from planner.ir.attention import LocalAttention, StridedAttention, StridedOnlyAttention
 from planner.nn.attention import pattern_mask
+from support import STUDIES
 
 SPARSEFORMERS = [STUDIES / "jeon-2023" / "sparseformer-dn-s.yaml", STUDIES / "jeon-2023" / "sparseformer-sw-s.yaml"]
 

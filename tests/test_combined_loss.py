@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from support import ALPHABET, kill_after_first_checkpoint, write_tone_corpus, write_tsv
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
 from planner.nn import build
+from support import ALPHABET, kill_after_first_checkpoint, write_tone_corpus, write_tsv
 from trainers import (
     BatchStream,
     Distiller,
@@ -100,13 +100,21 @@ def _curve(run: Path) -> list[tuple]:
     [
         (LABELS + "loss: {kind: ctc, distill_weight: 0.5}\n", "loss.distill_weight", "needs a teacher: section"),
         (TEACHER + LABELS + "loss: {kind: ctc}\n", "teacher", "set loss.distill_weight"),
-        (TEACHER + LABELS + "loss: {distill_weight: 0.5}\n", "loss.distill_weight", "layer_to_layer is distillation alone"),
+        (
+            TEACHER + LABELS + "loss: {distill_weight: 0.5}\n",
+            "loss.distill_weight",
+            "layer_to_layer is distillation alone",
+        ),
         (TEACHER + LABELS + "loss: {kind: ctc, distill_weight: 0}\n", "loss.distill_weight", "must be positive"),
         (TEACHER + LABELS + "loss: {kind: ctc, distill_weight: -1.0}\n", "loss.distill_weight", "must be positive"),
         (TEACHER + LABELS + "loss: {kind: ctc, distill_weight: yes}\n", "loss.distill_weight", "expected a number"),
         (LABELS + "loss: {kind: classification, layers: {0: 0}}\n", "loss.layers", "a task loss with distill_weight"),
         (LABELS + "loss: {kind: ctc, masking: {prob: 0.5}}\n", "loss.masking", "only allowed with distillation"),
-        (TEACHER + LABELS + "loss: {kind: ctc, distill_weight: 1, classes: [a, b]}\n", "loss.classes", "classification"),
+        (
+            TEACHER + LABELS + "loss: {kind: ctc, distill_weight: 1, classes: [a, b]}\n",
+            "loss.classes",
+            "classification",
+        ),
     ],
 )
 def test_recipe_errors_name_the_field(text: str, where: str, says: str) -> None:

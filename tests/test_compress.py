@@ -135,7 +135,9 @@ def test_symmetric_per_channel_grid(weight, levels):
 
 
 def test_int2_subchannel_scales_and_levels():
-    rule = "  - {layers: all, modules: [ffn], weight: {bits: 2, symmetric: false, granularity: subchannel, group_size: 8}}"
+    rule = (
+        "  - {layers: all, modules: [ffn], weight: {bits: 2, symmetric: false, granularity: subchannel, group_size: 8}}"
+    )
     model = build(tiny(rule))
     for path, (w, param) in leaf_weights(model).items():
         q = param.quantizer
@@ -380,6 +382,7 @@ def test_bit_binarizes_both_inputs_of_the_attention_products():
     def record(name):
         def hook(module, args, output):
             seen[name] = [a.detach() for a in args]
+
         return hook
 
     attention = model.get_submodule("layers.0.attention")

@@ -84,7 +84,9 @@ def broadcast_beta(quant: ElasticBinarizer, x: torch.Tensor) -> torch.Tensor:
     return beta.reshape(shape)
 
 
-def bit_alpha_grad(x: torch.Tensor, beta: torch.Tensor, alpha: float, g: torch.Tensor, signed: bool) -> tuple[float, float]:
+def bit_alpha_grad(
+    x: torch.Tensor, beta: torch.Tensor, alpha: float, g: torch.Tensor, signed: bool
+) -> tuple[float, float]:
     """BiT's one-bit step-size gradient and the sum of the magnitudes of its terms (for the tolerance).
 
     From facebookresearch/bit ``transformer/utils_quant.py``: the input is the bias-shifted activation (BiT
@@ -134,6 +136,7 @@ def test_alpha_gradient_is_bits_reference_on_every_binarizer(name: str) -> None:
             entry = [args[0].detach().clone()]
             calls[qname].append(entry)
             out.register_hook(lambda g: entry.append(g.detach().clone()))
+
         return hook
 
     for qname, quant in quants.items():
@@ -211,6 +214,7 @@ def _operand_minima(graph: planner.EncoderGraph) -> dict[tuple[str, int], float]
             for i, a in enumerate(args[:2] if isinstance(module, Product) else args[:1]):
                 key = (path, i)
                 seen[key] = min(seen.get(key, math.inf), float(a.min()))
+
         return hook
 
     for path, _, leaf in graph.leaves():
@@ -262,7 +266,9 @@ def test_binarizers_take_bits_two_sets_from_the_producer(name: str) -> None:
         leaf = leaves[owner]
         nonneg = i < len(leaf.producers) and leaf.producers[i] in NONNEGATIVE_PRODUCERS
         assert quant.config.symmetric is (not nonneg), qname
-        quant.register_forward_hook(lambda m, a, out, q=qname: outputs.setdefault(q, set()).update(out.unique().tolist()))
+        quant.register_forward_hook(
+            lambda m, a, out, q=qname: outputs.setdefault(q, set()).update(out.unique().tolist())
+        )
     model(features(graph))
     unsigned = 0
     for qname, quant in binarizers(model).items():
@@ -280,13 +286,16 @@ def test_binarizers_take_bits_two_sets_from_the_producer(name: str) -> None:
 
 
 def test_an_explicit_symmetric_wins_and_integer_grids_follow_too() -> None:
-    text = MIXED_CONV2D.replace("compression:\n  - {layers: all, weight: binary, activation: binary}\n", "") + """
+    text = (
+        MIXED_CONV2D.replace("compression:\n  - {layers: all, weight: binary, activation: binary}\n", "")
+        + """
 compression:
   - {layers: 1, modules: [fc2], weight: binary, activation: {bits: 1, symmetric: true}}
   - {layers: 1, modules: [q], weight: binary, activation: {bits: 1, symmetric: false}}
   - {layers: 0, modules: [ffn], activation: int8}
   - {layers: 2, modules: [context], activation: {bits: 8, symmetric: true}}
 """
+    )
     model = planner.materialize(planner.loads(text))
     assert model.get_submodule("layers.1.feed_forward.output_dense.input_quantizer").config.symmetric is True
     assert model.get_submodule("layers.1.attention.q_proj.input_quantizer").config.symmetric is False
@@ -381,7 +390,9 @@ def test_families_w1a1_follows_bit_and_keeps_the_frontend_float() -> None:
                 if precision == "fp32":
                     assert graph.compression == {}
                     acts = {n.config.activation for n in graph.nodes("layers") if hasattr(n.config, "activation")}
-                    assert acts == ({"gelu"} if family in ("transformer",) or family.startswith("sparse") else {"swish"})
+                    assert acts == (
+                        {"gelu"} if family in ("transformer",) or family.startswith("sparse") else {"swish"}
+                    )
                     continue
                 binary += 1
                 _check_w1a1(graph)

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import yaml
-from support import STUDIES  # noqa: E402
 
 import planner
 from planner.cost import COST_FORMULAS, attended_pairs, estimate, leaf_storage_bytes, load_hardware, parse_hardware
@@ -19,6 +18,7 @@ from planner.ir import NODE_KINDS, from_dict, load
 from planner.ir.attention import FixedAttention, FullAttention, LocalAttention, ReuseAttention, StridedAttention
 from planner.ir.compression import Compression, Sparsity, WeightQuant
 from planner.ir.kinds.base import conv1d, linear, norm
+from support import STUDIES  # noqa: E402
 
 ARMHUBERT = STUDIES / "recycle-and-distill" / "armhubert-s.yaml"
 
@@ -106,7 +106,9 @@ def test_armhubert_mac_ratios_follow_table2():
     """Table 2's MACs (450G 2by6, 490G none, 423G 6by2, 437G 3by4) for an unknown input: the 2by6/none
     ratio fixes the utterance length at 10.3 s (165,200 samples), where the other ratios agree to 0.1%."""
     data = yaml.safe_load(ARMHUBERT.read_text())
-    macs = {r: estimate(from_dict({**data, "reuse": r}), samples=165_200).macs for r in ("2by6", "none", "6by2", "3by4")}
+    macs = {
+        r: estimate(from_dict({**data, "reuse": r}), samples=165_200).macs for r in ("2by6", "none", "6by2", "3by4")
+    }
     for r, paper in (("2by6", 450), ("6by2", 423), ("3by4", 437)):
         assert macs[r] / macs["none"] == pytest.approx(paper / 490, abs=1e-3)
 
@@ -141,7 +143,12 @@ def test_binarized_attention_products_and_quantizer_storage():
     # BiT W1A1 on a conformer block: the products take the rule's activation width on both inputs, and
     # storage holds each input quantizer (alpha + a beta per channel) and batch norm's running statistics
     d, heads = 16, 2
-    rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "weight": "binary", "activation": "binary"}]), seconds=1).layers}
+    rows = {
+        r.name: r
+        for r in estimate(
+            _conformer_block([{"layers": 0, "weight": "binary", "activation": "binary"}]), seconds=1
+        ).layers
+    }
     scores, context = rows["layers.0.attention.scores"], rows["layers.0.attention.context"]
     assert (scores.weight_bits, scores.act_bits, context.weight_bits, context.act_bits) == (1, 1, 1, 1)
     assert scores.bops == scores.macs and context.bops == context.macs
@@ -154,7 +161,10 @@ def test_binarized_attention_products_and_quantizer_storage():
     rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "weight": "int8"}]), seconds=1).layers}
     assert rows["layers.0.attention.scores"].bops == rows["layers.0.attention.scores"].macs * 32 * 32
     assert rows["layers.0.attention.scores"].storage_bytes == 0
-    rows = {r.name: r for r in estimate(_conformer_block([{"layers": 0, "modules": ["matmul"], "activation": 8}]), seconds=1).layers}
+    rows = {
+        r.name: r
+        for r in estimate(_conformer_block([{"layers": 0, "modules": ["matmul"], "activation": 8}]), seconds=1).layers
+    }
     assert rows["layers.0.attention.context"].bops == rows["layers.0.attention.context"].macs * 8 * 8
     assert rows["layers.0.attention.context"].storage_bytes == 2 * (4 + 4)
     assert rows["layers.0.ffn1.fc1"].act_bits == 32  # modules: [matmul] selects the products alone
@@ -207,7 +217,18 @@ def test_cli_cost_json(tmp_path, capsys):
         assert key in data
     assert data["macs"] == estimate(load(ARMHUBERT), samples=[16000, 32000]).macs
     row = data["layers"][0]
-    for key in ("name", "kind", "params", "storage_bytes", "macs", "bops", "weight_bits", "act_bits", "sparsity", "parent"):
+    for key in (
+        "name",
+        "kind",
+        "params",
+        "storage_bytes",
+        "macs",
+        "bops",
+        "weight_bits",
+        "act_bits",
+        "sparsity",
+        "parent",
+    ):
         assert key in row
     assert main(["cost", str(ARMHUBERT), "--seconds", "2"]) == 0
     assert "armhubert-s" in capsys.readouterr().out

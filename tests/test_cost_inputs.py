@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import STUDIES  # noqa: E402
 
 from planner.cost import estimate
 from planner.cost.estimate import shortest_input
 from planner.errors import FieldError
 from planner.ir import from_dict, load
+from support import STUDIES  # noqa: E402
 
 # kernels/strides (10, 5), (3, 2), (2, 2): receptive field 10 + (3 - 1) x 5 + (2 - 1) x 5 x 2 = 30 samples
 WAVE = {

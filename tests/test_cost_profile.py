@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from support import STUDIES  # noqa: E402
 
 from planner.cost import attended_pairs, estimate
 from planner.ir import ATTENTION_KINDS, NODE_KINDS, from_dict, load
 from planner.profile import profile
 from planner.testing import random_arch
+from support import STUDIES  # noqa: E402
 
 # usm-2b variants: 1.84B parameters (7.4 GB float32 weights) and a 10-minute CPU profile; see the slow test.
 # Compressed studies are left out: their materialized quantizers may add learnable parameters (BiT's

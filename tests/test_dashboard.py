@@ -9,6 +9,7 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 from optuna_dashboard import wsgi
+
 from support import SMALL, run_study
 
 

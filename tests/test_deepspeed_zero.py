@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import planner
+from planner.cli import main
+from planner.errors import ConfigError
 from support import (
     MIXED_STUDENT,
     kill_after_first_checkpoint,
@@ -20,10 +24,6 @@ from support import (
     save_tiny_teacher,
     ta_teacher_yaml,
 )
-
-import planner
-from planner.cli import main
-from planner.errors import ConfigError
 from trainers import latest_checkpoint, load_recipe, loads_recipe, train
 from trainers.engine import check_deepspeed_support, deepspeed_config, read_deepspeed_checkpoint
 from trainers.evaluate import load_run_model

@@ -128,7 +128,9 @@ def _run_script(root: Path, synthetic: bool, timeout: float) -> subprocess.Compl
                           text=True, timeout=timeout)  # fmt: skip
 
 
-def test_quickstart_reduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quickstart_reduced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """examples/quickstart.sh's commands in this process (one import of torch, not one per command), reduced."""
 
     from planner.cli import main
@@ -146,12 +148,21 @@ def test_quickstart_reduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
             (out / "eval" / f"{save}.json").write_text(capsys.readouterr().out)
 
     step("data", "demo", str(out / "data"), *flags, "--words", "2", "--probe-steps", "20")
-    step("train", "recipes/demo/teacher-arch.yaml", "--recipe", "recipes/demo/teacher.yaml", "--out", str(out / "runs/teacher"))
+    step(
+        "train",
+        "recipes/demo/teacher-arch.yaml",
+        "--recipe",
+        "recipes/demo/teacher.yaml",
+        "--out",
+        str(out / "runs/teacher"),
+    )
     step("search", "searchspaces/demo.yaml", "--storage", str(out / "search.journal"), "--export", str(out / "front"))
     front = json.loads((out / "front" / "pareto.json").read_text())
     best = min(front["points"], key=lambda p: p["objectives"]["distill_loss"])
     shutil.copy(out / "front" / best["architecture"], out / "student.yaml")
-    step("train", str(out / "student.yaml"), "--recipe", "recipes/demo/distill.yaml", "--out", str(out / "runs/distill"))
+    step(
+        "train", str(out / "student.yaml"), "--recipe", "recipes/demo/distill.yaml", "--out", str(out / "runs/distill")
+    )
     compressed = out / "student-int4-2of4.yaml"
     compressed.write_text((out / "student.yaml").read_text() + Path("recipes/demo/int4-2of4.section").read_text())
     step("train", str(compressed), "--recipe", "recipes/demo/qat.yaml", "--out", str(out / "runs/qat"))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hostile._runs import STUDENT, setup_corpus
-from hostile.support import snapshot
 
 import planner
+from hostile._runs import STUDENT, setup_corpus
+from hostile.support import snapshot
 from planner.cli import main
 from planner.compress import export, load_packed
 
@@ -33,7 +33,9 @@ def _killed(script: str) -> None:
     """Runs ``script`` in a fresh interpreter on this worktree's code; it must end by SIGKILL."""
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     env.pop("MASTER_PORT", None)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, expected SIGKILL:\n{proc.stderr[-3000:]}"
 
 
@@ -208,7 +210,9 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
     disk.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): the full-disk cases need one")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): the full-disk cases need one"
+        )
     try:
         yield disk
     finally:
@@ -237,7 +241,9 @@ def test_a_full_disk_during_training_is_a_refusal_and_the_run_resumes(small_disk
     assert _losses(out) == curve
 
 
-def test_a_full_disk_during_export_force_keeps_the_old_export(small_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_disk_during_export_force_keeps_the_old_export(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = small_disk / "packed"
     assert main(["export", str(STUDENT), "--out", str(out)]) == 0
     old = snapshot(out)

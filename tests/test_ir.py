@@ -118,7 +118,9 @@ def test_shorthands_parse_to_typed_configs() -> None:
     w = plan["layers.0.ffn1.fc1"].weight
     assert (w.bits, w.granularity, w.group_size, w.symmetric) == (2, "subchannel", 48, False)
     assert w.group_count(144) == 3
-    assert plan["layers.2.attention.v_proj"] == Compression(WeightQuant(bits=1, granularity="per_tensor"), ActQuant(bits=1))
+    assert plan["layers.2.attention.v_proj"] == Compression(
+        WeightQuant(bits=1, granularity="per_tensor"), ActQuant(bits=1)
+    )
     assert plan["layers.3.ffn2.fc2"].sparsity == Sparsity(1, 4)
     assert plan["layers.3.ffn2.fc2"].weight == WeightQuant(bits=2, symmetric=False)
 

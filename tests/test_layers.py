@@ -35,7 +35,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("planner", "planner.cli", "planner.validate", "planner.show", "planner.profile", "planner.testing"),
 )
 APART = {("planner.cost", "planner.nn"), ("planner.nn", "planner.cost")}
-TORCH_FREE = ("planner.errors", "planner.registry", "planner.config", "planner._yaml", "planner.files", "planner.ir", "planner.cost")
+TORCH_FREE = (
+    "planner.errors",
+    "planner.registry",
+    "planner.config",
+    "planner._yaml",
+    "planner.files",
+    "planner.ir",
+    "planner.cost",
+)
 
 
 def _module_name(path: Path) -> str:

@@ -118,7 +118,10 @@ def _exact_overlap_fraction(n: int, prob: float, span: int) -> float:
     positions = n - span + 1
     base = prob * n / span
     total = 0.0
-    for k, weight in ((math.floor(base), 1 - (base - math.floor(base))), (math.floor(base) + 1, base - math.floor(base))):
+    for k, weight in (
+        (math.floor(base), 1 - (base - math.floor(base))),
+        (math.floor(base) + 1, base - math.floor(base)),
+    ):
         k = min(max(2, k), positions)
         for j in range(n):
             w = min(j, positions - 1) - max(0, j - span + 1) + 1
@@ -329,7 +332,9 @@ def _hf_state(model: torch.nn.Module, mask_emb: torch.Tensor) -> dict[str, torch
     """transformers' HubertForCTC layout without its head (the ``hubert.`` prefix), legacy weight norm."""
     out = {}
     for key, value in model.state_dict().items():
-        key = key.replace("encoder.feature_projection.", "feature_projection.").replace("encoder.transformer.", "encoder.")
+        key = key.replace("encoder.feature_projection.", "feature_projection.").replace(
+            "encoder.transformer.", "encoder."
+        )
         out["hubert." + _legacy(key)] = value
     out["hubert.masked_spec_embed"] = mask_emb
     return out
@@ -349,12 +354,18 @@ def _tiny_recipe(tmp_path: Path, state: dict[str, torch.Tensor], kind: str = "to
     if kind == "architecture":
         teacher["arch"] = "tiny.yaml"
     else:
-        teacher["overrides"] = {k: [list(c) for c in v] if k == "extractor_conv_layer_config" else v for k, v in TINY.items()}
-    text = yaml.safe_dump({"teacher": teacher, "data": {"train": "m.tsv"}, "loss": {"masking": yaml.safe_load(masking)}})
+        teacher["overrides"] = {
+            k: [list(c) for c in v] if k == "extractor_conv_layer_config" else v for k, v in TINY.items()
+        }
+    text = yaml.safe_dump(
+        {"teacher": teacher, "data": {"train": "m.tsv"}, "loss": {"masking": yaml.safe_load(masking)}}
+    )
     return loads_recipe(text, str(tmp_path / "r.yaml"), str(tmp_path))
 
 
-def _reference_masked(model: torch.nn.Module, wav: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+def _reference_masked(
+    model: torch.nn.Module, wav: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor
+) -> list[torch.Tensor]:
     """HuBERT's masking written out on torchaudio's modules: features, projection, then masked frames replaced."""
     with torch.no_grad():
         x, lengths = model.feature_extractor(wav, None)
@@ -470,5 +481,7 @@ def test_distiller_draws_the_recipes_masks() -> None:
 
 def test_a_mask_embedding_of_another_width_is_refused(tiny: torch.nn.Module, tmp_path: Path) -> None:
     recipe = _tiny_recipe(tmp_path, _fairseq_state(tiny, torch.randn(12)))
-    with pytest.raises(WeightMappingError, match=r"teacher.pt: the mask embedding has shape \(12,\), the teacher's frames are 16"):
+    with pytest.raises(
+        WeightMappingError, match=r"teacher.pt: the mask embedding has shape \(12,\), the teacher's frames are 16"
+    ):
         load_teacher(recipe)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, ROOT, recipe_text
 
 import planner
 from planner.cli import main
 from planner.compress import CompressionError, TaskHead, export
+from support import DATA, ROOT, recipe_text
 from trainers import loads_recipe, train
 from trainers.ctc import greedy_decode
 from trainers.data import collate, read_audio
@@ -50,8 +50,9 @@ def _wavs(corpus: Path) -> list[str]:
     return [f"{root}/{row.split(chr(9))[0]}" for row in rows[:3]]
 
 
-def test_classifier_packed_with_the_run_and_decoded(tmp_path: Path, corpus: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_classifier_packed_with_the_run_and_decoded(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "fbank.yaml").write_text(FEATURES)
     run = _task_run(tmp_path, corpus, tmp_path / "fbank.yaml", "{kind: classification}", lambda i: "ab"[i % 2])
     assert main(["export", str(run), "--out", str(tmp_path / "packed")]) == 0

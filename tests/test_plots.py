@@ -135,8 +135,9 @@ def test_a_constant_metric_gets_a_readable_axis(tmp_path: Path) -> None:
 def test_an_impossible_budget_says_so(tmp_path: Path) -> None:
     from planner.search._pareto import plot_data, png_figure
 
-    data = plot_data(_study(tmp_path, SPACE.replace("params: 250000", "params: 1000").replace("n_trials: 14",
-                                                                                              "n_trials: 5")))
+    data = plot_data(
+        _study(tmp_path, SPACE.replace("params: 250000", "params: 1000").replace("n_trials: 14", "n_trials: 5"))
+    )
     assert not data.groups["Pareto"] and not data.groups["dominated"] and data.groups["infeasible"]
     ax = png_figure(data).axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]

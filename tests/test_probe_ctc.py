@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from support import write_tone_corpus, write_tsv
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
 from planner.ir.io import dumps
+from support import write_tone_corpus, write_tsv
 from trainers.ctc import BatchDecoding, encode, error_rates, greedy_decode, greedy_decode_ids
 from trainers.evaluate import ProbeTask, evaluate, load_task
 from trainers.recipe import DEFAULT_ALPHABET, LossConfig

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import DATA, FINGERPRINTS, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError, FieldError
+from support import DATA, FINGERPRINTS, recipe_text, ta_teacher_yaml
 from trainers import load_recipe, loads_recipe, train
 from trainers.engine import ENGINES, Engine
 from trainers.engine_config import ENGINE_HINTS, ENGINE_KINDS, dump_engine

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 import yaml
-from support import FINGERPRINTS
 
 from planner.errors import ConfigError, FieldError
+from support import FINGERPRINTS
 from trainers.recipe import (
     LOSS_KINDS,
     TEACHER_KINDS,

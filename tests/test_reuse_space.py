@@ -4,11 +4,11 @@ their extra reusing layers save in the FFN, so that every reinvesting pattern ha
 from __future__ import annotations
 
 import pytest
-from support import ROOT
 
 import planner
 from planner.cost import estimate
 from planner.search import load_space
+from support import ROOT
 
 SPACE = ROOT / "searchspaces" / "reuse.yaml"
 PATTERNS = ("2by6", "3by4", "4by3", "6by2")

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hostile._runs import plant
 
+from hostile._runs import plant
 from trainers.safeio import NUMPY_GLOBALS, CheckpointError, read_torch, save_torch, weights_only_loads
 
 
-def test_forced_weights_only_refuses_a_load_that_asks_for_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forced_weights_only_refuses_a_load_that_asks_for_pickle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # a user's opposite switch is set aside inside
     marker = tmp_path / "owned"
     path = plant(tmp_path / "x.pt", marker)

@@ -7,15 +7,16 @@ import random
 from pathlib import Path
 
 import pytest
-from support import SMALL, run_study
 
 import planner
 from planner.errors import ConfigError
 from planner.search import load_space, loads_space, sample_space
 from planner.search._cost import price
+from support import SMALL, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "searchspaces").glob("*.yaml"))
+
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
@@ -41,7 +42,8 @@ def test_sampling_is_reproducible(tiny: Path) -> None:
 
 
 def test_conditions_ties_and_sub_mappings() -> None:
-    space = loads_space("""
+    space = loads_space(
+        """
 name: t
 width: 64
 frontend: [{kind: conv_extractor, conv_layers: [[32, 10, 5]], projection: true}]
@@ -51,7 +53,9 @@ layers:
       - {kind: conformer, heads: 4, ffn: {ref: f}, kernel: {choice: [3, 5]}}
     name: block
   - {kind: transformer, heads: 4, ffn: {choice: [64, 128], name: f}}
-""", "t.yaml")
+""",
+        "t.yaml",
+    )
     labels = [d.label for d in space.domains()]
     assert labels.index("block") < labels.index("layers[0].choice[1].kernel")
     frozen = space.freeze({"block": "transformer", "f": 128})
@@ -162,8 +166,6 @@ def test_no_future_warning_from_constraints(tiny: Path, tmp_path: Path) -> None:
         assert all(set(t.constraints) == {"invalid", "budget.params"} for t in study.trials)
 
 
-
-
 def _evaluator(path: Path) -> str:
     from planner.search import study_from_dict
 
@@ -195,7 +197,9 @@ def test_a_budget_no_candidate_meets_gives_a_clear_message(tmp_path: Path, capsy
     from planner.cli import main
 
     space = tmp_path / "impossible.yaml"
-    space.write_text(SMALL.replace("budgets: {params: 300000}", "budgets: {params: 1000}").replace("n_trials: 8", "n_trials: 4"))
+    space.write_text(
+        SMALL.replace("budgets: {params: 300000}", "budgets: {params: 1000}").replace("n_trials: 8", "n_trials: 4")
+    )
     code = main(["search", str(space), "--storage", str(tmp_path / "s.journal")])
     err = capsys.readouterr().err
     assert code == 1

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from support import recipe_text, ta_teacher_yaml
 
 import planner
 import trainers
 from planner.errors import ConfigError
 from planner.search import SearchOptions, loads_space, run_search, study_from_dict
+from support import recipe_text, ta_teacher_yaml
 
 SPACE = """
 format: 1
@@ -101,5 +101,6 @@ def test_distill_options_are_validated() -> None:
         study_from_dict(loads_space(bad, "space.yaml").study, "space.yaml")
     multi = SPACE.replace("[{metric: distill_loss}]", "[{metric: distill_loss}, {metric: params}]")
     with pytest.raises(ConfigError, match=r"study\.pruner: Optuna prunes single-objective studies only"):
-        study_from_dict(loads_space(multi.replace("RECIPE", "r.yaml").replace("BUDGET", "1000"), "space.yaml").study,
-                        "space.yaml")
+        study_from_dict(
+            loads_space(multi.replace("RECIPE", "r.yaml").replace("BUDGET", "1000"), "space.yaml").study, "space.yaml"
+        )

@@ -143,11 +143,17 @@ def test_two_processes_share_n_trials(tmp_path: Path, kind: str) -> None:
     log = tmp_path / "calls.log"
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CALLS_LOG": str(log),
-           "BARRIER": str(barrier)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "CALLS_LOG": str(log),
+        "BARRIER": str(barrier),
+    }
     cmd = [sys.executable, str(runner), str(space), "--storage", url, "--trials", "10"]
-    procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     errs = [p.communicate(timeout=180)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
 
@@ -212,7 +218,6 @@ sys.exit(main(["pareto", "--study", "wide", "--storage", sys.argv[2], "--export"
 
 def test_sigkill_during_pareto_export_keeps_the_old_folder(tmp_path: Path) -> None:
     from hostile.support import snapshot
-
     from planner.cli import main
 
     space, journal = _finished_journal(tmp_path)
@@ -224,8 +229,12 @@ def test_sigkill_during_pareto_export_keeps_the_old_folder(tmp_path: Path) -> No
     script, marker = tmp_path / "export.py", tmp_path / "marker"
     script.write_text(EXPORT_KILLED)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, str(script), str(marker), str(journal), str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(marker), str(journal), str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from support import STUDIES
 
 import planner
 from planner.cost import estimate
 from planner.ir import load
 from planner.ir.kinds.layers import TimeReduction
+from support import STUDIES
 
 XS = STUDIES / "jeon-2023" / "squeezeformer-xs.yaml"
 
@@ -67,7 +67,9 @@ def test_xs_materializes_with_the_reference_modules(one_thread):
         h = F.silu(F.conv1d(x.transpose(1, 2), conv.pointwise1.weight, conv.pointwise1.bias))
         h = F.conv1d(F.pad(h, (15, 15)), conv.depthwise.weight, conv.depthwise.bias, groups=288)
         bn = conv.batch_norm
-        h = (h - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.weight[:, None] + bn.bias[:, None]
+        h = (h - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.weight[
+            :, None
+        ] + bn.bias[:, None]
         want = F.conv1d(F.silu(h), conv.pointwise2.weight, conv.pointwise2.bias).transpose(1, 2)
         got = conv(x, lengths)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # same float32 ops, BN written out: rounding only

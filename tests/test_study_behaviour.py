@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hostile.support import Result
 
+from hostile.support import Result
 from planner.search import SearchOptions, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,11 +80,16 @@ def test_an_edited_space_is_refused_naming_the_domain(cli, tmp_path: Path) -> No
     space = _space(tmp_path)
     journal = tmp_path / "s.journal"
     assert cli(["search", space, "--storage", journal, "--trials", "3"]).code == 0
-    space.write_text(SPACE.replace("[64, 96]", "[64, 128]").replace("repeat: {range: [1, 4]}", "repeat: {range: [1, 6]}"))
+    space.write_text(
+        SPACE.replace("[64, 96]", "[64, 128]").replace("repeat: {range: [1, 4]}", "repeat: {range: [1, 6]}")
+    )
     before = snapshot(journal)
     result = cli(["search", space, "--storage", journal, "--trials", "5"])
-    refused(result, names=[str(space), "width", "one of 64, 96", "one of 64, 128", "layers[0].repeat", "--study NEW"],
-            code=2)
+    refused(
+        result,
+        names=[str(space), "width", "one of 64, 96", "one of 64, 128", "layers[0].repeat", "--study NEW"],
+        code=2,
+    )
     assert "CategoricalDistribution" not in result.err
     assert snapshot(journal) == before  # nothing written to the study
     assert cli(["search", space, "--storage", journal, "--trials", "3", "--study", "small-2"]).code == 0  # a new study
@@ -141,7 +146,9 @@ def test_duplicate_architectures_are_one_point(tmp_path: Path) -> None:
     from planner.search._pareto import plot_data
 
     # two architectures only (width 64 or 96), ten trials: most are repeats, with the same values
-    text = SPACE.replace("repeat: {range: [1, 4]}", "repeat: 1").replace("ffn: {choice: [64, 128, 256, 512]}", "ffn: 128")
+    text = SPACE.replace("repeat: {range: [1, 4]}", "repeat: 1").replace(
+        "ffn: {choice: [64, 128, 256, 512]}", "ffn: 128"
+    )
     study = _run(_space(tmp_path, text), str(tmp_path / "d.journal"), n_trials=10)
     keys = {t.user_attrs["arch_key"] for t in study.trials}
     assert len(keys) == 2 and len(study.trials) == 10
@@ -257,8 +264,9 @@ def test_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sampler", ["{kind: tpe, multivariate: true, n_startup_trials: 2}", "nsga3"])
 def test_no_experimental_warning_on_a_run(tmp_path: Path, sampler: str) -> None:
     # a conditional space: TPE groups its parameters (Optuna's experimental `group`)
-    text = SPACE.replace("{kind: random}", sampler).replace("repeat: {range: [1, 4]}",
-                                                             "repeat: {range: [1, 4], when: {width: 64}}")
+    text = SPACE.replace("{kind: random}", sampler).replace(
+        "repeat: {range: [1, 4]}", "repeat: {range: [1, 4], when: {width: 64}}"
+    )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         _run(_space(tmp_path, text), f"sqlite:///{tmp_path / 'w.db'}", n_trials=4)
@@ -298,6 +306,9 @@ def test_a_latency_budget_without_hardware_is_refused(cli, tmp_path: Path) -> No
 
     text = SPACE.replace("budgets: {params: 100000000}", "budgets: {latency_s: 0.01}")
     space = _space(tmp_path, text)
-    refused(cli(["search", space, "--storage", tmp_path / "x.journal"]),
-            names=[str(space), "study.budgets.latency_s", "study.hardware", "a100"], code=2)
+    refused(
+        cli(["search", space, "--storage", tmp_path / "x.journal"]),
+        names=[str(space), "study.budgets.latency_s", "study.hardware", "a100"],
+        code=2,
+    )
     assert not (tmp_path / "x.journal").exists()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, recipe_text
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
+from support import DATA, recipe_text
 from trainers import distill_proxy, load_recipe, load_teacher, loads_recipe, train
 from trainers.data import BatchStream, collate
 
@@ -71,11 +71,14 @@ def test_masking_distillation_and_proxy_with_a_features_teacher(tmp_path: Path, 
     assert main(["validate", str(path)]) == 0
 
 
-def test_a_teacher_at_another_sample_rate_is_refused_where_it_is_named(tmp_path: Path, corpus: Path, teacher: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_teacher_at_another_sample_rate_is_refused_where_it_is_named(
+    tmp_path: Path, corpus: Path, teacher: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     teacher.write_text(TEACHER.replace("n_mels: 16}", "n_mels: 16, sample_rate: 8000}"))
     path = _recipe(tmp_path, corpus, teacher)
-    with pytest.raises(ConfigError, match=r"recipe\.yaml: teacher\.arch: .*input\.sample_rate 8000 .*data\.sample_rate 16000"):
+    with pytest.raises(
+        ConfigError, match=r"recipe\.yaml: teacher\.arch: .*input\.sample_rate 8000 .*data\.sample_rate 16000"
+    ):
         load_teacher(load_recipe(path))
     assert main(["validate", str(path)]) != 0
     err = capsys.readouterr().err

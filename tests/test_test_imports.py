@@ -73,4 +73,6 @@ def test_no_test_module_imports_another_test_module() -> None:
     assert len(files) > 50  # the walk found the suite (tests/ and tests/hostile/), not an empty folder
     problems = [f"{p.relative_to(TESTS.parent)}:{where}" for p in files
                 for where in bad_imports(p.read_text(encoding="utf-8"), str(p))]  # fmt: skip
-    assert not problems, "import shared helpers from support / hostile.support, not from test modules:\n" + "\n".join(problems)
+    assert not problems, "import shared helpers from support / hostile.support, not from test modules:\n" + "\n".join(
+        problems
+    )

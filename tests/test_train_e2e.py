@@ -51,7 +51,9 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, batch_secon
     _espeak()
     corpus = build_demo_corpus(tmp_path / "corpus", words=WORDS, probe_steps=probe_steps).root
     manifest, labels = corpus / "train.tsv", corpus / "labels.tsv"
-    data = f"{{train: [{manifest}], labels: {labels}, batch_seconds: {batch_seconds}, max_seconds: 1.0, min_seconds: 0.1}}"
+    data = (
+        f"{{train: [{manifest}], labels: {labels}, batch_seconds: {batch_seconds}, max_seconds: 1.0, min_seconds: 0.1}}"
+    )
     common = "schedule: {warmup_ratio: 0.1}\nlogging: {every: 10}\nseed: 0\n"
     figures: dict[str, float] = {}
 
@@ -60,7 +62,10 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, batch_secon
         f"data: {data}\nloss: {{kind: classification}}\noptimizer: {{lr: 2.0e-3}}\nsteps: {teacher_steps}\n"
         f"checkpoint: {{every: {teacher_steps}, keep: 1}}\n{common}")  # fmt: skip
     t_run = tmp_path / "runs" / "teacher"
-    assert main(["train", str(DATA / "e2e-teacher.yaml"), "--recipe", str(tmp_path / "teacher.yaml"), "--out", str(t_run)]) == 0
+    assert (
+        main(["train", str(DATA / "e2e-teacher.yaml"), "--recipe", str(tmp_path / "teacher.yaml"), "--out", str(t_run)])
+        == 0
+    )
     figures["teacher_train_accuracy"] = _last(t_run, "accuracy")
     assert (t_run / "classifier.pt").is_file()
 
@@ -71,7 +76,10 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, batch_secon
         f"data: {data_nl}\nloss: {{masking: {{prob: 0.5, span: 3}}}}\noptimizer: {{lr: 2.0e-3}}\n"
         f"steps: {distill_steps}\ncheckpoint: {{every: {distill_steps}, keep: 1}}\n{common}")  # fmt: skip
     s_run = tmp_path / "runs" / "student"
-    assert main(["train", str(DATA / "e2e-student.yaml"), "--recipe", str(tmp_path / "distill.yaml"), "--out", str(s_run)]) == 0
+    assert (
+        main(["train", str(DATA / "e2e-student.yaml"), "--recipe", str(tmp_path / "distill.yaml"), "--out", str(s_run)])
+        == 0
+    )
     figures["distill_loss_first"], figures["distill_loss_last"] = _first(s_run, "loss"), _last(s_run, "loss")
 
     # 3. int4 + 2:4 QAT from the distilled weights, few-shot masks (T_p = a quarter of the steps),
@@ -82,7 +90,19 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, batch_secon
         f"data: {data_nl}\noptimizer: {{lr: 5.0e-4}}\nsteps: {qat_steps}\n"
         f"checkpoint: {{every: {qat_steps}, keep: 1}}\n{common}")  # fmt: skip
     q_run = tmp_path / "runs" / "qat"
-    assert main(["train", str(DATA / "e2e-student-int4-2of4.yaml"), "--recipe", str(tmp_path / "qat.yaml"), "--out", str(q_run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(DATA / "e2e-student-int4-2of4.yaml"),
+                "--recipe",
+                str(tmp_path / "qat.yaml"),
+                "--out",
+                str(q_run),
+            ]
+        )
+        == 0
+    )
     figures["qat_loss_first"], figures["qat_loss_last"] = _first(q_run, "loss"), _last(q_run, "loss")
 
     # 4. linear probes on frozen features, held-out voices (and real recordings when installed)
@@ -96,14 +116,18 @@ def _pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], *, batch_secon
 
 
 def test_spoken_digits_reduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = _pipeline(tmp_path, capsys, batch_seconds=4.0, teacher_steps=50, distill_steps=60, qat_steps=12, probe_steps=200)
+    f = _pipeline(
+        tmp_path, capsys, batch_seconds=4.0, teacher_steps=50, distill_steps=60, qat_steps=12, probe_steps=200
+    )
     assert f["distill_loss_last"] < f["distill_loss_first"]
     assert f["probe_qat"] > 2 * 0.2  # chance is 1/5 on the balanced held-out voices
 
 
 @pytest.mark.slow
 def test_spoken_digits_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = _pipeline(tmp_path, capsys, batch_seconds=12.0, teacher_steps=300, distill_steps=200, qat_steps=80, probe_steps=400)
+    f = _pipeline(
+        tmp_path, capsys, batch_seconds=12.0, teacher_steps=300, distill_steps=200, qat_steps=80, probe_steps=400
+    )
     assert f["teacher_train_accuracy"] > 0.6
     assert f["distill_loss_last"] < f["distill_loss_first"] and f["qat_loss_last"] < f["qat_loss_first"]
     assert f["probe_teacher"] > 2 * 0.2 and f["probe_qat"] > 2 * 0.2

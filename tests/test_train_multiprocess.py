@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+import planner
+from planner.cli import main
 from support import (
     DATA,
     MIXED_STUDENT,
@@ -40,9 +43,6 @@ from support import (
     ta_teacher_yaml,
     two_processes,
 )
-
-import planner
-from planner.cli import main
 from trainers import latest_checkpoint, load_recipe
 from trainers.engine import TorchEngine
 from trainers.train import _seed_rank, build_loss, build_stream, build_student
@@ -67,7 +67,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "average.yaml").write_text(recipe_text(teacher, root / "train.tsv", steps="2", checkpoint="{every: 1, keep: 2}",
                                                    loss="{layers: {1: 2}, masking: {prob: 0.5, span: 5}}"))  # fmt: skip
     (root / "torch.yaml").write_text(recipe_text(teacher, root / "train.tsv", steps="6"))
-    zero = recipe_text(teacher, root / "train.tsv", steps="4", compression="{schedule: few_shot, steps: 2}") + "engine: deepspeed\n"
+    zero = (
+        recipe_text(teacher, root / "train.tsv", steps="4", compression="{schedule: few_shot, steps: 2}")
+        + "engine: deepspeed\n"
+    )
     (root / "zero2.yaml").write_text(zero + "deepspeed: {zero_stage: 2}\n")
     (root / "zero3.yaml").write_text(zero + "deepspeed: {zero_stage: 3}\n")
     return root
@@ -137,7 +140,9 @@ def _one_process_of_two(arch: Path, recipe_file: Path, rank: int) -> tuple[float
 
 def test_torch_engine_two_processes_average_two_batches(work: Path) -> None:
     run = work / "average"
-    out = launch_ok(two_processes("torchrun", str(work / "dropout.yaml"), "--recipe", str(work / "average.yaml"), "--out", str(run)))
+    out = launch_ok(
+        two_processes("torchrun", str(work / "dropout.yaml"), "--recipe", str(work / "average.yaml"), "--out", str(run))
+    )
     assert out.count("trained to step 2 (started at 0, 2 processes)") == 1, out[-3000:]  # rank 0 alone reports
     assert json.loads((run / "run.json").read_text())["type"] == "planner-train-run"
     rows = _rows(run)
@@ -238,11 +243,15 @@ def test_deepspeed_zero2_two_processes_agree_and_resume(work: Path, zero2_refere
 
 def test_deepspeed_zero3_two_processes(work: Path, zero2_reference: Path) -> None:
     reference, run = zero2_reference, work / "zero3"
-    launch_ok(two_processes("deepspeed", str(work / "mixed.yaml"), "--recipe", str(work / "zero3.yaml"), "--out", str(run)))
+    launch_ok(
+        two_processes("deepspeed", str(work / "mixed.yaml"), "--recipe", str(work / "zero3.yaml"), "--out", str(run))
+    )
     losses = _losses(run)
     assert losses[0] == _mixed_step1_loss(work, "zero3.yaml")
     # ZeRO-3 gathers each module's weights and reduces gradients its own way: ulp-level apart from ZeRO-2
     # (measured 9e-8 relative; the same in one process, tests/test_deepspeed_zero.py). BiT's alpha, a
     # 1-element parameter split over two processes, reaches its master copy in the process that holds it.
     assert losses == pytest.approx(_losses(reference), rel=1e-5, abs=0)
-    planner.materialize(planner.load(work / "mixed.yaml")).load_state_dict(torch.load(run / "student.pt", weights_only=True))
+    planner.materialize(planner.load(work / "mixed.yaml")).load_state_dict(
+        torch.load(run / "student.pt", weights_only=True)
+    )

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, ROOT, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
+from support import DATA, ROOT, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 from trainers import load_recipe, loads_recipe, train
 from trainers.evaluate import evaluate, load_task
 from trainers.teacher import float_state, load_teacher
@@ -27,7 +27,9 @@ def _losses(run: Path) -> list[tuple[int, float]]:
 
 def _masks(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt / "engine.pt", weights_only=True)["model"]
-    return {k: v for k, v in state.items() if k.endswith("sparsifier.mask")} | {"clock": state["mask_schedule.step_count"]}
+    return {k: v for k, v in state.items() if k.endswith("sparsifier.mask")} | {
+        "clock": state["mask_schedule.step_count"]
+    }
 
 
 def _labels(manifest: Path, how) -> Path:  # noqa: ANN001
@@ -48,12 +50,21 @@ def test_shipped_qat_recipe_loads() -> None:
     [
         ("data: {train: a.tsv}\n", "teacher"),
         ("data: {train: a.tsv}\nloss: {kind: ctc}\n", "data.labels"),
-        ("teacher: {kind: self, checkpoint: f.pt}\ndata: {train: a.tsv, labels: l.tsv}\nloss: {kind: classification}\n", "teacher"),
+        (
+            "teacher: {kind: self, checkpoint: f.pt}\ndata: {train: a.tsv, labels: l.tsv}\nloss: {kind: classification}\n",
+            "teacher",
+        ),
         ("teacher: {kind: self}\ndata: {train: a.tsv}\n", "teacher.checkpoint"),
         ("data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc, masking: {prob: 0.5}}\n", "loss.masking"),
         ("data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc, classes: [a, b]}\n", "loss.classes"),
-        ("data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc}\ncompression: {schedule: few_shot}\n", "compression.steps"),
-        ("data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc}\ncompression: {schedule: one_shot, T_p: 3}\n", "compression.T_p"),
+        (
+            "data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc}\ncompression: {schedule: few_shot}\n",
+            "compression.steps",
+        ),
+        (
+            "data: {train: a.tsv, labels: l.tsv}\nloss: {kind: ctc}\ncompression: {schedule: one_shot, T_p: 3}\n",
+            "compression.T_p",
+        ),
     ],
 )
 def test_recipe_errors_name_file_and_field(text: str, where: str) -> None:
@@ -62,7 +73,9 @@ def test_recipe_errors_name_file_and_field(text: str, where: str) -> None:
     assert str(info.value).startswith(f"r.yaml: {where}: "), str(info.value)
 
 
-def test_few_shot_masks_stop_changing_after_tp_trainer_steps(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:
+def test_few_shot_masks_stop_changing_after_tp_trainer_steps(
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path
+) -> None:
     text = recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="6", optimizer="{lr: 3.0e-2}",
                        checkpoint="{every: 1, keep: 10}", compression="{schedule: few_shot, steps: 3}")  # fmt: skip
     train(planner.load(QAT), loads_recipe(text, base_dir=str(tmp_path)), tmp_path / "run", log=None)
@@ -86,7 +99,9 @@ def test_one_shot_masks_never_change(tmp_path: Path, corpus: Path, ta_teacher_fi
     assert all(torch.equal(m[n], masks[0][n]) for m in masks for n in m if n != "clock")
 
 
-def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, corpus: Path, ta_teacher_file: Path) -> None:
+def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path
+) -> None:
     recipe_file = tmp_path / "qat.yaml"
     recipe_file.write_text(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="6",
                                        compression="{schedule: few_shot, steps: 3}"))  # fmt: skip
@@ -106,12 +121,18 @@ def test_sigkill_and_resume_is_exact_with_an_int4_2of4_student(tmp_path: Path, c
 def test_init_from_float_weights_and_self_teacher(tmp_path: Path, corpus: Path) -> None:
     float_model = planner.materialize(planner.load(DATA / "tiny-student.yaml"))
     torch.save(float_model.state_dict(), tmp_path / "float.pt")
-    text = recipe_text("{kind: self, checkpoint: float.pt}", corpus, steps="2", loss="{layers: {0: 0, 1: 1}}") + "init: float.pt\n"
+    text = (
+        recipe_text("{kind: self, checkpoint: float.pt}", corpus, steps="2", loss="{layers: {0: 0, 1: 1}}")
+        + "init: float.pt\n"
+    )
     recipe = loads_recipe(text, base_dir=str(tmp_path))
     teacher = load_teacher(recipe, planner.load(QAT))
     x = torch.randn(2, 8000)
     with torch.no_grad():  # the self teacher is the float twin: same weights, no fake quantization
-        assert torch.equal(teacher(x, torch.tensor([8000, 6000])).hidden[-1], float_model.eval()(x, torch.tensor([8000, 6000])).hidden_states[-1])
+        assert torch.equal(
+            teacher(x, torch.tensor([8000, 6000])).hidden[-1],
+            float_model.eval()(x, torch.tensor([8000, 6000])).hidden_states[-1],
+        )
     result = train(planner.load(QAT), recipe, tmp_path / "run", log=None)
     assert result.step == 2 and result.metrics[-1]["loss"] > 0
     state = torch.load(tmp_path / "run" / "student.pt", weights_only=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
+from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml
 from trainers import RunConflictError, latest_checkpoint, loads_recipe, train
 
 STUDENT = DATA / "tiny-student.yaml"
@@ -54,13 +54,17 @@ def test_sigkill_and_resume_gives_the_uninterrupted_loss_curve(tmp_path: Path, r
     assert _losses(killed) == _losses(reference)
 
 
-def test_refuses_a_folder_holding_another_run(tmp_path: Path, recipe_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refuses_a_folder_holding_another_run(
+    tmp_path: Path, recipe_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = loads_recipe(recipe_file.read_text().replace("steps: 6", "steps: 1"), base_dir=str(tmp_path))
     train(planner.load(STUDENT), recipe, tmp_path / "run", log=None)
     other = loads_recipe(recipe_file.read_text().replace("steps: 6", "steps: 2"), base_dir=str(tmp_path))
     with pytest.raises(RunConflictError, match="different recipe"):
         train(planner.load(STUDENT), other, tmp_path / "run", log=None)
-    code = main(["train", str(DATA / "tiny-teacher.yaml"), "--recipe", str(recipe_file), "--out", str(tmp_path / "run")])
+    code = main(
+        ["train", str(DATA / "tiny-teacher.yaml"), "--recipe", str(recipe_file), "--out", str(tmp_path / "run")]
+    )
     assert code == 3 and "different architecture" in capsys.readouterr().err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")

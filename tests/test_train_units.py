@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from support import DATA, ROOT, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.errors import ConfigError, FieldError
+from support import DATA, ROOT, recipe_text, ta_teacher_yaml
 from trainers import (
     BatchStream,
     Distiller,
@@ -50,9 +50,18 @@ def test_shipped_recipe_loads_with_paper_defaults() -> None:
         ("teacher: {kind: x}\ndata: {train: a.tsv}\n", "teacher.kind"),
         ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv, batch_secs: 3}\n", "data.batch_secs"),
         ("teacher: {kind: architecture}\ndata: {train: a.tsv}\n", "teacher.arch"),
-        ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {masking: {prob: 1.5}}\n", "loss.masking.prob"),
-        ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {layers: {0: 1}, weights: [1, 2]}\n", "loss.weights"),
-        ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {masking: {schedule: linear}}\n", "loss.masking.prob_end"),
+        (
+            "teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {masking: {prob: 1.5}}\n",
+            "loss.masking.prob",
+        ),
+        (
+            "teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {layers: {0: 1}, weights: [1, 2]}\n",
+            "loss.weights",
+        ),
+        (
+            "teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nloss: {masking: {schedule: linear}}\n",
+            "loss.masking.prob_end",
+        ),
         ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\ndeepspeed: {zero_stage: 2}\n", "deepspeed"),
         ("teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\nsteps: 0\n", "steps"),
     ],
@@ -185,7 +194,9 @@ def test_proportional_layer_map_in_a_recipe(tmp_path: Path) -> None:
     recipe = loads_recipe(text, "r.yaml", str(tmp_path))
     assert recipe.loss.layers == "proportional"
     assert loads_recipe(yaml.safe_dump(dump_recipe(recipe)), "again.yaml", str(tmp_path)) == recipe
-    with pytest.raises(ConfigError, match=r"r.yaml: loss.layers: 'last' is not a layer mapping \(allowed: heads, proportional"):
+    with pytest.raises(
+        ConfigError, match=r"r.yaml: loss.layers: 'last' is not a layer mapping \(allowed: heads, proportional"
+    ):
         loads_recipe(text.replace("layers: proportional", "layers: last"), "r.yaml", str(tmp_path))
 
 
@@ -244,7 +255,9 @@ def test_masking_distillation_uses_clean_teacher_on_masked_and_masked_teacher_on
 
 def test_plain_loss_without_masking() -> None:
     proj = {0: torch.ones(1, 4, 2)}
-    res = distillation_loss(proj, [torch.tensor([3])], [torch.zeros(1, 4, 2)], torch.tensor([4]), [(0, 0, 1.0)], LossConfig())
+    res = distillation_loss(
+        proj, [torch.tensor([3])], [torch.zeros(1, 4, 2)], torch.tensor([4]), [(0, 0, 1.0)], LossConfig()
+    )
     assert float(res.total) == pytest.approx(1.0)
 
 
@@ -293,9 +306,18 @@ def test_distill_proxy_reports_held_out_losses(tmp_path: Path, corpus: Path, ta_
     from trainers import distill_proxy
 
     text = recipe_text(ta_teacher_yaml(ta_teacher_file), corpus).replace(
-        f"train: [{corpus}]", f"train: [{corpus}], valid: {corpus}")
+        f"train: [{corpus}]", f"train: [{corpus}], valid: {corpus}"
+    )
     recipe = loads_recipe(text)
-    values = list(distill_proxy(planner.load(DATA / "tiny-student.yaml"), recipe, steps=4, eval_every=2, eval_batches=2))
+    values = list(
+        distill_proxy(planner.load(DATA / "tiny-student.yaml"), recipe, steps=4, eval_every=2, eval_batches=2)
+    )
     assert [s for s, _ in values] == [2, 4] and all(v > 0 for _, v in values)
     with pytest.raises(ConfigError, match="data.valid"):
-        next(distill_proxy(planner.load(DATA / "tiny-student.yaml"), loads_recipe(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus)), 2))
+        next(
+            distill_proxy(
+                planner.load(DATA / "tiny-student.yaml"),
+                loads_recipe(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus)),
+                2,
+            )
+        )

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml, write_corpus
 
 import planner
 from planner.cli import main
 from planner.errors import ConfigError
+from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml, write_corpus
 from trainers import loads_recipe, scan_folder, train
 from trainers.train import _held_out, build_loss, build_student, build_valid
 
@@ -41,8 +41,9 @@ def _recipe(tmp_path: Path, corpus: Path, teacher: Path, valid: Path | None, **e
     return path
 
 
-def test_valid_loss_logged_best_kept_and_training_unchanged(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
-                                                            held: Path) -> None:
+def test_valid_loss_logged_best_kept_and_training_unchanged(
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path, held: Path
+) -> None:
     plain = _recipe(tmp_path, corpus, ta_teacher_file, None, steps="4")
     with_valid = _recipe(tmp_path, corpus, ta_teacher_file, held, steps="4")
     train(planner.load(STUDENT), loads_recipe(plain.read_text(), base_dir=str(tmp_path)), tmp_path / "a", log=None)
@@ -74,8 +75,9 @@ def test_valid_loss_logged_best_kept_and_training_unchanged(tmp_path: Path, corp
 
 
 @pytest.mark.slow  # two runs and a killed subprocess: about 35 s on a busy 2-core machine
-def test_sigkill_and_resume_gives_the_uninterrupted_valid_curve(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
-                                                                held: Path) -> None:
+def test_sigkill_and_resume_gives_the_uninterrupted_valid_curve(
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path, held: Path
+) -> None:
     recipe = _recipe(tmp_path, corpus, ta_teacher_file, held)
     reference = tmp_path / "reference"
     assert main(["train", str(STUDENT), "--recipe", str(recipe), "--out", str(reference)]) == 0
@@ -108,7 +110,9 @@ def test_task_loss_valid_needs_labels_and_reports_accuracy(tmp_path: Path, corpu
     # clips elsewhere without a label: refused before the run folder is claimed, naming the field
     bad = body.replace("min_seconds: 0.1}", f"min_seconds: 0.1, labels: {labels}, valid: {held}}}")
     with pytest.raises(ConfigError, match=r"r\.yaml: data\.valid: .*4 utterance\(s\) have no label in data\.labels"):
-        train(planner.load(QAT), loads_recipe(bad, source="r.yaml", base_dir=str(tmp_path)), tmp_path / "run2", log=None)
+        train(
+            planner.load(QAT), loads_recipe(bad, source="r.yaml", base_dir=str(tmp_path)), tmp_path / "run2", log=None
+        )
     assert not (tmp_path / "run2").exists()
     # ... labelled in data.valid_labels (relative to the valid manifest's root): used; a class training does
     # not know is refused naming the file
@@ -144,8 +148,9 @@ def test_valid_batches_must_be_a_positive_count(value: str) -> None:
 
 @pytest.mark.slow  # two DeepSpeed processes on the CPU: about a minute
 @pytest.mark.usefixtures("one_thread")
-def test_two_deepspeed_zero3_processes_keep_one_best(tmp_path: Path, corpus: Path, ta_teacher_file: Path,
-                                                     held: Path) -> None:
+def test_two_deepspeed_zero3_processes_keep_one_best(
+    tmp_path: Path, corpus: Path, ta_teacher_file: Path, held: Path
+) -> None:
     pytest.importorskip("deepspeed")
     from support import launch_ok, two_processes
 
@@ -157,4 +162,6 @@ def test_two_deepspeed_zero3_processes_keep_one_best(tmp_path: Path, corpus: Pat
     values = [r["valid_loss"] for r in _rows(run)]
     best = json.loads((run / "best" / "best.json").read_text())
     assert len(values) == 3 and best["valid_loss"] == min(values)
-    planner.materialize(planner.load(STUDENT)).load_state_dict(torch.load(run / "best" / "student.pt", weights_only=True))
+    planner.materialize(planner.load(STUDENT)).load_state_dict(
+        torch.load(run / "best" / "student.pt", weights_only=True)
+    )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import DATA, recipe_text, ta_teacher_yaml
 
 import planner
 from planner.cli import main
+from support import DATA, recipe_text, ta_teacher_yaml
 from trainers import BatchStream, loads_recipe, train
 from trainers.data import Batch, collate
 from trainers.distributed import LaunchError, World, world_from_env
@@ -141,7 +141,9 @@ def test_batches_and_teacher_follow_the_engines_device(tmp_path: Path, corpus: P
     batch_to, module_to = Batch.to, torch.nn.Module.to
     monkeypatch.setattr(train_module, "build_engine", build_marked)
     monkeypatch.setattr(Batch, "to", lambda self, device: moves.append(("batch", device)) or batch_to(self, device))
-    monkeypatch.setattr(Teacher, "to", lambda self, device: moves.append(("teacher", device)) or module_to(self, device))
+    monkeypatch.setattr(
+        Teacher, "to", lambda self, device: moves.append(("teacher", device)) or module_to(self, device)
+    )
     recipe = loads_recipe(recipe_text(ta_teacher_yaml(ta_teacher_file), corpus, steps="2"), base_dir=str(tmp_path))
     train(planner.load(DATA / "tiny-student.yaml"), recipe, tmp_path / "run", log=None)
     assert moves == [("teacher", marked), ("batch", marked), ("batch", marked)]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from support import STUDIES
 
 from planner.cost.usm_table import PAPER, usm_ratios
 from planner.ir import load
+from support import STUDIES
 
 USM = STUDIES / "usm-lite"
 SETTINGS = sorted(USM.glob("*.yaml")) + sorted((USM / "small").glob("*.yaml"))

@@ -1,7 +1,7 @@
 """Training for planner architectures: distillation recipes, audio data, teachers, losses and engines.
 
-    recipe = trainers.load_recipe("recipes/distill.yaml")
-    trainers.train(planner.load("arch.yaml"), recipe, "runs/a1")   # same call again resumes
+recipe = trainers.load_recipe("recipes/distill.yaml")
+trainers.train(planner.load("arch.yaml"), recipe, "runs/a1")   # same call again resumes
 """
 
 from trainers.data import BatchStream, read_audio, read_labels, read_manifest, scan_folder

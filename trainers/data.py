@@ -331,7 +331,9 @@ class BatchStream:
         """Utterance indices of every batch of ``epoch``, in order."""
         rng = random.Random(f"{self.seed}:{epoch}")
         ties = [rng.random() for _ in self.utterances]
-        order = sorted(range(len(self.utterances)), key=lambda i: (min(self.utterances[i].samples, self.max_samples), ties[i]))
+        order = sorted(
+            range(len(self.utterances)), key=lambda i: (min(self.utterances[i].samples, self.max_samples), ties[i])
+        )
         batches: list[list[int]] = []
         cur: list[int] = []
         for i in order:

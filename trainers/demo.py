@@ -262,7 +262,9 @@ def quickstart_rows(out: str | os.PathLike[str]) -> list[tuple[str, str, float |
     rows: list[tuple[str, str, float | None, float | None, float | None]] = []
     corpus = _json(out / "data" / "corpus.json")
     if corpus is not None:
-        rows.append(("data", f"{corpus['kind']} utterances (train)", corpus["utterances"]["train"], None, seconds.get("data")))
+        rows.append(
+            ("data", f"{corpus['kind']} utterances (train)", corpus["utterances"]["train"], None, seconds.get("data"))
+        )
         for name in ("held", "real"):
             if name in corpus["utterances"]:
                 rows.append(("data", f"utterances ({name})", corpus["utterances"][name], None, None))
@@ -287,7 +289,9 @@ def quickstart_rows(out: str | os.PathLike[str]) -> list[tuple[str, str, float |
     packed = _json(out / "packed" / "manifest.json")
     if packed is not None:
         b = packed["payload_bytes"]
-        rows.append(("export", "packed bytes (weights + state)", b["weights"] + b["state"], None, seconds.get("export")))
+        rows.append(
+            ("export", "packed bytes (weights + state)", b["weights"] + b["state"], None, seconds.get("export"))
+        )
     if seconds:
         rows.append(("total", "stages timed", len(seconds), None, sum(seconds.values())))
     return rows
@@ -300,7 +304,8 @@ def _search_rows(out: Path, seconds: float | None) -> list[tuple[str, str, float
     points = front["points"]
     budgets = ", ".join(f"{k} <= {v:,.0f}" for k, v in front["budgets"].items())
     rows: list[tuple[str, str, float | None, float | None, float | None]] = [
-        ("search", f"Pareto points ({budgets})" if budgets else "Pareto points", len(points), None, seconds)]
+        ("search", f"Pareto points ({budgets})" if budgets else "Pareto points", len(points), None, seconds)
+    ]
     losses = [p["objectives"]["distill_loss"] for p in points if "distill_loss" in p["objectives"]]
     if losses:
         rows.append(("search", "lowest held-out distill_loss on the front", min(losses), None, None))
@@ -310,7 +315,9 @@ def _search_rows(out: Path, seconds: float | None) -> list[tuple[str, str, float
 def packed_matches(out: str | os.PathLike[str]) -> bool | None:
     """Whether every ``eval/packed-*.json`` equals its ``eval/qat-*.json`` (None if there is none to compare)."""
     out = Path(out)
-    pairs = [(p, out / "eval" / p.name.replace("packed-", "qat-", 1)) for p in sorted((out / "eval").glob("packed-*.json"))]
+    pairs = [
+        (p, out / "eval" / p.name.replace("packed-", "qat-", 1)) for p in sorted((out / "eval").glob("packed-*.json"))
+    ]
     if not pairs:
         return None
 

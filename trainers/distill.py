@@ -44,7 +44,9 @@ class Distiller:
         if self.same_input:
             head_layers = list(range(len(graph.nodes("layers"))))
         elif not heads:
-            raise ConfigError([FieldError("heads", "layer-to-layer distillation needs a projection_heads head")], graph.name)
+            raise ConfigError(
+                [FieldError("heads", "layer-to-layer distillation needs a projection_heads head")], graph.name
+            )
         else:
             head_layers = heads[0].config.layer_indices(len(graph.nodes("layers")))
         try:
@@ -54,9 +56,15 @@ class Distiller:
         self.masking = recipe.loss.masking
         if self.masking is not None:
             if not any(n.kind == "mask_embedding" for n in graph.nodes("frontend")):
-                raise ConfigError([FieldError("loss.masking", f"the student {graph.name} has no mask_embedding frontend node")], recipe.source)
+                raise ConfigError(
+                    [FieldError("loss.masking", f"the student {graph.name} has no mask_embedding frontend node")],
+                    recipe.source,
+                )
             if not teacher.supports_mask:
-                raise ConfigError([FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")], recipe.source)
+                raise ConfigError(
+                    [FieldError("loss.masking", "the teacher architecture has no mask_embedding frontend node")],
+                    recipe.source,
+                )
         self.teacher_layers = max(t for _, t, _ in self.pairs) + 1
         self.shard = (0, 1)
         self._held_out: int | None = None
@@ -91,7 +99,9 @@ class Distiller:
                                  same_count=cfg.same_count)  # fmt: skip
         return mask.to(samples.device), lengths.to(samples.device)
 
-    def __call__(self, student: nn.Module, batch: Batch, step: int, *, clean_output: EncoderOutput | None = None) -> LossResult:
+    def __call__(
+        self, student: nn.Module, batch: Batch, step: int, *, clean_output: EncoderOutput | None = None
+    ) -> LossResult:
         """The distillation loss of ``batch`` at 0-based ``step``.
 
         Args:

@@ -119,16 +119,13 @@ class Engine(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def lr(self) -> float:
-        ...
+    def lr(self) -> float: ...
 
     @abc.abstractmethod
-    def save(self, folder: Path) -> None:
-        ...
+    def save(self, folder: Path) -> None: ...
 
     @abc.abstractmethod
-    def load(self, folder: Path) -> None:
-        ...
+    def load(self, folder: Path) -> None: ...
 
     def full_weights(self) -> contextlib.AbstractContextManager[None]:
         """A context in which ``module.state_dict()`` is the plain fp32 model's (what ``student.pt`` holds).
@@ -339,7 +336,9 @@ def _deepspeed_reads(folder: Path) -> Iterator[None]:
             yield
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         check_checkpoint(folder, "deepspeed")  # names the file (raises) where one cannot be read as data
-        raise CheckpointError(f"{folder}: DeepSpeed cannot load this checkpoint ({str(err).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{folder}: DeepSpeed cannot load this checkpoint ({str(err).splitlines()[0][:200]})"
+        ) from None
 
 
 def read_deepspeed_checkpoint(folder: str | os.PathLike[str]) -> dict[str, Tensor]:

@@ -171,7 +171,9 @@ def load_run_model(run: str | os.PathLike[str], checkpoint: str | None = None) -
             state = engine.get("model") if isinstance(engine, dict) else None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise PlannerError(f"{run}: the weights to evaluate are not a state dict (names to tensors)")
     if any(k.startswith("student.") for k in state):  # a TaskModel's state: the encoder part
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
@@ -338,7 +340,9 @@ def _check_transcripts(task_file: Path, tsv: Path, alphabet: str) -> None:
         raise ConfigError(errors, str(tsv))
 
 
-def evaluate(run: str | os.PathLike[str], task_file: str | os.PathLike[str], *, checkpoint: str | None = None) -> dict[str, Any]:
+def evaluate(
+    run: str | os.PathLike[str], task_file: str | os.PathLike[str], *, checkpoint: str | None = None
+) -> dict[str, Any]:
     """Trains a linear probe on the run's frozen features and scores it on the held-out set.
 
     Args:

@@ -64,7 +64,9 @@ def frame_distance(student: Tensor, teacher: Tensor, distance: str, cosine_weigh
     raise ValueError(f"unknown distance {distance!r}")
 
 
-def align_frames(teacher: Tensor, teacher_lengths: Tensor, frames: int, student_lengths: Tensor) -> tuple[Tensor, Tensor]:
+def align_frames(
+    teacher: Tensor, teacher_lengths: Tensor, frames: int, student_lengths: Tensor
+) -> tuple[Tensor, Tensor]:
     """Aligns a teacher sequence ``(B, Tt, D)`` to ``frames`` student frames (see the module rule).
 
     Returns:
@@ -82,7 +84,11 @@ def align_frames(teacher: Tensor, teacher_lengths: Tensor, frames: int, student_
         if tl == 0 or sl == 0:
             continue
         seg = teacher[b, :tl].t()[None]
-        seg = F.adaptive_avg_pool1d(seg, sl) if tl >= sl else F.interpolate(seg, size=sl, mode="linear", align_corners=False)
+        seg = (
+            F.adaptive_avg_pool1d(seg, sl)
+            if tl >= sl
+            else F.interpolate(seg, size=sl, mode="linear", align_corners=False)
+        )
         out[b, :sl] = seg[0].t()
     return out, student_lengths.clone()
 
@@ -112,7 +118,9 @@ def layer_pairs(cfg: LossConfig, head_layers: Sequence[int], teacher_layers: int
             raise FieldError("loss.layers", f"student layer {s} has no projection head "
                                             f"(the architecture's heads cover layers {heads})")  # fmt: skip
         if t >= teacher_layers:
-            raise FieldError("loss.layers", f"teacher layer {t} does not exist (the teacher has layers 0-{teacher_layers - 1})")
+            raise FieldError(
+                "loss.layers", f"teacher layer {t} does not exist (the teacher has layers 0-{teacher_layers - 1})"
+            )
     if cfg.weights is not None and len(cfg.weights) != len(pairs):
         raise FieldError("loss.weights", f"{len(cfg.weights)} weights for {len(pairs)} distilled layers "
                                          f"(student layers {[s for s, _ in pairs]}); give one per layer, or none")  # fmt: skip

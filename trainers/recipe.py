@@ -263,8 +263,9 @@ def _parse_kind_hinted(table: Mapping[str, type], data: Any, path: str, what: st
     try:
         return parse_kind(table, data, path, what)
     except FieldError as err:
+
         def better(e: FieldError) -> FieldError:
-            name = e.path[len(path) + 1:] if e.path.startswith(path + ".") else e.path
+            name = e.path[len(path) + 1 :] if e.path.startswith(path + ".") else e.path
             if e.message.startswith("not a field of") and name in hints:
                 kind = data.get("kind") if isinstance(data, dict) else data
                 own = ", ".join(f.name for f in dataclasses.fields(table[kind])) or "none"
@@ -719,12 +720,16 @@ class Recipe:
         if self.loss.kind != "layer_to_layer" and self.data.labels is None:
             errors.append(FieldError("data.labels", f"loss.kind {self.loss.kind} needs a labels file (path<TAB>label)"))
         if self.loss.kind == "layer_to_layer" and self.data.valid_labels is not None:
-            errors.append(FieldError("data.valid_labels", "only used by the task losses (loss.kind: ctc or classification)"))
+            errors.append(
+                FieldError("data.valid_labels", "only used by the task losses (loss.kind: ctc or classification)")
+            )
         if self.loss.kind == "layer_to_layer" and self.data.labels is not None:
             errors.append(FieldError("data.labels", "only used by the task losses (loss.kind: ctc or classification); "
                                                     "layer_to_layer distillation reads no labels"))  # fmt: skip
         if self.teacher is not None and self.teacher.kind == "self" and self.teacher.checkpoint is None:
-            errors.append(FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)"))
+            errors.append(
+                FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)")
+            )
         _raise_all(errors)
 
     def resolve(self, path: str | None) -> str | None:

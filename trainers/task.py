@@ -84,7 +84,9 @@ class TaskLoss:
         if self.kind == "ctc":
             heads = [n for n in graph.nodes("heads") if n.kind == "ctc"]
             if not heads:
-                raise ConfigError([FieldError("loss.kind", f"ctc needs a ctc head; {graph.name} has none")], recipe.source)
+                raise ConfigError(
+                    [FieldError("loss.kind", f"ctc needs a ctc head; {graph.name} has none")], recipe.source
+                )
             vocab = heads[0].config.vocab
             if vocab != len(cfg.alphabet) + 1:
                 raise ConfigError([FieldError("loss.alphabet", f"{len(cfg.alphabet)} characters + blank != the ctc head's "
@@ -95,14 +97,21 @@ class TaskLoss:
                 try:
                     self.targets[path] = encode(text, cfg.alphabet)
                 except ValueError as err:
-                    raise ConfigError([FieldError("data.labels", f"{path}: {err} (loss.alphabet)")], recipe.source) from None
+                    raise ConfigError(
+                        [FieldError("data.labels", f"{path}: {err} (loss.alphabet)")], recipe.source
+                    ) from None
         else:
             self.classes = list(cfg.classes) if cfg.classes is not None else sorted(set(self.labels.values()))
             unknown = sorted(set(self.labels.values()) - set(self.classes))
             if unknown:
-                raise ConfigError([FieldError("loss.classes", f"labels {unknown[:5]} are not among {self.classes}")], recipe.source)
+                raise ConfigError(
+                    [FieldError("loss.classes", f"labels {unknown[:5]} are not among {self.classes}")], recipe.source
+                )
             if len(self.classes) < 2:
-                raise ConfigError([FieldError("data.labels", f"one class only ({self.classes}); a classifier needs two")], recipe.source)
+                raise ConfigError(
+                    [FieldError("data.labels", f"one class only ({self.classes}); a classifier needs two")],
+                    recipe.source,
+                )
             self.index = {c: i for i, c in enumerate(self.classes)}
 
     def make_classifier(self, width: int) -> nn.Module | None:

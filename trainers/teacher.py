@@ -38,8 +38,16 @@ from planner.pretrained import MASK_EMBEDDING_KEY, load_torchaudio_weights, read
 from trainers.masking import mask_frame_lengths
 from trainers.recipe import Recipe, TeacherConfig, recipe_error
 
-__all__ = ["Teacher", "TeacherOutput", "TorchaudioTeacher", "PlannerTeacher", "float_state", "load_teacher",
-           "teacher_rate_error", "TORCHAUDIO_BASE"]
+__all__ = [
+    "Teacher",
+    "TeacherOutput",
+    "TorchaudioTeacher",
+    "PlannerTeacher",
+    "float_state",
+    "load_teacher",
+    "teacher_rate_error",
+    "TORCHAUDIO_BASE",
+]
 
 _log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # checkpoints whose missing mask embedding was reported (once per process)
@@ -103,7 +111,9 @@ class TorchaudioTeacher(Teacher):
         return lengths.clamp(min=0), padded
 
     @torch.no_grad()
-    def forward(self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> TeacherOutput:
+    def forward(
+        self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None
+    ) -> TeacherOutput:
         """Args: waveforms ``(B, samples)``; lengths ``(B,)``; mask ``(B, T)`` at the extractor rate."""
         x, out_lengths = self.model.feature_extractor(waveforms, lengths)
         x, attn = self.model.encoder._preprocess(x, out_lengths)
@@ -138,7 +148,9 @@ class PlannerTeacher(Teacher):
         return mask_frame_lengths(self.graph, samples)
 
     @torch.no_grad()
-    def forward(self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> TeacherOutput:
+    def forward(
+        self, waveforms: Tensor, lengths: Tensor, mask: Tensor | None = None, num_layers: int | None = None
+    ) -> TeacherOutput:
         spec = self.graph.spec.input
         if spec.kind == "features" and not self.same_input:
             from trainers.data import fbank_features
@@ -268,7 +280,9 @@ def load_teacher(recipe: Recipe, student: Any = None) -> Teacher:
     try:
         model = torchaudio.models.wav2vec2_model(**kwargs)
     except (TypeError, ValueError, RuntimeError, IndexError) as err:
-        raise recipe_error(recipe, "teacher.overrides", f"torchaudio.models.wav2vec2_model rejects them ({err})") from err
+        raise recipe_error(
+            recipe, "teacher.overrides", f"torchaudio.models.wav2vec2_model rejects them ({err})"
+        ) from err
     state, _ = torchaudio_state_dict(_read_state(ckpt, "teacher.checkpoint", recipe))
     mask_emb = state.pop(MASK_EMBEDDING_KEY, None)
     state = {k: v for k, v in state.items() if not k.startswith(("mask_generator.", "logit_generator."))}

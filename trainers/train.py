@@ -85,8 +85,21 @@ from trainers.safeio import NUMPY_GLOBALS, CheckpointError, read_torch, save_tor
 from trainers.task import TaskDistillLoss, TaskLoss, TaskModel, read_task_labels
 from trainers.teacher import load_teacher
 
-__all__ = ["DivergedError", "RunConflictError", "TrainResult", "train", "latest_checkpoint", "build_loss", "build_stream",
-           "build_student", "build_valid", "output_width", "task_head_info", "RUN_FORMAT", "STATE_FORMAT"]
+__all__ = [
+    "DivergedError",
+    "RunConflictError",
+    "TrainResult",
+    "train",
+    "latest_checkpoint",
+    "build_loss",
+    "build_stream",
+    "build_student",
+    "build_valid",
+    "output_width",
+    "task_head_info",
+    "RUN_FORMAT",
+    "STATE_FORMAT",
+]
 
 RUN_FORMAT = 1
 # trainer.json (JSON: RNG states as lists and base64 bytes). Formats 1-2 were trainer.pt (a torch pickle, read
@@ -224,8 +237,10 @@ def _check_claimed(out: Path, graph: EncoderGraph, recipe: Recipe, rank: int) ->
 def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
     """The newest complete checkpoint folder of a run (temporary folders are never complete)."""
     ckpts = Path(out) / "checkpoints"
-    done = [p for p in ckpts.glob(f"{_CKPT}*") if p.is_dir() and p.name[len(_CKPT):].isdigit()] if ckpts.exists() else []
-    return max(done, key=lambda p: int(p.name[len(_CKPT):]), default=None)
+    done = (
+        [p for p in ckpts.glob(f"{_CKPT}*") if p.is_dir() and p.name[len(_CKPT) :].isdigit()] if ckpts.exists() else []
+    )
+    return max(done, key=lambda p: int(p.name[len(_CKPT) :]), default=None)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -379,8 +394,10 @@ def _read_state(out: Path, ckpt: Path, world: World) -> dict[str, Any]:
 
 def _complete_checkpoints(out: Path) -> list[Path]:
     ckpts = out / "checkpoints"
-    done = [p for p in ckpts.glob(f"{_CKPT}*") if p.is_dir() and p.name[len(_CKPT):].isdigit()] if ckpts.exists() else []
-    return sorted(done, key=lambda p: int(p.name[len(_CKPT):]), reverse=True)
+    done = (
+        [p for p in ckpts.glob(f"{_CKPT}*") if p.is_dir() and p.name[len(_CKPT) :].isdigit()] if ckpts.exists() else []
+    )
+    return sorted(done, key=lambda p: int(p.name[len(_CKPT) :]), reverse=True)
 
 
 def _resume_point(out: Path, world: World, engine: str) -> tuple[Path, dict[str, Any]] | None:
@@ -585,7 +602,9 @@ def _add_valid_labels(task: TaskLoss, recipe: Recipe, root: str) -> None:
     try:
         labels = read_labels(path, root)
     except OSError as err:
-        raise ConfigError([FieldError("data.valid_labels", f"{path}: cannot read ({err.strerror})")], recipe.source) from None
+        raise ConfigError(
+            [FieldError("data.valid_labels", f"{path}: cannot read ({err.strerror})")], recipe.source
+        ) from None
     errors, targets = [], {}
     for clip, label in labels.items():
         key = os.path.normpath(clip)
@@ -748,7 +767,9 @@ def train(
         lock = distributed.agree(world, lambda: _claim(out, graph, recipe) if world.is_main else None)
         if lock is not None:
             held.callback(os.close, lock)  # the kernel releases the flock with the fd (or the process)
-        distributed.agree(world, lambda: _clean_stale(out) if world.is_main else _check_claimed(out, graph, recipe, world.rank))
+        distributed.agree(
+            world, lambda: _clean_stale(out) if world.is_main else _check_claimed(out, graph, recipe, world.rank)
+        )
         return _train_loop(out, graph, recipe, world, student, loss_obj, model, stream, engine, log, on_step, valid)
 
 
@@ -866,7 +887,9 @@ def _train_loop(out: Path, graph: EncoderGraph, recipe: Recipe, world: World, st
         # every process holds the same full weights here, so every process refuses alike (no collective)
         bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
-            raise _diverged(recipe, step, float("nan"), f"the final weights hold NaN or inf ({', '.join(bad[:3])})", engine)
+            raise _diverged(
+                recipe, step, float("nan"), f"the final weights hold NaN or inf ({', '.join(bad[:3])})", engine
+            )
         if world.is_main:
             _write_weights(out, student, model, task)
     distributed.barrier(world)  # the run folder is complete when train returns, in every process

@@ -92,7 +92,9 @@ class TaskHead(nn.Module):
             if not (classes and all(isinstance(c, str) for c in classes)) or not isinstance(classifier, nn.Linear):
                 raise CompressionError("a classification head needs its class names and its nn.Linear classifier")
             if classifier.out_features != len(classes):
-                raise CompressionError(f"the classifier has {classifier.out_features} outputs for {len(classes)} classes")
+                raise CompressionError(
+                    f"the classifier has {classifier.out_features} outputs for {len(classes)} classes"
+                )
         elif not (isinstance(alphabet, str) and alphabet) or classifier is not None:
             raise CompressionError("a ctc head needs its alphabet (the architecture holds the head itself)")
         self.kind = kind
@@ -123,7 +125,10 @@ class TaskHead(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """The manifest's ``task`` entry without its tensors."""
-        return {"kind": self.kind, **({"classes": self.classes} if self.kind == "classification" else {"alphabet": self.alphabet})}
+        return {
+            "kind": self.kind,
+            **({"classes": self.classes} if self.kind == "classification" else {"alphabet": self.alphabet}),
+        }
 
 
 def _check_head(head: TaskHead, graph: Any, where: str) -> None:
@@ -148,7 +153,11 @@ def _read_head(src: Path, entry: Any, stored: dict[str, Tensor], graph: Any) -> 
             head = TaskHead("ctc", alphabet=entry.get("alphabet"))
         else:
             names = entry.get("tensors")
-            if not isinstance(names, dict) or set(names) != {"weight", "bias"} or not all(n in stored for n in names.values()):
+            if (
+                not isinstance(names, dict)
+                or set(names) != {"weight", "bias"}
+                or not all(n in stored for n in names.values())
+            ):
                 raise CompressionError(f"{where}.tensors: expected the classifier's weight and bias in {_WEIGHTS}")
             weight, bias = stored[names["weight"]], stored[names["bias"]]
             if weight.dim() != 2 or tuple(bias.shape) != (weight.shape[0],):
@@ -167,7 +176,9 @@ def _nbytes(t: Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _encode_weight(path: str, param: FakeCompressedWeight, original: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def _encode_weight(
+    path: str, param: FakeCompressedWeight, original: Tensor
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Stored parts and manifest entry of one compressed weight."""
     comp = param.compression
     w = comp.weight
@@ -254,7 +265,13 @@ def _decode_weight(entry: dict[str, Any], parts: dict[str, Tensor], param: FakeC
         full = fill.clone()
         full[mask] = codes
         codes = full
-    w = dequantize(codes.reshape(out, fan_in), scale.expand(out, groups), None if zp is None else zp.expand(out, groups), out, fan_in)
+    w = dequantize(
+        codes.reshape(out, fan_in),
+        scale.expand(out, groups),
+        None if zp is None else zp.expand(out, groups),
+        out,
+        fan_in,
+    )
     param.quantizer.freeze(scale, None if zp is None else zp.to(torch.float32))
     return w
 
@@ -478,7 +495,9 @@ def load_packed(out_dir: str | os.PathLike[str]) -> nn.Module:
                                        f"{str(err)[:200]})") from None  # fmt: skip
             _set_uncompressed_weight(mod, path, w, sd)
     full = model.state_dict()
-    missing = [k for k in full if k not in sd and not any(k.startswith(f"{p}.parametrizations.weight.") for p in leaves)]
+    missing = [
+        k for k in full if k not in sd and not any(k.startswith(f"{p}.parametrizations.weight.") for p in leaves)
+    ]
     if missing:
         raise CompressionError(f"{src / _WEIGHTS}: lacks {len(missing)} tensors of the model, e.g. {missing[:3]}")
     full.update(sd)
@@ -500,7 +519,9 @@ def load_checkpoint_(model: nn.Module, state: dict[str, Tensor]) -> None:
         mapped[f"{path}.parametrizations.weight.original" if key.endswith(".weight") and path in leaves else key] = t
     own = model.state_dict()
     for key, t in own.items():  # quantizer / mask state a float checkpoint does not have: keep the fresh one
-        if key not in mapped and (".parametrizations.weight.0." in key or ".input_quantizer." in key or key.startswith("mask_schedule.")):
+        if key not in mapped and (
+            ".parametrizations.weight.0." in key or ".input_quantizer." in key or key.startswith("mask_schedule.")
+        ):
             mapped[key] = t
     try:
         model.load_state_dict(mapped, strict=True)

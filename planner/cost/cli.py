@@ -88,7 +88,7 @@ def estimate_lengths(graph: Any, path: str | None, **kwargs: Any) -> Any:
     except FieldError as err:
         if path is None or not err.path.startswith("samples["):
             raise
-        index = int(err.path[len("samples["):].split("]", 1)[0])
+        index = int(err.path[len("samples[") :].split("]", 1)[0])
         raise ConfigError([FieldError(f"line {_line_of(path, index)}", err.message)], path) from None
 
 

@@ -116,7 +116,9 @@ def parse_hardware(data: Any, source: str | None = None) -> Hardware:
     else:
         for key in peak:
             if key not in PRECISIONS:
-                errors.append(FieldError(f"peak_ops_per_s.{key}", f"unknown precision (allowed: {', '.join(PRECISIONS)})"))
+                errors.append(
+                    FieldError(f"peak_ops_per_s.{key}", f"unknown precision (allowed: {', '.join(PRECISIONS)})")
+                )
         for p in PRECISIONS:
             try:
                 rates.append((p, _number(peak, p, f"peak_ops_per_s.{p}")))

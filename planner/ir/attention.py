@@ -148,8 +148,9 @@ class ReuseAttention:
             raise FieldError("source", f"{self.source} is negative (layer indices start at 0)")
 
 
-AttentionConfig = (FullAttention | LocalAttention | StridedAttention | StridedOnlyAttention | FixedAttention
-                   | ReuseAttention)
+AttentionConfig = (
+    FullAttention | LocalAttention | StridedAttention | StridedOnlyAttention | FixedAttention | ReuseAttention
+)
 
 
 def parse_attention(value: Any, path: str) -> AttentionConfig:

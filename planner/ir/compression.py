@@ -233,7 +233,9 @@ def parse_weight(value: Any, path: str) -> WeightQuant:
     """Parses a weight quantization shorthand or mapping."""
     if isinstance(value, str):
         if value not in _WEIGHT_SHORTHANDS:
-            raise FieldError(path, f"{value!r} is not a weight format (allowed: {', '.join(_WEIGHT_SHORTHANDS)}, or a mapping)")
+            raise FieldError(
+                path, f"{value!r} is not a weight format (allowed: {', '.join(_WEIGHT_SHORTHANDS)}, or a mapping)"
+            )
         return _WEIGHT_SHORTHANDS[value]
     if isinstance(value, int) and not isinstance(value, bool):
         if value not in _BITS:
@@ -249,7 +251,9 @@ def parse_activation(value: Any, path: str) -> ActQuant:
     """Parses an activation quantization shorthand or mapping."""
     if isinstance(value, str):
         if value not in _ACT_SHORTHANDS:
-            raise FieldError(path, f"{value!r} is not an activation format (allowed: {', '.join(_ACT_SHORTHANDS)}, or bits)")
+            raise FieldError(
+                path, f"{value!r} is not an activation format (allowed: {', '.join(_ACT_SHORTHANDS)}, or bits)"
+            )
         return _ACT_SHORTHANDS[value]
     if isinstance(value, int) and not isinstance(value, bool):
         if value not in _BITS:
@@ -301,7 +305,10 @@ _SCOPES = ("all", "frontend", "layers", "post", "heads")
 def parse_layers(value: Any, path: str) -> LayerSelection:
     """Validates a rule's layer selection; the indices are checked against the graph later."""
     if isinstance(value, bool):
-        raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])")
+        raise FieldError(
+            path,
+            f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])",
+        )
     if isinstance(value, int):
         if value < 0:
             raise FieldError(path, f"{value} is negative (layer indices start at 0)")
@@ -322,7 +329,9 @@ def parse_layers(value: Any, path: str) -> LayerSelection:
                 raise FieldError(f"{path}[{i}]", f"{v!r} is not a layer index (a non-negative integer)")
             items.append(v)
         return tuple(items)
-    raise FieldError(path, f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])")
+    raise FieldError(
+        path, f"{value!r} is not a layer selection (allowed: all, frontend, layers, post, heads, N, 'A-B', [N, ...])"
+    )
 
 
 @dataclass(frozen=True)

@@ -299,15 +299,21 @@ def _resolve_compression(spec: ArchSpec, nodes: list[GraphNode], errors: list[Fi
     for key, comp in plan.items():
         lf = where[key][1]
         if comp.sparsity is not None and lf.fan_in % comp.sparsity.m:
-            msg = (f"N:M sparsity {comp.sparsity} needs the inputs per output channel to be a multiple of "
-                   f"{comp.sparsity.m}, but {{leaves}} have {lf.fan_in} (exclude them with modules:, or choose another M)")
+            msg = (
+                f"N:M sparsity {comp.sparsity} needs the inputs per output channel to be a multiple of "
+                f"{comp.sparsity.m}, but {{leaves}} have {lf.fan_in} (exclude them with modules:, or choose another M)"
+            )
             problems.setdefault((f"compression[{origin[key, 'sparsity']}].sparsity", msg), []).append(key)
         w = comp.weight
         if w.granularity == "subchannel":
             groups = w.group_count(lf.fan_in)
             bad = groups < 1 or lf.fan_in % groups or (w.group_size is not None and lf.fan_in % w.group_size)
             if bad:
-                what = f"sub-channel groups of {w.group_size} inputs" if w.group_size is not None else f"{w.groups} sub-channel groups"
+                what = (
+                    f"sub-channel groups of {w.group_size} inputs"
+                    if w.group_size is not None
+                    else f"{w.groups} sub-channel groups"
+                )
                 msg = f"{{leaves}} have {lf.fan_in} inputs per channel, which cannot be split into {what} (choose a divisor of {lf.fan_in})"
                 problems.setdefault((f"compression[{origin[key, 'weight']}].weight", msg), []).append(key)
     for (path, msg), keys in problems.items():

@@ -29,8 +29,7 @@ from planner.ir.compression import CompressionRule
 from planner.ir.kinds import NODE_KINDS, NodeKind
 from planner.ir.kinds.base import MAX_LAYERS, MAX_WIDTH
 
-__all__ = ["ArchSpec", "InputSpec", "Block", "parse_spec", "dump_spec", "FORMAT_VERSION", "SECTIONS",
-           "MAX_SAMPLE_RATE"]
+__all__ = ["ArchSpec", "InputSpec", "Block", "parse_spec", "dump_spec", "FORMAT_VERSION", "SECTIONS", "MAX_SAMPLE_RATE"]
 
 FORMAT_VERSION = 1
 SECTIONS = ("frontend", "layers", "post", "heads")
@@ -173,7 +172,9 @@ def parse_spec(data: Any, source: str | None = None) -> ArchSpec:
             errors.append(FieldError(str(key), f"unknown field (allowed: {', '.join(_TOP_FIELDS)})"))
     fmt = data.get("format", FORMAT_VERSION)
     if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
-        errors.append(FieldError("format", f"{fmt!r} is not a supported format version (this planner reads {FORMAT_VERSION})"))
+        errors.append(
+            FieldError("format", f"{fmt!r} is not a supported format version (this planner reads {FORMAT_VERSION})")
+        )
 
     def take(key: str, fn, default=None):  # noqa: ANN001, ANN202
         if key not in data:

@@ -42,7 +42,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from planner.search._run import pareto_storage_hint, storage_of
 
     storage = pareto_storage_hint(study.study_name, storage_of(args.space, opts, args.study_file))
-    print(f"wall time {time.perf_counter() - t0:.1f} s; export: planner pareto --study {study.study_name}{storage} --export DIR")
+    print(
+        f"wall time {time.perf_counter() - t0:.1f} s; export: planner pareto --study {study.study_name}{storage} --export DIR"
+    )
     if args.export:
         from planner.search import export_pareto
 
@@ -58,7 +60,9 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     study = open_existing_study(args.study, storage=args.storage, space=args.space)
     doc = export_pareto(study, args.export, force=args.force)
     out = Path(args.export)
-    print(f"{len(doc['points'])} Pareto points -> {out / 'pareto.csv'}, pareto.json, trial-*.yaml, pareto.png, pareto.html")
+    print(
+        f"{len(doc['points'])} Pareto points -> {out / 'pareto.csv'}, pareto.json, trial-*.yaml, pareto.png, pareto.html"
+    )
     return 0
 
 
@@ -97,14 +101,25 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("search", help="run (or resume) the study of a search space")
     p.add_argument("space", metavar="SPACE")
-    p.add_argument("--trials", type=int, help="finished trials the study reaches in total, shared by every process "
-                                              "on its storage (overrides study.n_trials)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        help="finished trials the study reaches in total, shared by every process "
+        "on its storage (overrides study.n_trials)",
+    )
     p.add_argument("--timeout", type=float, help="seconds per worker")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the study (default 1)")
-    p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL or *.journal file (default: studies/NAME.db "
-                                                    "in the space file's project, printed at the start)")
-    p.add_argument("--study", metavar="NAME", help="study name (overrides study.name; a new name starts a new "
-                                                   "study, e.g. after editing the space)")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="SQLAlchemy URL or *.journal file (default: studies/NAME.db "
+        "in the space file's project, printed at the start)",
+    )
+    p.add_argument(
+        "--study",
+        metavar="NAME",
+        help="study name (overrides study.name; a new name starts a new study, e.g. after editing the space)",
+    )
     p.add_argument("--study-file", metavar="FILE", help="a separate study file instead of the space's study:")
     p.add_argument("--seed", type=int)
     p.add_argument("--export", metavar="DIR", help="also export the Pareto front here when done")
@@ -113,8 +128,9 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("pareto", help="export the Pareto front of a study")
     p.add_argument("--study", required=True, metavar="NAME")
-    p.add_argument("--storage", metavar="URL", help="default: studies/NAME.db of --space's project (or of this "
-                                                    "folder's)")
+    p.add_argument(
+        "--storage", metavar="URL", help="default: studies/NAME.db of --space's project (or of this folder's)"
+    )
     p.add_argument("--space", metavar="SPACE", help="the space file whose default storage holds the study")
     p.add_argument("--export", required=True, metavar="DIR", help="a new or empty folder (swapped in whole)")
     p.add_argument("--force", action="store_true", help="replace an earlier Pareto export in DIR")

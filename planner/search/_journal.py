@@ -96,5 +96,5 @@ def repair_journal(path: str | Path) -> tuple[JournalDamage | None, Path | None]
     data = path.read_bytes()
     backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
     write_bytes_atomic(backup, data)
-    write_bytes_atomic(path, data[:damage.offset])
+    write_bytes_atomic(path, data[: damage.offset])
     return damage, backup

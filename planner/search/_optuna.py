@@ -34,10 +34,29 @@ from planner.search._journal import check_journal, find_damage
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
 
-__all__ = ["suggest", "make_sampler", "make_pruner", "open_storage", "default_storage", "Objective", "constraints_of",
-           "architecture_text", "architecture_yaml", "architecture_key", "trial_seed", "occupied", "SurplusTrial",
-           "SAMPLER_BUILDERS", "PRUNER_BUILDERS", "is_journal", "journal_path", "journal_lock", "studies_root",
-           "storage_file", "experimental_ok"]
+__all__ = [
+    "suggest",
+    "make_sampler",
+    "make_pruner",
+    "open_storage",
+    "default_storage",
+    "Objective",
+    "constraints_of",
+    "architecture_text",
+    "architecture_yaml",
+    "architecture_key",
+    "trial_seed",
+    "occupied",
+    "SurplusTrial",
+    "SAMPLER_BUILDERS",
+    "PRUNER_BUILDERS",
+    "is_journal",
+    "journal_path",
+    "journal_lock",
+    "studies_root",
+    "storage_file",
+    "experimental_ok",
+]
 
 
 @contextlib.contextmanager
@@ -219,13 +238,17 @@ def _gp(s: Any, space: SearchSpace, seed: int) -> Any:
         with experimental_ok():  # `deterministic_objective` is experimental
             return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
     except ImportError as err:
-        raise ConfigError([FieldError("study.sampler.kind", f"gp needs torch and scipy ({err})")], space.source) from None
+        raise ConfigError(
+            [FieldError("study.sampler.kind", f"gp needs torch and scipy ({err})")], space.source
+        ) from None
 
 
 def _grid(s: Any, space: SearchSpace, seed: int) -> Any:
     import optuna
 
-    if any(d.when for d in space.domains()) or any(isinstance(d, FloatRange) and d.step is None for d in space.domains()):
+    if any(d.when for d in space.domains()) or any(
+        isinstance(d, FloatRange) and d.step is None for d in space.domains()
+    ):
         raise ConfigError([FieldError("study.sampler.kind", "grid needs a space without conditions and with a step "
                                       "on every float range (use tpe or random)")], space.source)  # fmt: skip
     return optuna.samplers.GridSampler({d.label: d.grid() for d in space.domains()}, seed=seed)
@@ -366,8 +389,9 @@ _DEFAULT_HEARTBEAT = HeartbeatConfig()
 _DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "PyMySQL",
                     "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000", "cx_Oracle": "cx_Oracle",
                     "oracledb": "oracledb", "pyodbc": "pyodbc", "mysql": "mysql-connector-python"}  # fmt: skip
-_URL_FORMS = ("sqlite:///PATH.db, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, "
-              "or a PATH.journal file")
+_URL_FORMS = (
+    "sqlite:///PATH.db, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, or a PATH.journal file"
+)
 
 
 def _redacted(url: str) -> str:

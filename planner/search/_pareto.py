@@ -14,8 +14,16 @@ from typing import Any
 from planner.errors import WriteError
 from planner.files import staged_dir
 
-__all__ = ["pareto_trials", "export_pareto", "current_budgets", "within", "plot_data", "PlotData", "png_figure",
-           "html_figure"]
+__all__ = [
+    "pareto_trials",
+    "export_pareto",
+    "current_budgets",
+    "within",
+    "plot_data",
+    "PlotData",
+    "png_figure",
+    "html_figure",
+]
 
 
 def within(t: Any, budgets: dict[str, float]) -> bool:
@@ -133,7 +141,9 @@ def _write_export(study: Any, out: Path) -> dict[str, Any]:
     w = csv.writer(buf)
     w.writerow(["trial", *names, *(f"cost.{k}" for k in cost_keys), "architecture"])
     for p in points:
-        w.writerow([p["trial"], *p["objectives"].values(), *(p["cost"].get(k, "") for k in cost_keys), p["architecture"]])
+        w.writerow(
+            [p["trial"], *p["objectives"].values(), *(p["cost"].get(k, "") for k in cost_keys), p["architecture"]]
+        )
     (out / "pareto.csv").write_text(buf.getvalue(), encoding="utf-8")
     _plots(study, front, names, out)
     return doc

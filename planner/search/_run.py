@@ -218,8 +218,14 @@ def update_budgets(study: Any, cfg: StudyConfig) -> str | None:
     dropped = [t.number for t in before if t.number not in after]
     change = ", ".join(f"{m} {_bound(old.get(m))} -> {_bound(new.get(m))}" for m in sorted({*old, *new})
                        if old.get(m) != new.get(m))  # fmt: skip
-    what = (f"{len(dropped)} of its {len(before)} Pareto point(s) are over them and left the front (trial(s) "
-            f"{', '.join(map(str, dropped))})") if dropped else f"all {len(before)} Pareto point(s) are within them"
+    what = (
+        (
+            f"{len(dropped)} of its {len(before)} Pareto point(s) are over them and left the front (trial(s) "
+            f"{', '.join(map(str, dropped))})"
+        )
+        if dropped
+        else f"all {len(before)} Pareto point(s) are within them"
+    )
     return f"study {study.study_name}: budgets changed ({change}); {what}"
 
 
@@ -506,7 +512,11 @@ def run_search(space_path: str, opts: SearchOptions = SearchOptions(), study_fil
     # other for the last place; the storage-side count stops them (and other processes) at the total.
     from planner.search._optuna import occupied
 
-    remaining = None if cfg.n_trials is None else max(cfg.n_trials - occupied(study.get_trials(deepcopy=False), waiting=False), 1)
+    remaining = (
+        None
+        if cfg.n_trials is None
+        else max(cfg.n_trials - occupied(study.get_trials(deepcopy=False), waiting=False), 1)
+    )
     shares = [None] * k if remaining is None else [remaining // k + (i < remaining % k) for i in range(k)]
     try:
         if k == 1:
@@ -584,8 +594,10 @@ def infeasibility_report(study: Any) -> str | None:
         if best > bound:
             parts.append(f"{metric} <= {bound:.6g} (the smallest of {len(trials)} candidates: {best:.6g})")
     why = "; ".join(parts) or "every candidate was invalid"
-    return (f"study {study.study_name}: no candidate met the budgets: {why}. Loosen the budgets in study.budgets "
-            "or make the space smaller (fewer/narrower layers, lower bits).")
+    return (
+        f"study {study.study_name}: no candidate met the budgets: {why}. Loosen the budgets in study.budgets "
+        "or make the space smaller (fewer/narrower layers, lower bits)."
+    )
 
 
 def summarize(study: Any, limit: int = 10) -> str:

@@ -190,7 +190,9 @@ class _Parser:
         if step is not None and log:
             self.fail(join(path, "step"), "a log range cannot have a step (drop step or log)")
             return None
-        return _Pick(FloatRange(label, float(lo), float(hi), path, log, None if step is None else float(step), implicit))
+        return _Pick(
+            FloatRange(label, float(lo), float(hi), path, log, None if step is None else float(step), implicit)
+        )
 
     def ref(self, data: dict[str, Any], path: str, implicit: tuple[Condition, ...] = ()) -> _Ref | None:
         for key in data:

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from support import DATA, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 
 import planner
+from support import DATA, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 from trainers import loads_recipe, train
 
 STUDENT = DATA / "tiny-student.yaml"

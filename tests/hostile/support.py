@@ -37,7 +37,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
 
 
 def _looks_like_traceback(text: str) -> bool:
-    return "Traceback (most recent call last)" in text or "\n  File \"" in text
+    return "Traceback (most recent call last)" in text or '\n  File "' in text
 
 
 def refused(result: Result, *, names: Iterable[str] = (), code: int | None = None) -> None:

@@ -31,21 +31,51 @@ CEILINGS = [
     ("repeat", LAYER, LAYER.replace("repeat: 2", "repeat: 100000000"), "layers[0].repeat", f"ceiling of {MAX_LAYERS}"),
     ("width", "width: 32", f"width: {10**12}", "width", f"ceiling of {MAX_WIDTH}"),
     ("ffn", LAYER, LAYER.replace("ffn: 64", f"ffn: {10**12}"), "layers[0].ffn", f"at most {MAX_HIDDEN}"),
-    ("layers", LAYER, LAYER.replace("repeat: 2", "repeat: 1000") * 2, "layers", f"2000 layers (repeats expanded) "
-                                                                                f"exceed the ceiling of {MAX_LAYERS}"),
-    ("conv count", CONVS, 'conv_layers: ["100000000 x [32, 2, 2]"]', "frontend[0].conv_layers[0]",
-     f"exceed the ceiling of {MAX_CONV_LAYERS}"),
+    (
+        "layers",
+        LAYER,
+        LAYER.replace("repeat: 2", "repeat: 1000") * 2,
+        "layers",
+        f"2000 layers (repeats expanded) exceed the ceiling of {MAX_LAYERS}",
+    ),
+    (
+        "conv count",
+        CONVS,
+        'conv_layers: ["100000000 x [32, 2, 2]"]',
+        "frontend[0].conv_layers[0]",
+        f"exceed the ceiling of {MAX_CONV_LAYERS}",
+    ),
     ("conv channels", CONVS, f"conv_layers: [[{10**9}, 10, 5]]", "frontend[0].conv_layers[0]", f"at most {MAX_WIDTH}"),
-    ("kernel", LAYER, "  - {kind: conformer, heads: 2, ffn: 64, kernel: 1000000001}\n", "layers[0].kernel",
-     f"at most {MAX_KERNEL}"),
+    (
+        "kernel",
+        LAYER,
+        "  - {kind: conformer, heads: 2, ffn: 64, kernel: 1000000001}\n",
+        "layers[0].kernel",
+        f"at most {MAX_KERNEL}",
+    ),
     ("sample rate", "sample_rate: 16000", f"sample_rate: {10**12}", "input.sample_rate", "at most 1000000"),
-    ("head layers", LAYER, LAYER + "heads:\n  - {kind: projection_heads, width: 48, layers: '0-999999999999'}\n",
-     "heads[0].layers", "layer 2 does not exist"),
-    ("head width", LAYER, LAYER + f"heads:\n  - {{kind: projection_heads, width: {10**15}}}\n", "heads[0].width",
-     f"at most {MAX_WIDTH}"),
+    (
+        "head layers",
+        LAYER,
+        LAYER + "heads:\n  - {kind: projection_heads, width: 48, layers: '0-999999999999'}\n",
+        "heads[0].layers",
+        "layer 2 does not exist",
+    ),
+    (
+        "head width",
+        LAYER,
+        LAYER + f"heads:\n  - {{kind: projection_heads, width: {10**15}}}\n",
+        "heads[0].width",
+        f"at most {MAX_WIDTH}",
+    ),
     ("reuse digits", LAYER, LAYER + "reuse: " + "9" * 4000 + "by1\n", "reuse", "is not a reuse pattern"),
-    ("conv digits", CONVS, 'conv_layers: ["' + "9" * 4400 + ' x [32, 2, 2]"]', "frontend[0].conv_layers[0]",
-     "is not 'N x [channels, kernel, stride]'"),
+    (
+        "conv digits",
+        CONVS,
+        'conv_layers: ["' + "9" * 4400 + ' x [32, 2, 2]"]',
+        "frontend[0].conv_layers[0]",
+        "is not 'N x [channels, kernel, stride]'",
+    ),
 ]
 
 
@@ -111,8 +141,12 @@ def test_a_lengths_file_that_is_not_utf8(tmp_path, cli) -> None:
 
 HARDWARE_VALUES = [
     ("nan", "int8: 624.0e12", "int8: .nan", "peak_ops_per_s.int8"),
-    ("inf", "memory_bandwidth_bytes_per_s: 2.039e12", "memory_bandwidth_bytes_per_s: .inf",
-     "memory_bandwidth_bytes_per_s"),
+    (
+        "inf",
+        "memory_bandwidth_bytes_per_s: 2.039e12",
+        "memory_bandwidth_bytes_per_s: .inf",
+        "memory_bandwidth_bytes_per_s",
+    ),
     ("nan string", "kernel_overhead_s: 0.0", "kernel_overhead_s: 'nan'", "kernel_overhead_s"),
     ("huge integer", "fp16: 312.0e12", f"fp16: {10**400}", "peak_ops_per_s.fp16"),
 ]

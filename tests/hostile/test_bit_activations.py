@@ -24,8 +24,14 @@ CASES = [
     # (what to change, substrings the message must show)
     ({"activation": "tanh"}, ["layers[0].activation", "relu"]),
     ({"activation": "[relu]"}, ["layers[0].activation"]),
-    ({"rule": "{layers: layers, activation: {bits: 1, symmetric: sometimes}}"}, ["compression[0].activation.symmetric"]),
-    ({"rule": "{layers: layers, activation: {bits: 32, symmetric: false}}"}, ["compression[0].activation.symmetric", "drop symmetric"]),
+    (
+        {"rule": "{layers: layers, activation: {bits: 1, symmetric: sometimes}}"},
+        ["compression[0].activation.symmetric"],
+    ),
+    (
+        {"rule": "{layers: layers, activation: {bits: 32, symmetric: false}}"},
+        ["compression[0].activation.symmetric", "drop symmetric"],
+    ),
     ({"rule": "{layers: layer, weight: binary}"}, ["compression[0].layers", "layers, post, heads"]),
     ({"rule": "{layers: layers, modules: [subsampling], weight: binary}"}, ["compression[0].modules", "selects no"]),
 ]

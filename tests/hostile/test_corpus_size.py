@@ -17,15 +17,17 @@ def _count_cases(path: Path) -> int:
             continue
         count = 1
         for deco in node.decorator_list:
-            if (isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "parametrize"
-                    and len(deco.args) >= 2):
+            if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "parametrize" and len(deco.args) >= 2:
                 arg = deco.args[1]
                 if isinstance(arg, (ast.List, ast.Tuple)):
                     count *= len(arg.elts)
                 elif isinstance(arg, ast.Name):  # a module-level list of cases
                     for stmt in tree.body:
-                        if (isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == arg.id for t in stmt.targets)
-                                and isinstance(stmt.value, (ast.List, ast.Tuple))):
+                        if (
+                            isinstance(stmt, ast.Assign)
+                            and any(getattr(t, "id", "") == arg.id for t in stmt.targets)
+                            and isinstance(stmt.value, (ast.List, ast.Tuple))
+                        ):
                             count *= len(stmt.value.elts)
         total += count
     return total

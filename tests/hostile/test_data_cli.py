@@ -35,8 +35,12 @@ def test_demo_twice_needs_force(tmp_path: Path, cli) -> None:
 
 
 def test_scan_and_report_of_nothing(tmp_path: Path, cli) -> None:
-    refused(cli(["data", "scan", tmp_path / "gone", tmp_path / "m.tsv"]), names=[str(tmp_path / "gone"), "not a folder"])
+    refused(
+        cli(["data", "scan", tmp_path / "gone", tmp_path / "m.tsv"]), names=[str(tmp_path / "gone"), "not a folder"]
+    )
     (tmp_path / "empty").mkdir()
     refused(cli(["data", "scan", tmp_path / "empty", tmp_path / "m.tsv"]), names=["no .wav/.flac/.ogg files"])
     assert not (tmp_path / "m.tsv").exists()
-    refused(cli(["data", "report", tmp_path / "empty"]), names=[str(tmp_path / "empty"), "examples/quickstart.sh"], code=1)
+    refused(
+        cli(["data", "report", tmp_path / "empty"]), names=[str(tmp_path / "empty"), "examples/quickstart.sh"], code=1
+    )

@@ -46,7 +46,10 @@ def _edit_task(packed: Path, change) -> None:  # noqa: ANN001
     ("change", "named"),
     [
         (lambda t: t.update(kind="regression"), "task: expected {kind: classification | ctc"),
-        (lambda t: t["tensors"].update(weight="nope.weight"), "task.tensors: expected the classifier's weight and bias"),
+        (
+            lambda t: t["tensors"].update(weight="nope.weight"),
+            "task.tensors: expected the classifier's weight and bias",
+        ),
         (lambda t: t.update(classes=["a", "b", "c"]), "task: the classifier has 2 outputs for 3 classes"),
         (lambda t: t.update(kind="ctc", alphabet="ab"), "the alphabet has 2 characters + blank"),
     ],
@@ -75,8 +78,11 @@ def _fake_run(tmp_path: Path) -> Path:
     ("file", "text", "named"),
     [
         ("task.json", "{not json", "task.json: unreadable"),
-        ("task.json", '{"type": "planner-task-head", "kind": "classification", "classes": ["a"]}',
-         "the classifier has 2 outputs for 1 classes"),
+        (
+            "task.json",
+            '{"type": "planner-task-head", "kind": "classification", "classes": ["a"]}',
+            "the classifier has 2 outputs for 1 classes",
+        ),
         ("classifier.pt", None, "classifier.pt: not a linear classifier's state dict"),
         ("task.json", None, "task.json: missing; this task run predates task.json"),
     ],

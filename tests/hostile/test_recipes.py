@@ -49,55 +49,104 @@ def write_recipe(folder: Path, **sections: str) -> Path:
 CASES = [
     # non-finite numbers
     pytest.param({"optimizer": "optimizer: {lr: .nan}"}, ["optimizer.lr", "not a finite number"], id="nan-lr"),
-    pytest.param({"data": "data: {train: [a.tsv], batch_seconds: .inf}"}, ["data.batch_seconds", "finite"], id="inf-batch"),
+    pytest.param(
+        {"data": "data: {train: [a.tsv], batch_seconds: .inf}"}, ["data.batch_seconds", "finite"], id="inf-batch"
+    ),
     pytest.param({"optimizer": "optimizer: {betas: [0.9, .nan]}"}, ["optimizer.betas[1]"], id="nan-beta"),
-    pytest.param({"loss": "loss: {layers: {0: 0, 1: 1}, weights: [.nan, 1.0]}"}, ["loss.weights[0]"], id="nan-layer-weight"),
+    pytest.param(
+        {"loss": "loss: {layers: {0: 0, 1: 1}, weights: [.nan, 1.0]}"}, ["loss.weights[0]"], id="nan-layer-weight"
+    ),
     pytest.param({"loss": "loss: {masking: {prob: .nan}}"}, ["loss.masking.prob"], id="nan-mask-prob"),
-    pytest.param({"loss": "loss: {masking: {prob: 0.4, schedule: linear, prob_end: .inf}}"}, ["loss.masking.prob_end"],
-                 id="inf-mask-prob-end"),
+    pytest.param(
+        {"loss": "loss: {masking: {prob: 0.4, schedule: linear, prob_end: .inf}}"},
+        ["loss.masking.prob_end"],
+        id="inf-mask-prob-end",
+    ),
     pytest.param({"schedule": "schedule: {warmup_ratio: .nan}"}, ["schedule.warmup_ratio"], id="nan-warmup"),
-    pytest.param({"teacher": "teacher: {kind: torchaudio_hubert, checkpoint: t.pt, overrides: {encoder_layer_drop: .nan}}"},
-                 ["teacher.overrides.encoder_layer_drop", "finite"], id="nan-override"),
+    pytest.param(
+        {"teacher": "teacher: {kind: torchaudio_hubert, checkpoint: t.pt, overrides: {encoder_layer_drop: .nan}}"},
+        ["teacher.overrides.encoder_layer_drop", "finite"],
+        id="nan-override",
+    ),
     # positive-only numbers
     pytest.param({"optimizer": "optimizer: {eps: 0}"}, ["optimizer.eps", "greater than 0"], id="zero-eps"),
     pytest.param({"optimizer": "optimizer: {lr: -1.0e-4}"}, ["optimizer.lr"], id="negative-lr"),
     pytest.param({"optimizer": "optimizer: {clip_norm: -1}"}, ["optimizer.clip_norm"], id="negative-clip"),
     pytest.param({"optimizer": "optimizer: {weight_decay: -0.1}"}, ["optimizer.weight_decay"], id="negative-decay"),
     pytest.param({"data": "data: {train: [a.tsv], max_seconds: 0}"}, ["data.max_seconds"], id="zero-max-seconds"),
-    pytest.param({"schedule": "schedule: {warmup_ratio: 1.0}"}, ["schedule.warmup_ratio", "less than 1"], id="warmup-1"),
+    pytest.param(
+        {"schedule": "schedule: {warmup_ratio: 1.0}"}, ["schedule.warmup_ratio", "less than 1"], id="warmup-1"
+    ),
     pytest.param({"loss": "loss: {masking: {prob: 0}}"}, ["loss.masking.prob"], id="zero-mask-prob"),
     pytest.param({"loss": "loss: {masking: {span: 0}}"}, ["loss.masking.span", "at least 1"], id="zero-span"),
     pytest.param({"steps": "steps: 0"}, ["steps", "at least 1"], id="zero-steps"),
     pytest.param({"checkpoint": "checkpoint: {every: 5, keep: 0}"}, ["checkpoint.keep"], id="keep-0"),
     pytest.param({"logging": "logging: {every: -1}"}, ["logging.every"], id="logging-negative"),
     pytest.param({"seed": "seed: -1"}, ["seed"], id="negative-seed"),
-    pytest.param({"loss": "loss: {distance: l1_cosine, cosine_weight: -1}"}, ["loss.cosine_weight"], id="negative-cosine"),
+    pytest.param(
+        {"loss": "loss: {distance: l1_cosine, cosine_weight: -1}"}, ["loss.cosine_weight"], id="negative-cosine"
+    ),
     # fields that do not apply to the chosen kind
-    pytest.param({"loss": "loss: {kind: layer_to_layer, alphabet: abc}"}, ["loss.alphabet", "only allowed with kind: ctc"],
-                 id="alphabet-on-distill"),
-    pytest.param({"loss": "loss: {kind: layer_to_layer, distill_weight: 0.5}"}, ["loss.distill_weight"],
-                 id="distill-weight-on-distill"),
-    pytest.param({"teacher": "", "data": "data: {train: [a.tsv], labels: l.tsv}", "loss": "loss: {kind: ctc, classes: [a, b]}"},
-                 ["loss.classes", "classification"], id="classes-on-ctc"),
-    pytest.param({"teacher": "", "data": "data: {train: [a.tsv], labels: l.tsv}", "loss": "loss: {kind: ctc, masking: {prob: 0.5}}"},
-                 ["loss.masking", "only allowed with distillation"], id="masking-on-task-alone"),
-    pytest.param({"teacher": "teacher: {kind: hubert_large, checkpoint: t.pt}"}, ["teacher.kind", "torchaudio_hubert"],
-                 id="unknown-teacher-kind"),
-    pytest.param({"teacher": "teacher: {kind: torchaudio_hubert, checkpoint: t.pt, arch: x.yaml}"},
-                 ["teacher.arch", "only allowed with kind: architecture"], id="arch-on-torchaudio-teacher"),
-    pytest.param({"teacher": "teacher: {kind: self, checkpoint: f.pt, overrides: {encoder_num_layers: 2}}"},
-                 ["teacher.overrides", "torchaudio kinds"], id="overrides-on-self-teacher"),
-    pytest.param({"format": "format: 1\ndeepspeed: {zero_stage: 0, precision: fp32}"}, ["deepspeed", "engine: deepspeed"],
-                 id="deepspeed-with-torch"),
-    pytest.param({"schedule": "schedule: {kind: constant, final_ratio: 0.1}"}, ["schedule.final_ratio", "linear, cosine"],
-                 id="final-ratio-on-constant"),
-    pytest.param({"data": "data: {train: [a.tsv], labels: l.tsv}"}, ["data.labels", "task losses"], id="labels-on-distill"),
+    pytest.param(
+        {"loss": "loss: {kind: layer_to_layer, alphabet: abc}"},
+        ["loss.alphabet", "only allowed with kind: ctc"],
+        id="alphabet-on-distill",
+    ),
+    pytest.param(
+        {"loss": "loss: {kind: layer_to_layer, distill_weight: 0.5}"},
+        ["loss.distill_weight"],
+        id="distill-weight-on-distill",
+    ),
+    pytest.param(
+        {"teacher": "", "data": "data: {train: [a.tsv], labels: l.tsv}", "loss": "loss: {kind: ctc, classes: [a, b]}"},
+        ["loss.classes", "classification"],
+        id="classes-on-ctc",
+    ),
+    pytest.param(
+        {
+            "teacher": "",
+            "data": "data: {train: [a.tsv], labels: l.tsv}",
+            "loss": "loss: {kind: ctc, masking: {prob: 0.5}}",
+        },
+        ["loss.masking", "only allowed with distillation"],
+        id="masking-on-task-alone",
+    ),
+    pytest.param(
+        {"teacher": "teacher: {kind: hubert_large, checkpoint: t.pt}"},
+        ["teacher.kind", "torchaudio_hubert"],
+        id="unknown-teacher-kind",
+    ),
+    pytest.param(
+        {"teacher": "teacher: {kind: torchaudio_hubert, checkpoint: t.pt, arch: x.yaml}"},
+        ["teacher.arch", "only allowed with kind: architecture"],
+        id="arch-on-torchaudio-teacher",
+    ),
+    pytest.param(
+        {"teacher": "teacher: {kind: self, checkpoint: f.pt, overrides: {encoder_num_layers: 2}}"},
+        ["teacher.overrides", "torchaudio kinds"],
+        id="overrides-on-self-teacher",
+    ),
+    pytest.param(
+        {"format": "format: 1\ndeepspeed: {zero_stage: 0, precision: fp32}"},
+        ["deepspeed", "engine: deepspeed"],
+        id="deepspeed-with-torch",
+    ),
+    pytest.param(
+        {"schedule": "schedule: {kind: constant, final_ratio: 0.1}"},
+        ["schedule.final_ratio", "linear, cosine"],
+        id="final-ratio-on-constant",
+    ),
+    pytest.param(
+        {"data": "data: {train: [a.tsv], labels: l.tsv}"}, ["data.labels", "task losses"], id="labels-on-distill"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("sections", "names"), CASES)
 @pytest.mark.parametrize("command", ["validate", "recipe"])
-def test_recipe_mistake_is_refused(tmp_path: Path, cli, sections: dict[str, str], names: list[str], command: str) -> None:
+def test_recipe_mistake_is_refused(
+    tmp_path: Path, cli, sections: dict[str, str], names: list[str], command: str
+) -> None:
     recipe = write_recipe(tmp_path, **sections)
     before = snapshot(tmp_path)
     result = cli([command, recipe])
@@ -124,7 +173,9 @@ def test_several_mistakes_are_reported_together(tmp_path: Path, cli) -> None:
 def test_all_checks_of_one_section_are_reported_together(tmp_path: Path, cli) -> None:
     # both cross-field checks of data (min > max, batch < max) fail: check() collects, it does not stop
     recipe = write_recipe(tmp_path, data="data: {train: [a.tsv], batch_seconds: 2, max_seconds: 4, min_seconds: 5}")
-    refused(cli(["validate", recipe]), names=[f"{recipe}: data.min_seconds: ", f"{recipe}: data.batch_seconds: "], code=2)
+    refused(
+        cli(["validate", recipe]), names=[f"{recipe}: data.min_seconds: ", f"{recipe}: data.batch_seconds: "], code=2
+    )
 
 
 # -- planner train: errors from recipe values found while starting name the recipe file and the field ------
@@ -161,7 +212,9 @@ def test_train_planted_pickle_teacher_is_refused_and_never_runs(tmp_path: Path, 
     assert not marker.exists()  # saving does not run it
     recipe = _train_recipe(tmp_path, "{kind: self, checkpoint: evil.pt}")
     result = cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"])
-    refused(result, names=[f"{recipe}: teacher.checkpoint: ", "evil.pt cannot be read as data, a state dict of tensors"])
+    refused(
+        result, names=[f"{recipe}: teacher.checkpoint: ", "evil.pt cannot be read as data, a state dict of tensors"]
+    )
     assert not marker.exists()
     assert "weights_only` set to `False`" not in result.err  # torch's advice to load it anyway is not passed on
 
@@ -176,7 +229,9 @@ def test_train_empty_teacher_checkpoint_names_recipe_and_field(tmp_path: Path, c
 def test_train_teacher_override_torchaudio_rejects_names_recipe_and_field(tmp_path: Path, cli) -> None:
     pytest.importorskip("torchaudio")
     (tmp_path / "t.pt").touch()  # planner train refuses missing files before it builds the teacher
-    recipe = _train_recipe(tmp_path, "{kind: torchaudio_hubert, checkpoint: t.pt, overrides: {encoder_num_layers: many}}")
+    recipe = _train_recipe(
+        tmp_path, "{kind: torchaudio_hubert, checkpoint: t.pt, overrides: {encoder_num_layers: many}}"
+    )
     refused(cli(["train", STUDENT, "--recipe", recipe, "--out", tmp_path / "run"]),
             names=[f"{recipe}: teacher.overrides: ", "wav2vec2_model rejects"])  # fmt: skip
 

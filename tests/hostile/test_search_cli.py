@@ -74,8 +74,11 @@ def test_unreachable_server_hides_the_password(cli, space: Path) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("pymysql") is not None, reason="PyMySQL is installed here")
 def test_missing_driver_is_named(cli, space: Path) -> None:
-    refused(cli(["search", space, "--storage", "mysql+pymysql://u@localhost/db"]),
-            names=["'pymysql'", "pip install PyMySQL"], code=2)
+    refused(
+        cli(["search", space, "--storage", "mysql+pymysql://u@localhost/db"]),
+        names=["'pymysql'", "pip install PyMySQL"],
+        code=2,
+    )
 
 
 def test_sqlite_file_that_is_not_a_database(cli, space: Path, tmp_path: Path) -> None:
@@ -100,8 +103,11 @@ def test_torn_journal_is_refused_and_never_appended(cli, space: Path, journal: P
     result = cli(["search", space, "--storage", journal, "--trials", "4"])
     refused(result, names=[str(journal), "torn", f"planner repair-journal {journal}"], code=2)
     assert snapshot(journal) == before
-    refused(cli(["pareto", "--study", "tiny", "--storage", journal, "--export", journal.parent / "out"]),
-            names=["torn"], code=2)
+    refused(
+        cli(["pareto", "--study", "tiny", "--storage", journal, "--export", journal.parent / "out"]),
+        names=["torn"],
+        code=2,
+    )
     assert snapshot(journal) == before and not (journal.parent / "out").exists()
 
 
@@ -133,8 +139,10 @@ def test_pareto_into_a_folder_of_other_files(cli, journal: Path, tmp_path: Path)
     (out / "thesis.tex").write_text("do not delete")
     before = snapshot(out, journal)
     for force in ([], ["--force"]):  # --force replaces only an earlier Pareto export, never other files
-        refused(cli(["pareto", "--study", "tiny", "--storage", journal, "--export", out, *force]),
-                names=[str(out), "not a Pareto export"])
+        refused(
+            cli(["pareto", "--study", "tiny", "--storage", journal, "--export", out, *force]),
+            names=[str(out), "not a Pareto export"],
+        )
         assert snapshot(out, journal) == before
 
 
@@ -157,8 +165,10 @@ def test_pareto_export_onto_a_file(cli, journal: Path, tmp_path: Path) -> None:
 
 def test_pareto_of_a_missing_study(cli, journal: Path, tmp_path: Path) -> None:
     before = snapshot(journal)
-    refused(cli(["pareto", "--study", "nope", "--storage", journal, "--export", tmp_path / "o"]),
-            names=["--study", "'nope'"])
+    refused(
+        cli(["pareto", "--study", "nope", "--storage", journal, "--export", tmp_path / "o"]),
+        names=["--study", "'nope'"],
+    )
     assert snapshot(journal) == before
 
 

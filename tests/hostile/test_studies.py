@@ -57,8 +57,9 @@ def test_every_mistake_of_the_study_at_once(cli, tmp_path: Path) -> None:
     text = text.replace("n_trials: 2", "n_trials: 0").replace("seed: 0", "seed: -1\n  budgets: {parms: 1}")
     space.write_text(text)
     result = cli(["search", space, "--storage", tmp_path / "s.journal"])
-    refused(result, names=["study.sampler.population_size", "study.n_trials", "study.seed", "study.budgets.parms"],
-            code=2)
+    refused(
+        result, names=["study.sampler.population_size", "study.n_trials", "study.seed", "study.budgets.parms"], code=2
+    )
     assert len([line for line in result.err.splitlines() if line.startswith(str(space))]) == 4
 
 

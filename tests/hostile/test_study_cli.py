@@ -13,8 +13,10 @@ from hostile.support import STUDY_SPACE, refused, snapshot
 
 def test_pareto_of_a_typo_creates_no_database(cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    refused(cli(["pareto", "--study", "quikstart", "--export", tmp_path / "out"]),
-            names=["--study", "'quikstart'", "does not exist", "--space", "nothing was created"])
+    refused(
+        cli(["pareto", "--study", "quikstart", "--export", tmp_path / "out"]),
+        names=["--study", "'quikstart'", "does not exist", "--space", "nothing was created"],
+    )
     assert list(tmp_path.iterdir()) == []  # no studies/ folder, no database, no export
 
 
@@ -33,8 +35,10 @@ def test_pareto_of_a_typo_lists_the_studies_found(cli, tmp_path: Path, monkeypat
 @pytest.mark.parametrize("storage", ["sqlite:///{d}/none.db", "{d}/none.journal", "sqlite:///{d}/sub/none.db"])
 def test_pareto_of_a_missing_storage_creates_nothing(cli, tmp_path: Path, storage: str) -> None:
     url = storage.format(d=tmp_path)
-    refused(cli(["pareto", "--study", "tiny", "--storage", url, "--export", tmp_path / "out"]),
-            names=["--storage", "none.", "does not exist"])
+    refused(
+        cli(["pareto", "--study", "tiny", "--storage", url, "--export", tmp_path / "out"]),
+        names=["--storage", "none.", "does not exist"],
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -42,8 +46,11 @@ STUDY_CASES = [
     ("seed: 0", "seed: 0\n  hardware: a1000", ["study.hardware", "'a1000'", "a100"]),
     ("seed: 0", "seed: 0\n  hardware: ''", ["study.hardware", "empty"]),
     ("seed: 0", "seed: 0\n  budgets: {latency_s: 0.001}", ["study.budgets.latency_s", "study.hardware"]),
-    ("objectives: [{metric: params}]", "objectives: [{metric: latency_s}]",
-     ["study.objectives[0].metric", "study.hardware"]),
+    (
+        "objectives: [{metric: params}]",
+        "objectives: [{metric: latency_s}]",
+        ["study.objectives[0].metric", "study.hardware"],
+    ),
 ]
 
 
@@ -57,11 +64,16 @@ def test_hardware_mistakes(cli, tmp_path: Path, old: str, new: str, names: list[
 
 
 def test_a_bad_hardware_file_is_located_in_it(cli, tmp_path: Path) -> None:
-    (tmp_path / "gpu.yaml").write_text("format: 1\nname: gpu\npeak_ops_per_s: {fp32: 1}\nmemory_bandwidth_bytes_per_s: -1\n")
+    (tmp_path / "gpu.yaml").write_text(
+        "format: 1\nname: gpu\npeak_ops_per_s: {fp32: 1}\nmemory_bandwidth_bytes_per_s: -1\n"
+    )
     space = tmp_path / "space.yaml"
     space.write_text(STUDY_SPACE.replace("seed: 0", "seed: 0\n  hardware: gpu.yaml"))  # relative to the space file
-    refused(cli(["search", space, "--storage", tmp_path / "s.journal"]),
-            names=[str(tmp_path / "gpu.yaml"), "memory_bandwidth_bytes_per_s", "peak_ops_per_s.tf32"], code=2)
+    refused(
+        cli(["search", space, "--storage", tmp_path / "s.journal"]),
+        names=[str(tmp_path / "gpu.yaml"), "memory_bandwidth_bytes_per_s", "peak_ops_per_s.tf32"],
+        code=2,
+    )
     assert not (tmp_path / "s.journal").exists()
 
 
@@ -70,7 +82,9 @@ def test_an_edited_space_leaves_the_study_as_it_was(cli, tmp_path: Path) -> None
     space.write_text(STUDY_SPACE)
     journal = tmp_path / "s.journal"
     assert cli(["search", space, "--storage", journal]).code == 0
-    space.write_text(STUDY_SPACE.replace("width: {choice: [64, 96], name: width}", "width: {choice: [64, 96, 128], name: width}"))
+    space.write_text(
+        STUDY_SPACE.replace("width: {choice: [64, 96], name: width}", "width: {choice: [64, 96, 128], name: width}")
+    )
     before = snapshot(journal)
     refused(cli(["search", space, "--storage", journal, "--trials", "4"]),
             names=[f"{space}: width: domain 'width' was one of 64, 96, is now one of 64, 96, 128", "--study NEW"],

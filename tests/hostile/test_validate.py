@@ -81,7 +81,9 @@ def test_recipe_without_teacher_or_engine_is_read_as_a_recipe(tmp_path: Path, cl
 def test_valid_recipe_without_teacher_or_engine_passes_as_a_recipe(tmp_path: Path, cli) -> None:
     for name in ("a.tsv", "l.tsv"):
         (tmp_path / name).touch()
-    recipe = _write(tmp_path / "r.yaml", "data: {train: [a.tsv], labels: l.tsv}\nloss: {kind: classification}\nsteps: 5\n")
+    recipe = _write(
+        tmp_path / "r.yaml", "data: {train: [a.tsv], labels: l.tsv}\nloss: {kind: classification}\nsteps: 5\n"
+    )
     result = _validate(cli, tmp_path, recipe)
     assert result.code == 0 and result.out == f"{recipe}: ok (training recipe, classification loss, 5 steps on torch)\n"
 
@@ -135,20 +137,26 @@ def test_train_refuses_the_missing_files_all_at_once(tmp_path: Path, cli) -> Non
 def test_teacher_without_checkpoint_is_refused(tmp_path: Path, cli) -> None:
     (tmp_path / "a.tsv").touch()
     recipe = _write(tmp_path / "r.yaml", "teacher: {kind: torchaudio_hubert}\ndata: {train: a.tsv}\n")
-    refused(_validate(cli, tmp_path, recipe), names=[f"{recipe}: teacher.checkpoint: a teacher needs its weights"], code=2)
+    refused(
+        _validate(cli, tmp_path, recipe), names=[f"{recipe}: teacher.checkpoint: a teacher needs its weights"], code=2
+    )
 
 
 def test_teacher_checkpoint_that_is_a_folder_is_refused(tmp_path: Path, cli) -> None:
     (tmp_path / "a.tsv").touch()
     (tmp_path / "ckpt").mkdir()
     recipe = _write(tmp_path / "r.yaml", "teacher: {kind: torchaudio_hubert, checkpoint: ckpt}\ndata: {train: a.tsv}\n")
-    refused(_validate(cli, tmp_path, recipe), names=[f"{recipe}: teacher.checkpoint: ", "is a folder, not a file"], code=2)
+    refused(
+        _validate(cli, tmp_path, recipe), names=[f"{recipe}: teacher.checkpoint: ", "is a folder, not a file"], code=2
+    )
 
 
 def test_teacher_architecture_missing_or_invalid(tmp_path: Path, cli) -> None:
     for name in ("a.tsv", "t.pt"):
         (tmp_path / name).touch()
-    recipe = _write(tmp_path / "r.yaml", "teacher: {kind: architecture, arch: t.yaml, checkpoint: t.pt}\ndata: {train: a.tsv}\n")
+    recipe = _write(
+        tmp_path / "r.yaml", "teacher: {kind: architecture, arch: t.yaml, checkpoint: t.pt}\ndata: {train: a.tsv}\n"
+    )
     result = _validate(cli, tmp_path, recipe)
     assert result.code == 0 and f"{recipe}: teacher.arch: {tmp_path / 't.yaml'} does not exist (warning" in result.err
     refused(cli(["validate", "--strict", recipe]), names=[f"{recipe}: teacher.arch: ", "t.yaml does not exist"], code=2)
@@ -177,7 +185,9 @@ def test_task_tsvs_are_looked_for(tmp_path: Path, cli) -> None:
 
 
 def test_distill_evaluator_recipe_missing(tmp_path: Path, cli) -> None:
-    space = _write(tmp_path / "s.yaml", SPACE.replace("EVALUATOR", f"{{kind: distill, recipe: {tmp_path / 'nope.yaml'}}}"))
+    space = _write(
+        tmp_path / "s.yaml", SPACE.replace("EVALUATOR", f"{{kind: distill, recipe: {tmp_path / 'nope.yaml'}}}")
+    )
     assert "nope.yaml does not exist" in _validate(cli, tmp_path, space).err
     refused(cli(["validate", "--strict", space]), names=[f"{space}: study.evaluator.recipe: ", "nope.yaml does not exist"],
             code=2)  # fmt: skip
@@ -203,11 +213,17 @@ def test_study_file_is_read_as_a_study(tmp_path: Path, cli) -> None:
     # planner search SPACE --study-file FILE: the study keys at the top level
     study = _write(tmp_path / "study.yaml", "name: apart\nobjectives: [{metric: params}]\nn_trials: 3\n")
     result = _validate(cli, tmp_path, study)
-    assert result.code == 0 and result.out.startswith(f"{study}: ok (study file, study 'apart', 1 objective(s)"), result.err
-    _write(study, f"name: apart\nn_trials: 3\nsamplr: tpe\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
+    assert result.code == 0 and result.out.startswith(f"{study}: ok (study file, study 'apart', 1 objective(s)"), (
+        result.err
+    )
+    _write(
+        study, f"name: apart\nn_trials: 3\nsamplr: tpe\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n"
+    )
     refused(_validate(cli, tmp_path, study), names=[f"{study}: samplr: unknown field"], code=2)
     _write(study, f"name: apart\nn_trials: 3\nevaluator: {{kind: distill, recipe: {tmp_path / 'r.yaml'}}}\n")
-    refused(cli(["validate", "--strict", study]), names=[f"{study}: evaluator.recipe: ", "r.yaml does not exist"], code=2)
+    refused(
+        cli(["validate", "--strict", study]), names=[f"{study}: evaluator.recipe: ", "r.yaml does not exist"], code=2
+    )
 
 
 def test_space_and_study_mistakes_are_reported_together(tmp_path: Path, cli) -> None:

@@ -30,6 +30,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 # -- repeated keys, one per file kind ---------------------------------------------------------------------
 
+
 def test_repeated_key_in_an_architecture_names_both_lines(tmp_path, cli) -> None:
     path = _write(tmp_path, "arch.yaml", ARCH.replace("width: 32\n", "width: 32\nwidth: 64\n"))
     refused(cli(["validate", path]), names=[str(path), "line 5", "key 'width' repeats line 4"], code=2)
@@ -90,6 +91,7 @@ def test_a_merge_key_may_be_overridden() -> None:
 
 # -- alias bombs and cyclic aliases -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["architecture", "space", "task", "recipe"])
 def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path, cli, kind) -> None:
     text = bomb()
@@ -106,8 +108,10 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path, cli, kind) -> 
 
 
 def test_a_few_anchors_are_fine(tmp_path, cli) -> None:
-    text = ARCH.replace("  - {kind: transformer, repeat: 2, heads: 2, ffn: 64}\n",
-                        "  - &layer {kind: transformer, heads: 2, ffn: 64}\n  - *layer\n  - *layer\n")
+    text = ARCH.replace(
+        "  - {kind: transformer, repeat: 2, heads: 2, ffn: 64}\n",
+        "  - &layer {kind: transformer, heads: 2, ffn: 64}\n  - *layer\n  - *layer\n",
+    )
     path = _write(tmp_path, "arch.yaml", text)
     result = cli(["validate", path])
     assert result.code == 0, result.err
@@ -120,6 +124,7 @@ def test_a_cyclic_alias_is_refused(tmp_path, cli) -> None:
 
 
 # -- deep nesting ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("command", ["validate", "cost", "show", "sample"])
 def test_thousands_of_levels_are_a_clean_error(tmp_path, cli, command) -> None:
@@ -150,6 +155,7 @@ def test_one_level_past_the_limit_is_refused() -> None:
 
 
 # -- tags and numbers --------------------------------------------------------------------------------------
+
 
 def test_python_tags_stay_refused(tmp_path, cli) -> None:
     marker = tmp_path / "ran"

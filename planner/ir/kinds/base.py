@@ -9,8 +9,18 @@ from planner.errors import FieldError
 from planner.ir.leaf import Leaf
 from planner.registry import Registry
 
-__all__ = ["NODE_KINDS", "NodeContext", "NodeKind", "Domain", "Role", "MAX_WIDTH", "MAX_HIDDEN", "MAX_KERNEL",
-           "MAX_LAYERS", "MAX_CONV_LAYERS"]
+__all__ = [
+    "NODE_KINDS",
+    "NodeContext",
+    "NodeKind",
+    "Domain",
+    "Role",
+    "MAX_WIDTH",
+    "MAX_HIDDEN",
+    "MAX_KERNEL",
+    "MAX_LAYERS",
+    "MAX_CONV_LAYERS",
+]
 
 # Ceilings on sizes read from a file: far above any speech encoder (widths up to 2048, 48 layers), low enough
 # that an absurd value (``width: 10**12``, ``repeat: 100000000``) is refused at once instead of being built.

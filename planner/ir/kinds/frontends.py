@@ -250,8 +250,9 @@ class DwSepSubsampling(NodeKind):
             conv2d("conv", 1, c, 3, 2, {"subsampling", "conv"}),
             conv2d("depthwise", c, c, 3, 2, {"subsampling", "conv", "depthwise"}, groups=c, producer="relu"),
             conv2d("pointwise", c, c, 1, 1, {"subsampling", "conv", "pointwise"}),
-            linear("projection", c * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"},
-                   producer="relu"),
+            linear(
+                "projection", c * self.freq_out(ctx.in_width), ctx.width, {"subsampling", "projection"}, producer="relu"
+            ),
         ]
 
 

@@ -227,7 +227,9 @@ class SqueezeformerLayer(_AttentionLayer):
 
     @property
     def modules(self) -> tuple[str, ...]:
-        return ("attention", "ffn1", "conv", "ffn2") if self.ordering == "mfcf" else ("conv", "ffn1", "attention", "ffn2")
+        return (
+            ("attention", "ffn1", "conv", "ffn2") if self.ordering == "mfcf" else ("conv", "ffn1", "attention", "ffn2")
+        )
 
     def leaves(self, ctx: NodeContext) -> list[Leaf]:
         d = ctx.width
