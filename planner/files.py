@@ -27,6 +27,7 @@ from planner.errors import FieldError, WriteError
 __all__ = [
     "confined",
     "fsync_dir",
+    "fsync_tree",
     "recover_dir",
     "staged_dir",
     "write_bytes_atomic",
@@ -94,7 +95,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: str | os.PathLike[str]) -> None:
+    """Flushes every file under ``root`` and every folder entry to disk (before the rename that publishes it)."""
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
@@ -166,7 +168,7 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         with writing(final):
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             if final.exists():
                 if _exchange(tmp, final):
                     fsync_dir(final.parent)

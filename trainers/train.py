@@ -70,7 +70,7 @@ import yaml
 
 from planner.compress import CompressionError, load_checkpoint_, materialize
 from planner.errors import ConfigError, DivergedError, FieldError, RunConflictError, WriteError
-from planner.files import fsync_dir, staged_dir, write_text_atomic, writing
+from planner.files import fsync_dir, fsync_tree, staged_dir, write_text_atomic, writing
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, load
 from trainers import distributed
@@ -291,18 +291,6 @@ def _seed_rank(seed: int, rank: int) -> None:
     torch.manual_seed(derived)
 
 
-def _fsync_folder(root: Path) -> None:
-    """Flushes every file under ``root`` and every folder entry to disk (before the rename that publishes it)."""
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(dirpath)
-
-
 def _save(out: Path, engine: Engine, step: int, stream: BatchStream, keep: int, metrics: TextIO | None = None) -> None:
     """Writes ``checkpoints/step-N`` (every process calls it: DeepSpeed writes its partitions from each).
 
@@ -331,7 +319,7 @@ def _save(out: Path, engine: Engine, step: int, stream: BatchStream, keep: int, 
             if metrics is not None:
                 metrics.flush()
                 os.fsync(metrics.fileno())  # the rows up to this step are on disk before the checkpoint is
-            _fsync_folder(tmp)
+            fsync_tree(tmp)
             final = ckpts / f"{_CKPT}{step:08d}"
             displaced = ckpts / f".tmp-old-{step}"  # a checkpoint of this step already (resumed from an older one)
             if final.exists():
