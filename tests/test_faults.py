@@ -91,13 +91,13 @@ T = importlib.import_module("trainers.train")
 E = importlib.import_module("trainers.engine")
 calls = []
 if {point!r} == "before-rename":
-    real = T._fsync_folder
+    real = T.fsync_tree
     def fsync_folder(root):
         real(root)
         calls.append(root)
         if len(calls) == 2:  # the second checkpoint is complete and fsynced, not yet renamed
             os.kill(os.getpid(), signal.SIGKILL)
-    T._fsync_folder = fsync_folder
+    T.fsync_tree = fsync_folder
 else:
     real = E.save_torch
     def save_torch(obj, path):
