@@ -78,14 +78,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
-    from trainers.distributed import world_from_env
-    from trainers.recipe import check_recipe_files
-
-    recipe = load_recipe(args.recipe)
-    world_from_env()  # a bad launch environment is told first, as train() tells it
-    check_recipe_files(recipe)  # then every missing file at once, before the run folder is claimed
     try:
-        result = train(load(args.arch), recipe, args.out)
+        result = train(load(args.arch), load_recipe(args.recipe), args.out)
     except PeerError as err:  # another process of the job printed it
         return err.exit_code
     if result.rank == 0:

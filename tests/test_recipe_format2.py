@@ -148,7 +148,7 @@ def test_a_recipe_built_in_code_with_another_format_is_refused() -> None:
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the step hook to stop a run as a kill would."""
 
 
 def test_a_format_1_run_resumes_with_its_recipe_and_with_the_saved_format_2_one(

@@ -80,7 +80,7 @@ from trainers.distributed import World
 from trainers.engine import Engine, NonFiniteError, build_engine, check_checkpoint, check_engine
 from trainers.losses import LossResult
 from trainers.progress import Progress
-from trainers.recipe import Recipe, dump_recipe
+from trainers.recipe import Recipe, check_recipe_files, dump_recipe
 from trainers.safeio import NUMPY_GLOBALS, CheckpointError, read_torch, save_torch
 from trainers.task import TaskDistillLoss, TaskLoss, TaskModel, read_task_labels
 from trainers.teacher import load_teacher
@@ -733,6 +733,7 @@ def train(
         graph = load(graph)
     out = Path(out)
     world = distributed.world_from_env()
+    check_recipe_files(recipe)  # every missing file the recipe names, at once, before the folder is claimed
     check_engine(recipe)  # before claiming the folder: a recipe fixed after this error may use it
     world = distributed.connect(world, recipe.engine.kind)
     # Everything that can be checked is, before rank 0 claims the folder: the folder itself (read only), then
