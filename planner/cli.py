@@ -72,19 +72,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from planner.ir import load
     from trainers import load_recipe, train
     from trainers.distributed import PeerError
+    from trainers.recipe import with_init
 
     # The deepspeed launcher passes --local_rank=N (before the subcommand) as well as LOCAL_RANK; the
     # environment wins, the argument stands in where a launcher sets only it.
     local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    recipe = load_recipe(args.recipe)
+    if args.init is not None:  # e.g. a Pareto point's weights inherited from a supernet
+        recipe = with_init(recipe, os.path.abspath(args.init))
     try:
-        result = train(load(args.arch), load_recipe(args.recipe), args.out)
+        result = train(load(args.arch), recipe, args.out)
     except PeerError as err:  # another process of the job printed it
         return err.exit_code
     if result.rank == 0:
         job = f", {result.world_size} processes" if result.world_size > 1 else ""
         print(f"{args.out}: trained to step {result.step} (started at {result.resumed_from}{job})")
+    return 0
+
+
+def _cmd_supernet_train(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from planner.search import SpaceSampler, load_space
+    from trainers import load_recipe
+    from trainers.distributed import PeerError
+    from trainers.recipe import SupernetConfig
+    from trainers.supernet import train_supernet
+
+    local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    recipe = load_recipe(args.recipe)
+    space = load_space(args.space)
+    cfg = recipe.supernet or SupernetConfig()
+    sampler = SpaceSampler(space, samples=cfg.cover, seed=recipe.seed)
+    try:
+        result = train_supernet(sampler, recipe, args.out, space_text=Path(args.space).read_text(encoding="utf-8"),
+                                name=space.name)  # fmt: skip
+    except PeerError as err:
+        return err.exit_code
+    if result.rank == 0:
+        print(f"{args.out}: supernet of {space.name} ({len(sampler.cover)} cover candidates) trained to step "
+              f"{result.step} (started at {result.resumed_from})")  # fmt: skip
     return 0
 
 
@@ -286,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", metavar="ARCH.yaml")
     p.add_argument("--recipe", required=True, metavar="RECIPE.yaml")
     p.add_argument("--out", required=True, metavar="OUT", help="run folder; refused if it holds another run")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (a .safetensors of a Pareto export, or "
+                                                     "a torch state dict) instead of the recipe's init")  # fmt: skip
     p.add_argument(
         "--local_rank",
         "--local-rank",
@@ -294,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="set by launchers (deepspeed); the environment's LOCAL_RANK takes precedence",
     )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("supernet", help="weight-sharing supernets of a space (train one: planner supernet train)")
+    ssub = p.add_subparsers(dest="supernet_command", required=True, metavar="COMMAND")
+    q = ssub.add_parser("train", help="train the supernet of a space with a distillation recipe (again: resume)")
+    q.add_argument("space", metavar="SPACE.yaml")
+    q.add_argument("--recipe", required=True, metavar="RECIPE.yaml", help="a distillation recipe (its supernet: "
+                                                                         "section sets the sandwich)")  # fmt: skip
+    q.add_argument("--out", required=True, metavar="OUT", help="run folder; refused if it holds another run")
+    q.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by launchers (deepspeed)")
+    q.set_defaults(func=_cmd_supernet_train)
 
     p = sub.add_parser("recipe", help="print a training recipe fully resolved (every default filled in)")
     p.add_argument("recipe", metavar="RECIPE.yaml")

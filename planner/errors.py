@@ -18,6 +18,7 @@ old names (``planner.compress.CompressionError``, ``trainers.distributed.PeerErr
     │   └── DivergedError          ... named with the step, the loss and the recipe field
     ├── SearchInterrupted          Ctrl-C stopped a search (exit 130; a rerun resumes)
     ├── DemoError                  the demo corpus cannot be built (``planner data demo``)
+    ├── SupernetError              a candidate outside a supernet, a supernet folder that does not fit
     └── Pruned, SurplusTrial       the search's signals to Optuna (not mistakes)
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "NonFiniteError",
     "DivergedError",
     "DemoError",
+    "SupernetError",
 ]
 
 
@@ -210,6 +212,12 @@ class NonFiniteError(PlannerError):
 
 class DivergedError(NonFiniteError):
     """The loss or the gradients became NaN or infinite (names the step, the loss and the recipe field)."""
+
+
+class SupernetError(PlannerError):
+    """A candidate the supernet does not hold (a different space), or a supernet folder that cannot be used."""
+
+    exit_code = 3
 
 
 class DemoError(PlannerError):

@@ -302,13 +302,24 @@ def load_torchaudio_weights(model: Encoder, source: nn.Module | Mapping[str, Any
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Reads a ``torch.save``'d state dict with ``weights_only=True``, unwrapping ``{"state_dict": ...}`` or
-    ``{"model": ...}``.
+    """Reads a state dict: a ``.safetensors`` file (the weights a Pareto export inherits from a supernet), or
+    a ``torch.save``'d one with ``weights_only=True``, unwrapping ``{"state_dict": ...}`` or ``{"model": ...}``.
 
     Raises:
         FileNotFoundError: no such file.
         WeightMappingError: the file cannot be read or holds no state dict.
     """
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        if not os.path.exists(path):
+            raise FileNotFoundError(path)
+        try:
+            return dict(load_file(str(path)))
+        except Exception as err:  # safetensors' own error types for a damaged file
+            raise WeightMappingError(
+                f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

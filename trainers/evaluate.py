@@ -57,7 +57,8 @@ from trainers.safeio import read_torch
 from trainers.task import mean_pool
 from trainers.train import latest_checkpoint
 
-__all__ = ["ProbeTask", "decode_files", "evaluate", "export_run", "load_task", "load_run_model", "run_task_head"]
+__all__ = ["ProbeTask", "decode_files", "evaluate", "export_run", "load_task", "load_run_model", "probe_model",
+           "run_task_head"]  # fmt: skip
 
 
 _EXAMPLES = 5  # decoded held-out utterances shown in a ctc result
@@ -367,15 +368,32 @@ def evaluate(
         >>> evaluate("runs/qat", "tasks/spelling.yaml")["cer"]  # doctest: +SKIP
         0.31
     """
+    head = {"run": str(run)}
+    return head | probe_model(None, None, task_file, load=lambda: load_run_model(run, checkpoint))
+
+
+def probe_model(model: nn.Module | None, graph: Any, task_file: str | os.PathLike[str], *,
+                load: Any = None) -> dict[str, Any]:  # fmt: skip
+    """:func:`evaluate` on a model in memory (the supernet evaluator's candidates): the probe of ``task_file``
+    on ``model``'s frozen features. ``load`` (instead of ``model`` and ``graph``) returns them once the task
+    files are checked.
+
+    Returns:
+        :func:`evaluate`'s result without ``run``.
+
+    Raises:
+        ConfigError: the task file or a TSV is invalid.
+    """
     task, base = load_task(task_file)
     task_file = Path(task_file)
     train_labels = _read(task_file, base, "train", task.train)
     test_labels = _read(task_file, base, "test", task.test)
-    head = {"run": str(run), "task": str(task_file), "kind": task.kind, "features": task.features, "steps": task.steps}
+    head = {"task": str(task_file), "kind": task.kind, "features": task.features, "steps": task.steps}
     if task.kind == "ctc":
         for where in (task.train, task.test):
             _check_transcripts(task_file, _tsv_path(base, where), task.characters)
-        graph, model = load_run_model(run, checkpoint)
+        if load is not None:
+            graph, model = load()
         return head | _ctc_probe(model, graph, task, train_labels, test_labels)
     classes = sorted(set(train_labels.values()))
     unseen = sorted(set(test_labels.values()) - set(classes))
@@ -383,7 +401,8 @@ def evaluate(
         raise ConfigError([FieldError("test", f"labels {unseen[:5]} never occur in the training TSV")], str(task_file))
     if len(classes) < 2:
         raise ConfigError([FieldError("train", f"one class only ({classes})")], str(task_file))
-    graph, model = load_run_model(run, checkpoint)
+    if load is not None:
+        graph, model = load()
     return head | _classification_probe(model, graph, task, train_labels, test_labels, classes)
 
 

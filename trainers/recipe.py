@@ -76,6 +76,8 @@ __all__ = [
     "ScheduleConfig",
     "TeacherConfig",
     "CompressionConfig",
+    "SupernetConfig",
+    "with_init",
     "dump_recipe",
     "load_recipe",
     "loads_recipe",
@@ -96,6 +98,7 @@ DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 # Fields added after runs were first written: left out of the fingerprint while at their default, so a run
 # started before they existed still resumes with its unchanged recipe (run.json holds the older fingerprint).
 _LATER_FIELDS = {
+    ("supernet",): None,
     ("loss", "distill_weight"): None,
     ("optimizer", "fused"): True,
     ("data", "valid_batches"): 8,
@@ -673,6 +676,23 @@ class CompressionConfig:
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """How ``planner supernet train`` trains a space's supernet (the sandwich rule; :mod:`trainers.supernet`).
+
+    Attributes:
+        random: random candidates trained each step besides the largest and the smallest (BigNAS: 2).
+        cover: random candidates of the space in the cover the shared tensors are shaped by, besides the
+            one-value-at-a-time extremes (:func:`planner.search.supernet_cover`).
+        recalibrate: training batches that re-estimate a candidate's batch-norm statistics before it is
+            scored (OFA); 0 keeps the fresh statistics.
+    """
+
+    random: int = field(2, ge=0, le=64)
+    cover: int = field(256, ge=0, le=100_000)
+    recalibrate: int = field(4, ge=0, le=1_000)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole recipe file. ``base_dir`` (not in the file) anchors relative paths; ``source`` (not in the
     file either) is the file it was read from, so that errors found later name it (:func:`recipe_error`);
@@ -688,6 +708,7 @@ class Recipe:
     teacher: TeacherConfig | None = field(None, parse=_parse_teacher, dump=_dump_teacher)
     init: str | None = None
     compression: CompressionConfig | None = None
+    supernet: SupernetConfig | None = None
     loss: LossConfig = field(LossConfig(), parse=_parse_loss, dump=_dump_loss)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = field(ScheduleConfig(), parse=_parse_schedule)
@@ -726,6 +747,9 @@ class Recipe:
         if self.loss.kind == "layer_to_layer" and self.data.labels is not None:
             errors.append(FieldError("data.labels", "only used by the task losses (loss.kind: ctc or classification); "
                                                     "layer_to_layer distillation reads no labels"))  # fmt: skip
+        if self.supernet is not None and self.loss.kind != "layer_to_layer":
+            errors.append(FieldError("supernet", f"a supernet is trained by distillation (loss.kind: layer_to_layer), "
+                                                 f"not {self.loss.kind}"))  # fmt: skip
         if self.teacher is not None and self.teacher.kind == "self" and self.teacher.checkpoint is None:
             errors.append(
                 FieldError("teacher.checkpoint", "kind: self needs the float weights (a torch.save'd state dict)")
@@ -768,6 +792,15 @@ class Recipe:
             if isinstance(node, dict) and name in node and node[name] == default:
                 del node[name]
         return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_init(recipe: Recipe, init: str) -> Recipe:
+    """``recipe`` starting from the weights ``init`` (``planner train --init``): another run than the recipe's
+    own (the fingerprint holds ``init``); errors still name the recipe file."""
+    out = dataclasses.replace(recipe, init=init)
+    for name in ("base_dir", "source", "source_format"):
+        object.__setattr__(out, name, getattr(recipe, name))
+    return out
 
 
 def recipe_error(recipe: Recipe, path: str, message: str) -> ConfigError:
@@ -981,6 +1014,8 @@ def dump_recipe(recipe: Recipe) -> dict[str, Any]:
         if not f.init or f.name == "format":
             continue
         v = getattr(recipe, f.name)
+        if f.name == "supernet" and v is None:  # a section added later: absent unless used, as runs recorded it
+            continue
         dump = f.metadata.get("dump")
         out[f.name] = dump(v) if dump else _full(v)
     return out

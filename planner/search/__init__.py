@@ -19,6 +19,7 @@ from planner.search._study import (
     StudyConfig,
     study_from_dict,
 )
+from planner.search._supernet import SpaceSampler, supernet_cover
 
 __all__ = [
     "COST_METRICS",
@@ -39,6 +40,7 @@ __all__ = [
     "SamplerConfig",
     "SearchOptions",
     "SearchSpace",
+    "SpaceSampler",
     "StudyConfig",
     "architecture_yaml",
     "export_pareto",
@@ -51,6 +53,7 @@ __all__ = [
     "space_from_dict",
     "study_from_dict",
     "summarize",
+    "supernet_cover",
 ]
 
 

@@ -17,7 +17,7 @@ from planner.errors import FieldError, Pruned
 from planner.registry import Registry
 
 __all__ = ["EVALUATORS", "EvalContext", "Pruned", "CapacityEvaluator", "NaswotEvaluator", "DistillEvaluator",
-           "NullContext"]  # fmt: skip
+           "NullContext", "SupernetEvaluator", "supernet_scorer"]  # fmt: skip
 
 EVALUATORS: Registry[type] = Registry("evaluator")
 
@@ -148,6 +148,57 @@ class DistillEvaluator:
             if ctx.should_prune():
                 raise Pruned(f"pruned at step {step} (held-out distillation loss {value:.4g})")
         return {"distill_loss": value}
+
+
+@EVALUATORS.register("supernet")
+@dataclass(frozen=True)
+class SupernetEvaluator:
+    """Scores with a trained weight-sharing supernet: a candidate inherits its weights (no training).
+
+    The candidate is extracted from the supernet run (``planner supernet train``), its batch-norm statistics
+    recalibrated, and scored by the recipe's held-out distillation loss (``supernet_loss``, lower is better)
+    and, with ``task``, a probe on its frozen features (``probe_accuracy``, or ``probe_cer`` / ``probe_wer``):
+    :class:`trainers.supernet.SupernetScorer`. The supernet is loaded once per worker process. A Pareto
+    export of such a study writes each point's inherited weights beside its YAML.
+
+    Attributes:
+        checkpoint: the supernet run folder (or its ``best/``).
+        recipe: the recipe the supernet was trained with (its teacher, data and masks; checked against the
+            run's fingerprint).
+        task: a probe task file (``planner evaluate``'s), or None for the loss only.
+        recalibrate: training batches for the batch-norm statistics (default: the run's ``supernet.recalibrate``).
+    """
+
+    checkpoint: str
+    recipe: str
+    task: str | None = None
+    recalibrate: int | None = field(None, ge=0, le=1_000)
+
+    metrics: ClassVar[tuple[str, ...]] = ("supernet_loss", "probe_accuracy", "probe_cer", "probe_wer")
+
+    def check(self) -> None:
+        for name in ("checkpoint", "recipe"):
+            if not getattr(self, name).strip():
+                raise FieldError(name, "is empty: give the supernet run folder and the recipe it was trained with")
+
+    def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
+        res = supernet_scorer(self.checkpoint, self.recipe, self.task, self.recalibrate).score(graph)
+        ctx.report(res["supernet_loss"], 0)
+        return {k: v for k, v in res.items() if k in self.metrics}
+
+
+_SCORERS: dict[tuple[Any, ...], Any] = {}
+
+
+def supernet_scorer(checkpoint: str, recipe: str, task: str | None = None, recalibrate: int | None = None) -> Any:
+    """The :class:`trainers.supernet.SupernetScorer` of a supernet run, loaded once per process."""
+    key = (checkpoint, recipe, task, recalibrate)
+    if key not in _SCORERS:
+        from trainers import load_recipe
+        from trainers.supernet import SupernetScorer
+
+        _SCORERS[key] = SupernetScorer(checkpoint, load_recipe(recipe), task, recalibrate)
+    return _SCORERS[key]
 
 
 _TEACHERS: dict[str, tuple[Any, Any]] = {}

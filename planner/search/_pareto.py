@@ -118,6 +118,21 @@ def export_pareto(study: Any, out: str | Path, force: bool = False) -> dict[str,
     return doc
 
 
+def _write_inherited(supernet: dict[str, Any], text: str, path: Path) -> str:
+    """Writes a point's weights inherited from the study's supernet (batch norm recalibrated), a state dict
+    of its compressed model that ``planner train ARCH --init FILE`` loads; returns the file name."""
+    from safetensors.torch import save_file
+
+    from planner.ir.io import loads
+    from planner.search._evaluators import supernet_scorer
+
+    graph = loads(text, str(path.with_suffix(".yaml")))
+    scorer = supernet_scorer(supernet["checkpoint"], supernet["recipe"], None, supernet.get("recalibrate"))
+    state = {k: v.detach().cpu().contiguous() for k, v in scorer.extract(graph).state_dict().items()}
+    save_file(state, str(path))
+    return path.name
+
+
 def _write_export(study: Any, out: Path) -> dict[str, Any]:
     """Writes the export files into the (staging) folder ``out``."""
     from planner.search._optuna import architecture_yaml
@@ -125,12 +140,16 @@ def _write_export(study: Any, out: Path) -> dict[str, Any]:
     names = study.user_attrs.get("objectives") or [f"objective{i}" for i in range(len(study.directions))]
     front = pareto_trials(study)
     points = []
+    supernet = study.user_attrs.get("supernet")
     for t in front:
         arch = f"trial-{t.number:04d}.yaml"
-        (out / arch).write_text(architecture_yaml(t.user_attrs["architecture"]), encoding="utf-8")
-        points.append({"trial": t.number, "objectives": dict(zip(names, t.values)),
-                       "cost": t.user_attrs.get("cost", {}), "quality": t.user_attrs.get("quality", {}),
-                       "params": t.params, "architecture": arch})  # fmt: skip
+        text = architecture_yaml(t.user_attrs["architecture"])
+        (out / arch).write_text(text, encoding="utf-8")
+        point = {"trial": t.number, "objectives": dict(zip(names, t.values)), "cost": t.user_attrs.get("cost", {}),
+                 "quality": t.user_attrs.get("quality", {}), "params": t.params, "architecture": arch}  # fmt: skip
+        if supernet is not None:
+            point["weights"] = _write_inherited(supernet, text, out / f"trial-{t.number:04d}.safetensors")
+        points.append(point)
     doc = {"type": "planner.pareto", "format": 1, "study": study.study_name,
            "directions": [d.name.lower() for d in study.directions], "objectives": names,
            "budgets": study.user_attrs.get("budgets", {}), "seconds": study.user_attrs.get("seconds"),

@@ -151,6 +151,12 @@ def _create(cfg: StudyConfig, url: str, where: str = "--storage", space: SearchS
         study.set_user_attr("seconds", cfg.seconds)
         if space is not None:
             study.set_user_attr("space", space_record(space))
+    ev = cfg.evaluator
+    if ev.kind == "supernet" and ev.config is not None and "supernet" not in study.user_attrs:
+        # what planner pareto --export needs to write each point's inherited weights
+        study.set_user_attr("supernet", {"checkpoint": os.path.abspath(ev.config.checkpoint),
+                                         "recipe": os.path.abspath(ev.config.recipe),
+                                         "recalibrate": ev.config.recalibrate})  # fmt: skip
     return study
 
 
