@@ -87,7 +87,7 @@ def test_sigkill_during_an_export_swap_leaves_one_whole_export(tmp_path: Path, p
 
 CKPT_KILL = """
 import importlib, io, os, signal, torch, planner, trainers
-T = importlib.import_module("trainers.train")
+T = importlib.import_module("trainers.run")
 E = importlib.import_module("trainers.engine")
 calls = []
 if {point!r} == "before-rename":
@@ -141,7 +141,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(re
 
 CLAIM_KILL = """
 import importlib, os, signal, planner, trainers
-T = importlib.import_module("trainers.train")
+T = importlib.import_module("trainers.run")
 real = T.write_text_atomic
 calls = []
 def write(path, text):
@@ -184,7 +184,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_and_says_so(reference, tmp_p
 
 
 def test_an_older_runs_trainer_pt_still_resumes_exactly(reference, tmp_path: Path) -> None:  # noqa: ANN001
-    from trainers.train import _rng_from_json
+    from trainers.run import _rng_from_json
 
     recipe, curve = reference
     out = tmp_path / "run"

@@ -45,7 +45,8 @@ from support import (
 )
 from trainers import latest_checkpoint, load_recipe
 from trainers.engine import TorchEngine
-from trainers.train import _seed_rank, build_loss, build_stream, build_student
+from trainers.run import _seed_rank
+from trainers.train import build_loss, build_stream, build_student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

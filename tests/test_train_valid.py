@@ -14,7 +14,8 @@ from planner.cli import main
 from planner.errors import ConfigError
 from support import DATA, kill_after_first_checkpoint, recipe_text, ta_teacher_yaml, write_corpus
 from trainers import loads_recipe, scan_folder, train
-from trainers.train import _held_out, build_loss, build_student, build_valid
+from trainers.run import _held_out
+from trainers.train import build_loss, build_student, build_valid
 
 STUDENT = DATA / "tiny-student.yaml"
 QAT = DATA / "tiny-student-int4-2of4.yaml"

@@ -20,8 +20,8 @@ from trainers import BatchStream, loads_recipe, train
 from trainers.data import Batch, collate
 from trainers.distributed import LaunchError, World, world_from_env
 from trainers.engine import single_process_env
+from trainers.run import RunConflictError, _read_state, _truncate_metrics
 from trainers.teacher import Teacher
-from trainers.train import RunConflictError, _read_state, _truncate_metrics
 
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_SIZE",
                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # fmt: skip
@@ -127,7 +127,7 @@ def test_batches_and_teacher_follow_the_engines_device(tmp_path: Path, corpus: P
     move to the engine's device records it) on which CPU tensors still compute, and the moves are recorded."""
     import trainers.engine
 
-    train_module = importlib.import_module("trainers.train")  # `trainers.train` is also the function
+    run_module = importlib.import_module("trainers.run")  # where the run loop looks up build_engine
     marked = torch.device("cpu", 0)
     assert marked != torch.device("cpu")
     build = trainers.engine.build_engine
@@ -139,7 +139,7 @@ def test_batches_and_teacher_follow_the_engines_device(tmp_path: Path, corpus: P
 
     moves: list[tuple[str, torch.device]] = []
     batch_to, module_to = Batch.to, torch.nn.Module.to
-    monkeypatch.setattr(train_module, "build_engine", build_marked)
+    monkeypatch.setattr(run_module, "build_engine", build_marked)
     monkeypatch.setattr(Batch, "to", lambda self, device: moves.append(("batch", device)) or batch_to(self, device))
     monkeypatch.setattr(
         Teacher, "to", lambda self, device: moves.append(("teacher", device)) or module_to(self, device)

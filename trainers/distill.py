@@ -78,6 +78,12 @@ class Distiller:
         finally:
             self._held_out = None
 
+    def place(self, device: torch.device, shard: tuple[int, int]) -> None:
+        """Moves the frozen teacher to ``device``; :attr:`shard` becomes ``(rank, world_size)`` (the run loop
+        calls it once the engine is built: :class:`trainers.run.JobLoss`)."""
+        self.teacher.to(device)
+        self.shard = shard
+
     def _features(self, out) -> dict[int, Tensor]:
         return dict(enumerate(out.hidden_states)) if self.same_input else out.projections
 

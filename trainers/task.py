@@ -13,6 +13,7 @@ or with layer-to-layer distillation added.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping
@@ -173,6 +174,14 @@ class TaskDistillLoss:
             raise ConfigError([FieldError("loss.distill_weight", f"{weight!r} is not a weight (allowed: a finite "
                                                                  "number, 0 or more)")])  # fmt: skip
         self.task, self.distiller, self.weight = task, distiller, weight
+
+    def held_out(self, index: int) -> contextlib.AbstractContextManager[None]:
+        """The distillation's fixed masks of held-out batch ``index`` (:meth:`~trainers.distill.Distiller.held_out`)."""
+        return self.distiller.held_out(index)
+
+    def place(self, device: torch.device, shard: tuple[int, int]) -> None:
+        """The teacher onto the engine's device, the masks' shard (:meth:`~trainers.distill.Distiller.place`)."""
+        self.distiller.place(device, shard)
 
     def __call__(self, module: nn.Module, batch: Batch, step: int) -> LossResult:
         out = self.task.forward(module, batch)
