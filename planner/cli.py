@@ -111,11 +111,11 @@ def _cmd_supernet_train(args: argparse.Namespace) -> int:
     sampler = SpaceSampler(space, samples=cfg.cover, seed=recipe.seed)
     try:
         result = train_supernet(sampler, recipe, args.out, space_text=Path(args.space).read_text(encoding="utf-8"),
-                                name=space.name)  # fmt: skip
+                                name=Path(args.space).stem)  # fmt: skip
     except PeerError as err:
         return err.exit_code
     if result.rank == 0:
-        print(f"{args.out}: supernet of {space.name} ({len(sampler.cover)} cover candidates) trained to step "
+        print(f"{args.out}: supernet of {args.space} ({len(sampler.cover)} cover candidates) trained to step "
               f"{result.step} (started at {result.resumed_from})")  # fmt: skip
     return 0
 
