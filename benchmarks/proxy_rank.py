@@ -4,7 +4,7 @@
    digits and ten command words), training voices x speeds for training, two other voices for the held-out
    manifest. ``--corpus synthetic``: chirps in frequency bands (the band is the label), for machines
    without espeak-ng and for the tests.
-2. Teacher. A small planner architecture (:data:`TEACHER`: 64 wide, 3 Transformer layers, 20 ms frames)
+2. Teacher. A small planner architecture (:data:`word_teacher.TEACHER`: 64 wide, 3 Transformer layers, 20 ms frames)
    trained with ``trainers.train`` to classify the words (cross-entropy of the trainer's classifier on the
    mean-pooled output); its held-out accuracy on the unseen voices is reported. The distillation recipe
    names it as users would: ``teacher: {kind: architecture, arch: teacher.yaml, checkpoint:
@@ -39,15 +39,17 @@ only weakly, and no better than the free baselines: the transformers with local 
 lowest losses after 5 or 20 steps and among the highest after 200 (the teacher's last layer, trained to
 classify whole words, needs context beyond +-8 frames), which a run of 5 or 20 steps does not show. At
 N = 5 most of the proxy's time is the held-out evaluation, so 10 times the steps costs 3.5 times the time.
+
+The corpus (``corpus.py``), the teacher (``word_teacher.py``) and the rank statistics (``ranking.py``) are
+modules beside this file, shared with ``truth.py``; a script's own folder is on ``sys.path``, and the tests
+load these files through ``tests/support.py``'s ``load_benchmark``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,42 +59,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import soundfile as sf
 import torch
+from corpus import (
+    HELD_OUT_VOICES,
+    SPEEDS,
+    TRAIN_VOICES,
+    WORDS,
+    manifest_seconds,
+    synthesize_speech,
+    synthesize_tones,
+    write_rows,
+)
+from ranking import kendall_tau, spearman_rho
+from word_teacher import classifier_accuracy, train_teacher
 
 import planner
 from planner.ir.graph import EncoderGraph
 from planner.search import load_space, sample_space
-from trainers import distill_proxy, dump_recipe, load_recipe, recipe_from_dict, scan_folder, train
-from trainers.data import Manifest
+from trainers import distill_proxy, dump_recipe, load_recipe, recipe_from_dict, scan_folder
 from trainers.recipe import Recipe
-from trainers.task import mean_pool
 from trainers.teacher import Teacher, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "searchspaces" / "proxy-small.yaml"
-RATE = 16000
-
-WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-         "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")  # fmt: skip
-TRAIN_VOICES = ("en+m1", "en+m3", "en+f2", "en+f4", "en-us+m5", "en-us+f3")
-HELD_OUT_VOICES = ("en+m7", "en+f5")
-SPEEDS = (120, 160)  # words per minute
-
-# The teacher: 20 ms frames (conv strides 5 x 4 x 4 x 4), as the students of proxy-small.yaml; a mask
-# embedding, so it can serve masking distillation.
-TEACHER = """format: 1
-name: proxy-teacher
-input: {kind: waveform, sample_rate: 16000}
-width: 64
-frontend:
-  - {kind: conv_extractor, conv_layers: [[32, 10, 5], [32, 4, 4], [32, 4, 4], [32, 4, 4]], output_norm: true, projection: true}
-  - {kind: mask_embedding}
-  - {kind: conv_pos_embedding, kernel: 8, groups: 4}
-  - {kind: layer_norm}
-layers:
-  - {kind: transformer, repeat: 3, heads: 4, ffn: 128}
-"""
 
 Corpus = Literal["espeak", "synthetic"]
 
@@ -104,130 +93,6 @@ class Setup:
     recipe: Recipe
     teacher: Teacher
     info: dict[str, Any]
-
-
-# -- rank statistics -------------------------------------------------------------------------------------
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b between two score lists (tau-a when neither has ties; as ``scipy.stats.kendalltau``).
-
-    ``(concordant - discordant) / sqrt((n0 - ties_a) * (n0 - ties_b))`` over the ``n0 = n (n - 1) / 2``
-    pairs; a pair tied in either list is neither concordant nor discordant. NaN when a list is constant.
-
-    Example:
-        >>> kendall_tau([1, 2, 3], [1, 3, 2])
-        0.3333333333333333
-    """
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"need two lists of the same length >= 2, got {len(a)} and {len(b)}")
-    s = n_a = n_b = 0
-    for i, j in itertools.combinations(range(len(a)), 2):
-        da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-        s += da * db
-        n_a += da != 0
-        n_b += db != 0
-    return float(s / np.sqrt(n_a * n_b)) if n_a and n_b else float("nan")
-
-
-def _ranks(x: Sequence[float]) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tied = x == v
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the average ranks (as ``scipy.stats.spearmanr``).
-
-    Example:
-        >>> spearman_rho([1, 2, 3], [1, 3, 2])
-        0.5
-    """
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den else float("nan")
-
-
-# -- corpus ----------------------------------------------------------------------------------------------
-
-
-def _write_16k(path: Path, wav: np.ndarray, rate: int) -> int:
-    """Writes mono float audio at 16 kHz (resampled once here, not on every read); returns its samples."""
-    if rate != RATE:
-        import torchaudio.functional as AF
-
-        wav = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), rate, RATE).numpy()
-    sf.write(path, wav.astype(np.float32), RATE)
-    return len(wav)
-
-
-def synthesize_speech(folder: Path, voices: Sequence[str], speeds: Sequence[int], words: Sequence[str],
-                      exe: str = "espeak-ng") -> list[tuple[str, str]]:  # fmt: skip
-    """Speaks every word in every voice at every speed into ``folder``; returns ``(file name, word)`` rows."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for v, s, w in itertools.product(voices, speeds, words):
-        name = f"{v}-{s}-{w}.wav"
-        subprocess.run([exe, "-w", str(folder / name), "-v", v, "-s", str(s), w], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        data, rate = sf.read(folder / name, dtype="float32")
-        _write_16k(folder / name, data, rate)
-        rows.append((name, w))
-    return rows
-
-
-def synthesize_tones(folder: Path, n: int, classes: int, seed: int, seconds: float = 0.5) -> list[tuple[str, str]]:
-    """Chirps whose start frequency lies in one of ``classes`` bands (the label) with noise; ``(name, band)``."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    t = np.arange(int(seconds * RATE)) / RATE
-    edges = np.geomspace(100, 1600, classes + 1)
-    for i in range(n):
-        c = i % classes
-        f0 = rng.uniform(edges[c], edges[c + 1])
-        wav = 0.3 * np.sin(2 * np.pi * f0 * t * (1 + rng.uniform(0, 1) * t)) + 0.02 * rng.standard_normal(t.size)
-        name = f"{i}.wav"
-        _write_16k(folder / name, wav, RATE)
-        rows.append((name, f"band{c}"))
-    return rows
-
-
-def _seconds(manifest: Manifest) -> float:
-    return sum(u.samples for u in manifest.utterances) / RATE
-
-
-def _write_rows(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"{p}\t{w}\n" for p, w in rows), encoding="utf-8")
-    return path
-
-
-# -- teacher ---------------------------------------------------------------------------------------------
-
-
-def _held_out_accuracy(graph: EncoderGraph, run: Path, rows: Sequence[tuple[str, str]], folder: Path,
-                       classes: Sequence[str]) -> float:  # fmt: skip
-    """The teacher's own classifier (``classifier.pt``) on the held-out utterances, one at a time."""
-    model = planner.materialize(graph)
-    model.load_state_dict(torch.load(run / "student.pt", weights_only=True))
-    model.eval()
-    state = torch.load(run / "classifier.pt", weights_only=True)
-    clf = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    clf.load_state_dict(state)
-    correct = 0
-    with torch.no_grad():
-        for name, label in rows:
-            wav = torch.from_numpy(sf.read(folder / name, dtype="float32")[0])[None]
-            out = model(wav, torch.tensor([wav.shape[1]]))
-            correct += classes[int(clf(mean_pool(out.output, out.lengths)).argmax())] == label
-    return correct / len(rows)
 
 
 def prepare(folder: Path, corpus: Corpus = "espeak", *, teacher_steps: int = 300, batch_seconds: float = 4.0,
@@ -258,23 +123,19 @@ def prepare(folder: Path, corpus: Corpus = "espeak", *, teacher_steps: int = 300
         max_seconds = 0.5
     train_m = scan_folder(train_dir, folder / "train.tsv")
     held_m = scan_folder(held_dir, folder / "valid.tsv")
-    _write_rows(folder / "labels.tsv", train_rows)
-    _write_rows(folder / "valid-labels.tsv", held_rows)  # train logs the teacher's held-out loss on them
+    write_rows(folder / "labels.tsv", train_rows)
+    write_rows(folder / "valid-labels.tsv", held_rows)  # train logs the teacher's held-out loss on them
     synth_s = time.perf_counter() - t0
     data = (f"{{train: [train.tsv], valid: valid.tsv, batch_seconds: {batch_seconds}, max_seconds: {max_seconds}, "
             "min_seconds: 0.1}")  # fmt: skip
 
     # the teacher: word classification, as a user would train it (planner train teacher.yaml --recipe ...)
     t1 = time.perf_counter()
-    (folder / "teacher.yaml").write_text(TEACHER, encoding="utf-8")
-    (folder / "teacher-recipe.yaml").write_text(
-        f"data: {data[:-1]}, labels: labels.tsv, valid_labels: valid-labels.tsv}}\nloss: {{kind: classification}}\noptimizer: {{lr: 2.0e-3}}\n"
-        f"schedule: {{warmup_ratio: 0.1}}\nsteps: {teacher_steps}\nlogging: {{every: {max(1, teacher_steps // 10)}}}\n"
-        f"checkpoint: {{every: {teacher_steps}, keep: 1}}\nseed: 0\n", encoding="utf-8")  # fmt: skip
-    graph = planner.load(folder / "teacher.yaml")
-    result = train(graph, load_recipe(folder / "teacher-recipe.yaml"), folder / "teacher", log=log)
+    graph, result = train_teacher(folder, f"{data[:-1]}, labels: labels.tsv, valid_labels: valid-labels.tsv}}",
+                                  teacher_steps, log=log)  # fmt: skip
     classes = sorted({w for _, w in train_rows})
-    accuracy = _held_out_accuracy(graph, folder / "teacher", held_rows, held_dir, classes)
+    run = folder / "teacher"
+    accuracy = classifier_accuracy(graph, run / "student.pt", run / "classifier.pt", held_rows, held_dir, classes)
     teacher_s = time.perf_counter() - t1
 
     (folder / "distill.yaml").write_text(
@@ -285,8 +146,8 @@ def prepare(folder: Path, corpus: Corpus = "espeak", *, teacher_steps: int = 300
     teacher = load_teacher(recipe)
     info = {
         "corpus": corpus,
-        "train_utterances": len(train_m.utterances), "train_seconds": round(_seconds(train_m), 1),
-        "held_out_utterances": len(held_m.utterances), "held_out_seconds": round(_seconds(held_m), 1),
+        "train_utterances": len(train_m.utterances), "train_seconds": round(manifest_seconds(train_m), 1),
+        "held_out_utterances": len(held_m.utterances), "held_out_seconds": round(manifest_seconds(held_m), 1),
         "classes": len(classes), "synthesis_s": round(synth_s, 1),
         "teacher": {"arch": graph.name, "params": graph.param_count, "layers": teacher.num_layers,
                     "steps": teacher_steps, "train_accuracy": result.metrics[-1].get("accuracy") if result.metrics else None,

@@ -28,6 +28,27 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"
 DATA = ROOT / "tests" / "data"
 
+# -- benchmarks ------------------------------------------------------------------------------------------
+
+
+def load_benchmark(name: str):  # noqa: ANN201
+    """Imports ``benchmarks/NAME.py`` as the module ``NAME``, with ``benchmarks/`` on ``sys.path`` first (as a
+    script run sees it), so that its sibling imports (``from ranking import ...``) resolve."""
+    import importlib.util
+
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # -- training: a tiny corpus, a tiny torchaudio teacher, recipes -----------------------------------------
 
 TINY_TA = {  # a tiny torchaudio wav2vec2_model: 10 ms frames like tiny-student.yaml, 3 layers of 48

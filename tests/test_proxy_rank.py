@@ -3,30 +3,20 @@ shipped space, and its whole measurement on a tiny synthetic corpus (no timing i
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 import planner
+from support import load_benchmark
 from trainers import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "searchspaces" / "proxy-small.yaml"
 
 
-def _load_benchmark():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("proxy_rank", ROOT / "benchmarks" / "proxy_rank.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["proxy_rank"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pr = _load_benchmark()
+pr = load_benchmark("proxy_rank")
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,8 +58,17 @@ from trainers.safeio import read_torch
 from trainers.task import mean_pool
 from trainers.train import latest_checkpoint
 
-__all__ = ["ProbeTask", "decode_files", "evaluate", "export_run", "load_task", "load_run_model", "probe_model",
-           "run_task_head"]  # fmt: skip
+__all__ = [
+    "ProbeTask",
+    "classification_probe",
+    "decode_files",
+    "evaluate",
+    "export_run",
+    "load_task",
+    "load_run_model",
+    "probe_model",
+    "run_task_head",
+]
 
 
 _EXAMPLES = 5  # decoded held-out utterances shown in a ctc result
@@ -403,19 +413,43 @@ def probe_model(model: nn.Module | None, graph: Any, task_file: str | os.PathLik
         raise ConfigError([FieldError("train", f"one class only ({classes})")], str(task_file))
     if load is not None:
         graph, model = load()
-    return head | _classification_probe(model, graph, task, train_labels, test_labels, classes)
+    return head | classification_probe(model, graph, task, train_labels, test_labels, classes)
 
 
-def _classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_labels: dict[str, str],
-                          test_labels: dict[str, str], classes: list[str]) -> dict[str, Any]:  # fmt: skip
-    """Mean-pooled features, a linear classifier; accuracy, chance and the layer weights."""
+def classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_labels: dict[str, str],
+                         test_labels: dict[str, str], classes: list[str], *,
+                         also: Mapping[str, dict[str, str]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A linear word probe on the frozen ``model``'s mean-pooled features: trained on ``train_labels``, scored on
+    ``test_labels`` (the probe of a ``classification`` task; see the module docstring).
+
+    Args:
+        model: the encoder, frozen (its mode is left as it is: eval for scoring).
+        graph: its architecture (the input kind, for messages).
+        task: the probe's settings (``features``, ``steps``, ``lr``, ``batch_size``, ``seed``, ...); its
+            ``train`` / ``test`` files are not read here.
+        train_labels, test_labels: ``{audio path: class}``.
+        classes: every class, in the order of the classifier's outputs.
+        also: further held-out sets scored by the same trained probe, ``{name: {audio path: class}}``.
+
+    Returns:
+        ``{"accuracy", "chance", "train_accuracy", "classes", "n_train", "n_test", "layer_weights"}``, and with
+        ``also`` ``"also": {name: {"accuracy", "chance", "n_test"}}``; ``chance`` is the rate of the set's most
+        frequent class.
+
+    Example:
+        >>> task = ProbeTask(train="train.tsv", test="test.tsv", features="last")  # doctest: +SKIP
+        >>> classification_probe(model, graph, task, train, test, sorted(set(train.values())))["accuracy"]  # doctest: +SKIP
+        0.85
+    """
     index = {c: i for i, c in enumerate(classes)}
     xtr = _pooled(model, graph, list(train_labels), task)
     xte = _pooled(model, graph, list(test_labels), task)
+    more = {name: _pooled(model, graph, list(labels), task) for name, labels in (also or {}).items()}
     ytr = torch.tensor([index[v] for v in train_labels.values()])
     yte = torch.tensor([index[v] for v in test_labels.values()])
     mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True).clamp(min=1e-5)
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    more = {name: (x - mean) / std for name, x in more.items()}
 
     torch.manual_seed(task.seed)
     gen = torch.Generator().manual_seed(task.seed)
@@ -428,6 +462,10 @@ def _classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_l
             x = (layer_logits.softmax(0)[None, :, None] * x).sum(1)
         return probe(x)
 
+    def scored(x: Tensor, y: Tensor) -> dict[str, Any]:
+        return {"accuracy": float((logits(x).argmax(-1) == y).float().mean()),
+                "chance": float(torch.bincount(y, minlength=len(classes)).max()) / len(y), "n_test": len(y)}  # fmt: skip
+
     for _ in range(task.steps):
         idx = torch.randperm(len(ytr), generator=gen)[: task.batch_size]
         loss = F.cross_entropy(logits(xtr[idx]), ytr[idx])
@@ -435,11 +473,15 @@ def _classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_l
         loss.backward()
         opt.step()
     with torch.no_grad():
-        acc = float((logits(xte).argmax(-1) == yte).float().mean())
+        result = scored(xte, yte)
         train_acc = float((logits(xtr).argmax(-1) == ytr).float().mean())
-    return {"accuracy": acc, "chance": float(torch.bincount(yte, minlength=len(classes)).max()) / len(yte),
-            "train_accuracy": train_acc, "classes": classes, "n_train": len(ytr), "n_test": len(yte),
-            "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip
+        extra = {name: scored(x, torch.tensor([index[v] for v in also[name].values()])) for name, x in more.items()}
+    result |= {"train_accuracy": train_acc, "classes": classes, "n_train": len(ytr),
+               "layer_weights": [round(float(w), 4) for w in layer_logits.detach().softmax(0)]}  # fmt: skip
+    return result | ({"also": extra} if also is not None else {})
+
+
+_classification_probe = classification_probe  # its former private name, for callers written against it
 
 
 @torch.no_grad()
