@@ -156,7 +156,7 @@ def test_search_scores_with_the_supernet_and_exports_weights_train_init_loads(se
     space.write_text(SPACE.replace("BUDGET", str(budget)).replace("CKPT", str(trained))
                      .replace("RECIPE", str(setup["recipe"])))  # fmt: skip
     storage = f"sqlite:///{setup['root'] / 'study.db'}"
-    study = run_search(load_space(space), SearchOptions(storage=storage))
+    study = run_search(str(space), SearchOptions(storage=storage, progress=False))
     scored = [t for t in study.trials if t.user_attrs.get("feasible")]
     assert scored and all(0 < t.user_attrs["quality"]["supernet_loss"] < float("inf") for t in scored)
     assert all("quality" not in t.user_attrs or not t.user_attrs["quality"]
@@ -183,8 +183,10 @@ def test_a_candidate_of_another_space_is_refused_by_the_scorer(setup: dict[str, 
     from trainers.supernet import SupernetScorer
 
     scorer = SupernetScorer(trained, load_recipe(setup["recipe"]))
-    wide = planner.loads(SPACE.split("study:")[0].replace("{choice: [16, 32], name: width}", "64")
-                         .replace("{choice: [16, 32], name: ffn}", "64"), "wide")  # fmt: skip
+    from planner.search import loads_space
+
+    wider = SPACE.split("study:")[0].replace("[16, 32], name: width", "[16, 64], name: width")
+    wide = SpaceSampler(loads_space(wider, "wider.yaml"), samples=0).largest()
     with pytest.raises(SupernetError, match="not a candidate"):
         scorer.score(wide)
 
