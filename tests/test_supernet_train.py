@@ -24,7 +24,7 @@ import planner
 from planner.cli import main as cli
 from planner.errors import SupernetError
 from planner.search import SpaceSampler, SearchOptions, load_space, run_search
-from support import make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
+from support import launch_ok, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 from trainers import load_recipe
 from trainers.supernet import load_supernet, step_candidates, train_supernet
 from trainers.train import build_student
@@ -201,3 +201,36 @@ def test_train_supernet_refuses_a_task_loss(setup: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="distillation"):
         train_supernet(SpaceSampler(load_space(setup["space"]), samples=0), task, setup["root"] / "x",
                        space_text="", name="x")  # fmt: skip
+
+
+def test_a_space_without_projection_heads_is_refused_before_the_folder_is_claimed(setup: dict[str, Path],
+                                                                                  capsys) -> None:  # fmt: skip
+    text = setup["space"].read_text()
+    headless = setup["root"] / "headless.yaml"
+    headless.write_text(text[: text.index("heads:\n")] + text[text.index("compression:") :])
+    out = setup["root"] / "headless-run"
+    assert cli(["supernet", "train", str(headless), "--recipe", str(setup["recipe"]), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "projection_heads" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("engine", ["torchrun", "deepspeed"])
+def test_supernet_trains_on_two_torch_processes_and_on_deepspeed(setup: dict[str, Path], engine: str) -> None:
+    recipe = setup["root"] / f"super-{engine}.yaml"
+    text = setup["recipe"].read_text().replace("steps: 6", "steps: 2")
+    if engine == "deepspeed":
+        text = "format: 2\nengine: {kind: deepspeed, zero_stage: 0, precision: fp32}\n" + text
+    recipe.write_text(text)
+    out = setup["root"] / f"run-{engine}"
+    args = ["supernet", "train", str(setup["space"]), "--recipe", str(recipe), "--out", str(out)]
+    if engine == "torchrun":  # data parallel: each process its batch, the same candidates, equal weights at the end
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "planner.cli", *args]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "planner.cli", *args]
+    launch_ok(cmd)
+    net, info = load_supernet(out)
+    assert info["steps"] == 2 and all(torch.isfinite(t).all() for t in net.tensors)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and set(rows[-1]["layers"]) == {"largest", "smallest", "random0"}

@@ -113,6 +113,8 @@ class SandwichLoss:
         self.shard = (0, 1)
         self._distillers: dict[str, Distiller] = {}
         self._held: int | None = None
+        for graph in (self.sampler.largest(), self.sampler.smallest()):  # a recipe that does not fit the space
+            self.distiller_for(graph)  # (no projection head, no mask embedding) fails here, before the claim
 
     def place(self, device: torch.device, shard: tuple[int, int]) -> None:
         """The run's hook once the engine is built: the teacher onto ``device``; this process's mask shard."""
