@@ -21,7 +21,9 @@ from trainers.supernet import Supernet, extract, slot_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "searchspaces").glob("*.yaml"))
-CANDIDATES = 2  # random candidates per space, besides the largest and the smallest (6 spaces hold 4-53M-param supernets)
+CANDIDATES = (
+    2  # random candidates per space, besides the largest and the smallest (6 spaces hold 4-53M-param supernets)
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,9 @@ def test_compressed_and_float_candidates_share_one_float_weight() -> None:
     for name, g in [*graphs.items(), ("2:4", sparse)]:
         model = planner.materialize(g)
         table = slot_table(model, g)
-        keys[name] = {table[n].key for n, _ in model.named_parameters() if "fc1" in n and "ffn1" in n and "layers.0" in n}
+        keys[name] = {
+            table[n].key for n, _ in model.named_parameters() if "fc1" in n and "ffn1" in n and "layers.0" in n
+        }
     assert keys["fp32"] == keys["int4"] == keys["2:4"] == {"layers.0:conformer/ffn1.fc1.weight",
                                                            "layers.0:conformer/ffn1.fc1.bias"}  # fmt: skip
     # the int4 candidate's output is its fake-quantized view: not the float candidate's

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import planner
 from planner.cli import main as cli
 from planner.errors import SupernetError
-from planner.search import SpaceSampler, SearchOptions, load_space, run_search
+from planner.search import SearchOptions, SpaceSampler, load_space, run_search
 from support import launch_ok, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
 from trainers import load_recipe
 from trainers.supernet import load_supernet, step_candidates, train_supernet
@@ -122,7 +122,9 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_weights(setup: dict[str, P
         f"train_supernet(sampler, recipe, {str(out)!r}, space_text=Path(space).read_text(), name='space',\n"
         "               on_step=lambda s, m: time.sleep(0.5))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {
+        "OMP_NUM_THREADS": str(torch.get_num_threads())
+    }
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 240

@@ -126,7 +126,9 @@ def supernet_cover(space: SearchSpace, samples: int = 256, seed: int = 0) -> lis
     assignments = [dict(base)]
     options = [(d.label, _values(d)) for d in domains]
     if math.prod(len(v) for _, v in options) <= _FULL:
-        assignments += [dict(zip([a for a, _ in options], combo)) for combo in itertools.product(*(v for _, v in options))]
+        assignments += [
+            dict(zip([a for a, _ in options], combo)) for combo in itertools.product(*(v for _, v in options))
+        ]
     else:
         assignments += _pairs(options, base)
     rng = random.Random(seed)
