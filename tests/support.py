@@ -310,3 +310,58 @@ FINGERPRINTS = [
     ("teacher: {kind: torchaudio_hubert, checkpoint: t.pt, overrides: {extractor_conv_layer_config: [[32, 10, 5], [32, 3, 2]], "
      "encoder_num_layers: 2}}\ndata: {train: a.tsv}\n", "549b62eb7f485629"),
 ]  # fmt: skip
+
+
+# -- the supernet: a tiny space (width x depth x block x kernel x weight bits x 2:4) and its study -----------
+
+SUPERNET_SPACE = """format: 1
+name: tiny-super
+input: {kind: waveform, sample_rate: 16000}
+width: {choice: [16, 32], name: width}
+frontend:
+  - {kind: conv_extractor, conv_layers: [[16, 10, 5], [16, 4, 4], [32, 4, 4], [32, 2, 2]], output_norm: true, projection: true}
+  - kind: mask_embedding
+  - {kind: conv_pos_embedding, kernel: 8, groups: 4}
+  - kind: layer_norm
+layers:
+  - choice:
+      - {kind: transformer}
+      - {kind: conformer, kernel: {choice: [3, 5], name: kernel}}
+    name: block
+    repeat: {range: [1, 2], name: depth}
+    heads: {choice: [1, 2], name: heads}
+    ffn: {choice: [16, 32], name: ffn}
+heads:
+  - {kind: projection_heads, width: 48, layers: {ref: depth, map: {1: 0, 2: 1}}}
+compression:
+  - layers: layers
+    modules: [attention, ffn, pointwise]
+    weight: {choice: [fp32, int8], name: weight_bits}
+    sparsity: {choice: [none, "2:4"], name: sparsity}
+study:
+  name: tiny-super
+  objectives: [{metric: supernet_loss}, {metric: params, direction: minimize}]
+  budgets: {params: BUDGET}
+  sampler: {kind: random}
+  n_trials: 6
+  seed: 0
+  evaluator: {kind: supernet, checkpoint: CKPT, recipe: RECIPE}
+"""
+
+
+def supernet_setup(root: Path, steps: int = 6) -> dict[str, Path]:
+    """Six utterances, the tiny teacher, a supernet recipe (``steps`` steps, sandwich of 3) and the space
+    (without its study section) under ``root``; returns their paths (``recipe``, ``space``, ``distill``: a
+    2-step distillation recipe for a Pareto point)."""
+    manifest = make_corpus(root)
+    teacher = ta_teacher_yaml(save_tiny_teacher(root / "teacher.pt"))
+    data = f"{{train: [{manifest}], valid: {manifest}, batch_seconds: 1.0, max_seconds: 0.5, min_seconds: 0.1}}"
+    recipe = root / "super.yaml"
+    recipe.write_text(recipe_text(teacher, manifest, data=data, steps=str(steps),
+                                  loss="{layers: proportional, masking: {prob: 0.5, span: 3}}",
+                                  supernet="{random: 1, cover: 8, recalibrate: 1}", logging="{every: 2}"))  # fmt: skip
+    space = root / "space.yaml"
+    space.write_text(SUPERNET_SPACE.split("study:")[0])
+    distill = root / "distill.yaml"
+    distill.write_text(recipe_text(teacher, manifest, data=data, loss="{layers: proportional}", steps="2"))
+    return {"root": root, "recipe": recipe, "space": space, "distill": distill}

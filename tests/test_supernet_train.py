@@ -24,63 +24,18 @@ import planner
 from planner.cli import main as cli
 from planner.errors import SupernetError
 from planner.search import SearchOptions, SpaceSampler, load_space, run_search
-from support import launch_ok, make_corpus, recipe_text, save_tiny_teacher, ta_teacher_yaml
+from support import SUPERNET_SPACE as SPACE
+from support import launch_ok, supernet_setup
 from trainers import load_recipe
 from trainers.supernet import load_supernet, step_candidates, train_supernet
 from trainers.train import build_student
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPACE = """format: 1
-name: tiny-super
-input: {kind: waveform, sample_rate: 16000}
-width: {choice: [16, 32], name: width}
-frontend:
-  - {kind: conv_extractor, conv_layers: [[16, 10, 5], [16, 4, 4], [32, 4, 4], [32, 2, 2]], output_norm: true, projection: true}
-  - kind: mask_embedding
-  - {kind: conv_pos_embedding, kernel: 8, groups: 4}
-  - kind: layer_norm
-layers:
-  - choice:
-      - {kind: transformer}
-      - {kind: conformer, kernel: {choice: [3, 5], name: kernel}}
-    name: block
-    repeat: {range: [1, 2], name: depth}
-    heads: {choice: [1, 2], name: heads}
-    ffn: {choice: [16, 32], name: ffn}
-heads:
-  - {kind: projection_heads, width: 48, layers: {ref: depth, map: {1: 0, 2: 1}}}
-compression:
-  - layers: layers
-    modules: [attention, ffn, pointwise]
-    weight: {choice: [fp32, int8], name: weight_bits}
-    sparsity: {choice: [none, "2:4"], name: sparsity}
-study:
-  name: tiny-super
-  objectives: [{metric: supernet_loss}, {metric: params, direction: minimize}]
-  budgets: {params: BUDGET}
-  sampler: {kind: random}
-  n_trials: 6
-  seed: 0
-  evaluator: {kind: supernet, checkpoint: CKPT, recipe: RECIPE}
-"""
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("supernet")
-    manifest = make_corpus(root)
-    teacher = ta_teacher_yaml(save_tiny_teacher(root / "teacher.pt"))
-    data = f"{{train: [{manifest}], valid: {manifest}, batch_seconds: 1.0, max_seconds: 0.5, min_seconds: 0.1}}"
-    recipe = root / "super.yaml"
-    recipe.write_text(recipe_text(teacher, manifest, data=data,
-                                  loss="{layers: proportional, masking: {prob: 0.5, span: 3}}",
-                                  supernet="{random: 1, cover: 8, recalibrate: 1}", logging="{every: 2}"))  # fmt: skip
-    space = root / "space.yaml"
-    space.write_text(SPACE.split("study:")[0])
-    distill = root / "distill.yaml"
-    distill.write_text(recipe_text(teacher, manifest, data=data, loss="{layers: proportional}", steps="2"))
-    return {"root": root, "recipe": recipe, "space": space, "distill": distill}
+    return supernet_setup(tmp_path_factory.mktemp("supernet"))
 
 
 @pytest.fixture(scope="module")
