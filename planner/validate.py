@@ -242,11 +242,23 @@ def _check_study(path: str, data: Any, report: _Report) -> str | None:
 
 
 def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "study.evaluator") -> None:
-    """The files a study's evaluator names: the ``distill`` evaluator's recipe (read as the search reads it,
-    relative to the working directory), and through it the teacher and the manifests."""
-    recipe_path = cfg.evaluator.kwargs().get("recipe") if cfg.evaluator.kind == "distill" else None
+    """The files a study's evaluator names: the ``distill`` and ``supernet`` evaluators' recipe (read as the
+    search reads it, relative to the working directory), and through it the teacher and the manifests; the
+    ``supernet`` evaluator's run folder (found, not read) and probe task."""
+    kind = cfg.evaluator.kind
+    kwargs = cfg.evaluator.kwargs()
+    recipe_path = kwargs.get("recipe") if kind in ("distill", "supernet") else None
     if recipe_path is None or not report.files:
         return
+    if kind == "supernet":
+        folder = kwargs.get("checkpoint")
+        for name in ("supernet.json", "supernet.safetensors"):
+            if folder is not None and not os.path.isfile(os.path.join(folder, name)):
+                report.missing(path, f"{where}.checkpoint", os.path.join(folder, name),
+                               hint=" (train it with planner supernet train SPACE --recipe RECIPE --out FOLDER)")  # fmt: skip
+        task = kwargs.get("task")
+        if task is not None and not os.path.isfile(task):
+            report.missing(path, f"{where}.task", task, hint=" (relative paths are read from the working directory)")
     if os.path.isdir(recipe_path):
         report.add(ConfigError([FieldError(f"{where}.recipe", f"{recipe_path} is a folder, not a file (relative "
                                                               "paths are read from the working directory)")], path))  # fmt: skip
@@ -260,7 +272,7 @@ def _check_evaluator_files(path: str, cfg: Any, report: _Report, where: str = "s
     recipe = _check_recipe_file(recipe_path, report, via)
     if recipe is not None and recipe.data.valid is None:
         report.add(
-            ConfigError([FieldError("data.valid", "the distill evaluator needs a held-out manifest")], recipe_path), via
+            ConfigError([FieldError("data.valid", f"the {kind} evaluator needs a held-out manifest")], recipe_path), via
         )
 
 

@@ -136,3 +136,12 @@ def test_damaged_init_weights_are_refused(cli, trained: dict[str, Path], tmp_pat
     refused(cli(["train", str(arch), "--recipe", str(trained["distill"]), "--init", str(init), "--out", str(out)]),
             names=[str(init)])  # fmt: skip
     assert not out.exists() and not marker.exists()
+
+
+def test_validate_names_a_missing_supernet_folder_and_task(cli, trained: dict[str, Path], tmp_path: Path) -> None:
+    space = tmp_path / "study.yaml"
+    text = SUPERNET_SPACE.replace("BUDGET", "10000000").replace("CKPT", str(tmp_path / "nothing"))
+    space.write_text(text.replace("recipe: RECIPE}", f"recipe: {trained['recipe']}, task: {tmp_path / 'task.yaml'}}}"))
+    refused(cli(["validate", "--strict", str(space)]),
+            names=["study.evaluator.checkpoint", "supernet.json", "study.evaluator.task", "task.yaml"])  # fmt: skip
+    assert cli(["validate", str(space)]).code == 0  # warnings only, without --strict
