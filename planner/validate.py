@@ -38,8 +38,8 @@ _NAMES = {"architecture": "an architecture", "space": "a search space", "recipe"
 # equal the dataclasses', so a new field cannot be forgotten here).
 ARCHITECTURE_KEYS = frozenset({"name", "input", "width", "frontend", "layers", "reuse", "post", "heads",
                                "compression", "format"})  # fmt: skip
-RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "loss", "optimizer", "schedule", "steps", "engine",
-                         "logging", "checkpoint", "seed", "format"})  # fmt: skip
+RECIPE_KEYS = frozenset({"data", "teacher", "init", "compression", "supernet", "loss", "optimizer", "schedule", "steps",
+                         "engine", "logging", "checkpoint", "seed", "format"})  # fmt: skip
 TASK_KEYS = frozenset({"train", "test", "kind", "features", "alphabet", "steps", "lr", "weight_decay", "batch_size",
                        "sample_rate", "max_seconds", "seed", "format"})  # fmt: skip
 STUDY_KEYS = frozenset({"name", "bops", "objectives", "budgets", "sampler", "n_trials", "timeout", "storage", "seed", "seconds",
