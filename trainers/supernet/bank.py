@@ -179,8 +179,10 @@ class Supernet(nn.Module):
         if problems:
             raise SupernetError(problems[0])
         module = materialize(graph).to(self.device)
-        for p in module.parameters():
-            p.requires_grad_(False)  # its own tensors are never used: the views replace them in every call
+        for mod in module.modules():  # its own tensors are never used (the views replace them in every call):
+            for k, p in list(mod._parameters.items()):  # kept as shapes only (64 cached candidates cost buffers)
+                if p is not None:
+                    mod._parameters[k] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"), False)
         schedule = getattr(module, "mask_schedule", None)
         if schedule is not None:
             schedule.config = _ALWAYS
