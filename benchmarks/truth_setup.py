@@ -60,7 +60,7 @@ from trainers.data import read_labels, read_manifest
 from trainers.recipe import Recipe
 from trainers.teacher import Teacher, load_teacher
 
-__all__ = ["SETUP_TYPE", "CorpusKind", "TruthSetup", "corpus_labels", "ensure_setup"]
+__all__ = ["SETUP_TYPE", "CorpusKind", "TruthSetup", "corpus_labels", "ensure_setup", "read_setup"]
 
 SETUP_TYPE = "planner-truth-setup"
 SETUP_FORMAT = 1
@@ -301,3 +301,26 @@ def ensure_setup(out: str | os.PathLike[str], *, corpus: CorpusKind = "espeak", 
         _check_corpus(out, info, synthetic_utterances, log)
     recipe = load_recipe(out / "distill.yaml")
     return TruthSetup(out, info, recipe, load_teacher(recipe), corpus_labels(out / "corpus"))
+
+
+def read_setup(out: str | os.PathLike[str]) -> TruthSetup:
+    """Loads the setup of the table in ``out`` without writing anything there (a reader of a table that other
+    processes are generating: ``supernet_rank.py``); its corpus must hash as ``setup.json`` says.
+
+    Raises:
+        ConfigError: ``OUT: ...`` without ``setup.json``; ``setup.json: corpus...`` when ``corpus/`` is missing or
+            differs (``truth.py --out OUT --setup-only`` re-makes a missing one).
+    """
+    out = Path(out)
+    path = out / "setup.json"
+    if not path.is_file():
+        raise ConfigError([FieldError("", "no setup.json: not a truth table (make one with benchmarks/truth.py "
+                                          "--out OUT --setup-only)")], str(out))  # fmt: skip
+    info = _read_setup(path)
+    corpus = out / "corpus"
+    if not corpus.is_dir():
+        raise ConfigError([FieldError("corpus", f"{corpus} is missing: re-make it with benchmarks/truth.py --out "
+                                                f"{out} --setup-only")], str(path))  # fmt: skip
+    _compare(out, file_hashes(corpus), info["corpus"]["files"], info, remade=False)
+    recipe = load_recipe(out / "distill.yaml")
+    return TruthSetup(out, info, recipe, load_teacher(recipe), corpus_labels(corpus))

@@ -49,6 +49,37 @@ def load_benchmark(name: str):  # noqa: ANN201
     return module
 
 
+# -- the truth table (benchmarks/truth.py): a reduced space, a tiny table ---------------------------------
+
+TRUTH_SPACE = ROOT / "searchspaces" / "supernet-small.yaml"
+TRUTH_TINY = {"steps": 2, "qat_steps": 2, "eval_every": 1, "probe_steps": 3}  # every code path, no training to speak of
+TRUTH_PLAN = {"candidates": 3, "parents": 1}  # 3 floats and the 3 variants of one of them: 12 runs
+
+
+def small_truth_space(path: Path) -> Path:
+    """supernet-small.yaml cut to 2 widths x 2 depths x 2 heads x 2 FFNs x 3 blocks (48 architectures), at
+    ``path`` (returned)."""
+    text = TRUTH_SPACE.read_text().split("study:")[0]
+    for old, new in [("{choice: [16, 32, 48, 64], name: width}", "{choice: [16, 32], name: width}"),
+                     ("repeat: {range: [1, 4], name: depth}", "repeat: {range: [1, 2], name: depth}"),
+                     ("{choice: [1, 2, 4], name: heads}", "{choice: [1, 2], name: heads}"),
+                     ("{choice: [32, 64, 128, 256], name: ffn}", "{choice: [32, 64], name: ffn}"),
+                     ("{choice: [3, 7], name: kernel}", "3"),
+                     ("{1: 0, 2: 1, 3: 2, 4: 3}", "{1: 0, 2: 1}")]:  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def open_tiny_truth(out: Path, space: Path, **training: int):  # noqa: ANN201
+    """``truth.open_table`` of a tiny table in ``out``: the synthetic corpus (8 training utterances), a 2-step
+    teacher, :data:`TRUTH_TINY` (``training`` replaces some) and :data:`TRUTH_PLAN` over ``space``."""
+    truth = load_benchmark("truth")
+    return truth.open_table(out, corpus="synthetic", teacher_steps=2, space=space,
+                            training={**TRUTH_TINY, **training}, plan=TRUTH_PLAN, synthetic_utterances=8)  # fmt: skip
+
+
 # -- training: a tiny corpus, a tiny torchaudio teacher, recipes -----------------------------------------
 
 TINY_TA = {  # a tiny torchaudio wav2vec2_model: 10 ms frames like tiny-student.yaml, 3 layers of 48

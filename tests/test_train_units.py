@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -313,6 +314,11 @@ def test_distill_proxy_reports_held_out_losses(tmp_path: Path, corpus: Path, ta_
         distill_proxy(planner.load(DATA / "tiny-student.yaml"), recipe, steps=4, eval_every=2, eval_batches=2)
     )
     assert [s for s, _ in values] == [2, 4] and all(v > 0 for _, v in values)
+    losses: list[float] = []
+    again = list(distill_proxy(planner.load(DATA / "tiny-student.yaml"), recipe, steps=4, eval_every=2,
+                               eval_batches=2, losses=losses))  # fmt: skip
+    assert again == values  # recording the training losses changes nothing (the same ops in the same order)
+    assert len(losses) == 4 and all(math.isfinite(v) and v > 0 for v in losses)
     with pytest.raises(ConfigError, match="data.valid"):
         next(
             distill_proxy(

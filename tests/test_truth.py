@@ -15,7 +15,7 @@ import torch
 
 import planner
 from planner.errors import ConfigError
-from support import load_benchmark
+from support import TRUTH_PLAN, TRUTH_TINY, load_benchmark, open_tiny_truth, small_truth_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "searchspaces" / "supernet-small.yaml"
@@ -25,28 +25,8 @@ ranking = load_benchmark("ranking")
 records_mod = load_benchmark("truth_records")
 plan_mod = load_benchmark("truth_plan")
 
-TINY = {"steps": 2, "qat_steps": 2, "eval_every": 1, "probe_steps": 3}  # every code path, no training to speak of
-PLAN = {"candidates": 3, "parents": 1}
-
-
-def _small_space(path: Path) -> Path:
-    """supernet-small.yaml cut to 2 widths x 2 depths x 2 heads x 2 FFNs x 3 blocks (48 architectures)."""
-    text = SPACE.read_text().split("study:")[0]
-    for old, new in [("{choice: [16, 32, 48, 64], name: width}", "{choice: [16, 32], name: width}"),
-                     ("repeat: {range: [1, 4], name: depth}", "repeat: {range: [1, 2], name: depth}"),
-                     ("{choice: [1, 2, 4], name: heads}", "{choice: [1, 2], name: heads}"),
-                     ("{choice: [32, 64, 128, 256], name: ffn}", "{choice: [32, 64], name: ffn}"),
-                     ("{choice: [3, 7], name: kernel}", "3"),
-                     ("{1: 0, 2: 1, 3: 2, 4: 3}", "{1: 0, 2: 1}")]:  # fmt: skip
-        assert old in text, old
-        text = text.replace(old, new)
-    path.write_text(text)
-    return path
-
-
-def _open(out: Path, space: Path, **training: int):  # noqa: ANN202
-    return truth.open_table(out, corpus="synthetic", teacher_steps=2, space=space, training={**TINY, **training},
-                            plan=PLAN, synthetic_utterances=8)  # fmt: skip
+TINY, PLAN = TRUTH_TINY, TRUTH_PLAN
+_small_space, _open = small_truth_space, open_tiny_truth
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import torch
 from planner.compress import materialize
 from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
-from trainers.data import BatchStream
+from trainers.data import Batch, BatchStream
 from trainers.distill import Distiller
 from trainers.engine import TorchEngine
 from trainers.recipe import Recipe
@@ -33,7 +33,8 @@ _EVAL_STEP = 1 << 30  # mask-seed offset for held-out batches, far from any trai
 
 
 def distill_proxy(graph: EncoderGraph, recipe: Recipe, steps: int, *, eval_every: int | None = None,
-                  eval_batches: int = 4, teacher: Teacher | None = None) -> Iterator[tuple[int, float]]:  # fmt: skip
+                  eval_batches: int = 4, teacher: Teacher | None = None,
+                  losses: list[float] | None = None) -> Iterator[tuple[int, float]]:  # fmt: skip
     """Yields ``(step, held-out loss)`` while distilling ``graph`` for ``steps`` steps.
 
     Args:
@@ -43,6 +44,8 @@ def distill_proxy(graph: EncoderGraph, recipe: Recipe, steps: int, *, eval_every
         eval_every: steps between evaluations (default: ``max(1, steps // 5)``); the last step is always one.
         eval_batches: held-out batches per evaluation.
         teacher: a loaded teacher to share between trials (default: loaded from the recipe).
+        losses: when given, each step's training loss is appended to it as it is taken (the training-speed
+            estimate, TSE, is their sum).
 
     Raises:
         ConfigError: the recipe has no ``data.valid`` manifest.
@@ -71,7 +74,16 @@ def distill_proxy(graph: EncoderGraph, recipe: Recipe, steps: int, *, eval_every
     every = eval_every or max(1, steps // 5)
     for step in range(1, steps + 1):
         batch = next(train_stream)
-        engine.step(lambda m, b=batch, s=step - 1: distiller(m, b, s).total)
+        holder: list[torch.Tensor] = []
+
+        def loss_fn(module: torch.nn.Module, b: Batch = batch, s: int = step - 1,
+                    holder: list[torch.Tensor] = holder) -> torch.Tensor:  # fmt: skip
+            holder.append(distiller(module, b, s).total)
+            return holder[-1]
+
+        engine.step(loss_fn)
+        if losses is not None:
+            losses.append(float(holder[-1].detach()))
         if step % every == 0 or step == steps:
             student.eval()
             with torch.no_grad():

@@ -1,0 +1,149 @@
+"""The rank benchmark (benchmarks/supernet_rank.py) end to end on a tiny truth table (synthetic corpus, 6
+candidates, a few steps of everything: nothing here checks how well anything ranks), and its statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import planner
+from support import load_benchmark, open_tiny_truth, small_truth_space
+
+rank = load_benchmark("supernet_rank")
+report = load_benchmark("supernet_rank_report")
+ranking = load_benchmark("ranking")
+
+ARGS = ["--dry", "--steps", "2", "--proxy-steps", "2"]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
+    """A tiny table (12 runs), the benchmark on it, and the folder hashes of the table before it ran."""
+    folder = tmp_path_factory.mktemp("rank")
+    table = open_tiny_truth(folder / "truth", small_truth_space(folder / "small.yaml"))
+    assert table.generate() == 12
+    before = _hashes(table.out)
+    out, work = folder / "rank.json", folder / "work"
+    assert rank.main(["--truth", str(table.out), "--seed", "0", "--json", str(out), "--work", str(work), *ARGS]) == 0
+    return {"table": table, "before": before, "json": out, "work": work, "result": json.loads(out.read_text())}
+
+
+def _intervals(entry: dict) -> list[tuple[str, float, list]]:
+    """Every ``(key, point, [lo, hi])`` of a metric entry."""
+    return [(k, entry[k], entry[k + "_ci"]) for k in entry if k + "_ci" in entry]
+
+
+def test_the_json_holds_every_statistic_and_intervals_hold_their_points(run: dict) -> None:
+    result = run["result"]
+    assert result["type"] == "planner-supernet-rank" and result["seed"] == 0
+    t = result["truth"]
+    assert t["records"] == 12 and t["candidates_complete"] == 6 == len(result["candidates"])
+    assert t["complete_float"] == 3 and t["complete_compressed"] == 3
+    assert result["supernet"]["step"] == 2 and result["supernet"]["train_seconds"] > 0
+    for key in ("seconds_supernet", "seconds_supernet_loss", "seconds_proxy", "seconds_naswot",
+                "seconds_supernet_training"):  # fmt: skip
+        assert result[key] > 0, key
+    assert set(result["groups"]) == {"all", "float", "compressed", "unsealed", "sealed"}
+    entry = result["groups"]["all"]["loss"]
+    for s in ("supernet", "supernet_loss", "proxy", "tse", "naswot", "params", "macs", "bops", "gt_seeds"):
+        assert f"tau_{s}" in entry and f"tau_{s}_ci" in entry and f"rho_{s}_ci" in entry, s
+    # continuous scores and truths: every one of these ranks (a NaN would be None here and fail)
+    for s in ("supernet", "proxy", "tse", "naswot", "gt_seeds"):
+        assert -1.0 <= entry[f"tau_{s}"] <= 1.0, s
+    assert entry["n"] == 6 and set(entry["strata"]) <= {"q0", "q1", "q2", "q3"}
+    assert set(entry["regret_supernet"]) == {"1", "3", "5"} and all(v >= 0 for v in entry["regret_supernet"].values())
+    assert "diff_supernet_params" in entry and "diff_supernet_params_ci" in entry
+    assert "held" in result["groups"]["all"] and "real" not in result["groups"]["all"]  # no real recordings here
+    checked = 0
+    for group in result["groups"].values():
+        for m in ("loss", "held"):
+            for key, v, (lo, hi) in _intervals(group[m]):
+                if v is None:  # no ranking (constant values, fewer than 2): no interval either
+                    assert lo is None and hi is None, key
+                    continue
+                assert lo is not None and lo <= v <= hi, (key, v, lo, hi)
+                checked += 1
+    assert checked > 40
+
+
+def test_the_table_is_read_never_written(run: dict) -> None:
+    assert _hashes(run["table"].out) == run["before"]
+
+
+def test_supernet_scores_are_the_scorers_with_the_task_file(run: dict) -> None:
+    from trainers import load_recipe
+    from trainers.supernet import SupernetScorer
+
+    work = run["work"]
+    scorer = SupernetScorer(work / "supernet", load_recipe(work / "supernet.yaml"), task=work / "probe" / "held.yaml")
+    records = {r["id"]: r for r in json.loads(run["json"].read_text())["candidates"]}
+    plan = {c.id: c for c in run["table"].plan}
+    for cid in ("c00", next(i for i in records if records[i]["variant"] != "float")):
+        torch.manual_seed(0)  # as the benchmark scores (its seed)
+        got = scorer.score(plan[cid].graph)
+        # the same extraction, recalibration, held-out batches and probe, in the same order: equal
+        assert got["supernet_loss"] == records[cid]["scores"]["supernet_loss"]
+        assert got["probe_accuracy"] == records[cid]["scores"]["supernet_probe"]
+    assert records["c00"]["scores"]["params"] == planner.estimate(plan["c00"].graph).params
+
+
+def test_a_rerun_resumes_and_rescores_nothing(run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "again.json"
+    table = run["table"]
+    args = ["--truth", str(table.out), "--seed", "0", "--json", str(out), "--work", str(run["work"]), *ARGS]
+    assert rank.main(args) == 0
+    again = json.loads(out.read_text())
+    assert all(c["cached"] for c in again["candidates"])
+    assert again["groups"] == run["result"]["groups"]
+    assert len(again["supernet"]["sessions"]) == 1  # nothing left to train: no second session
+
+
+def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = run["table"]
+    args = ["--json", str(tmp_path / "x.json"), "--work", str(tmp_path / "w"), *ARGS]
+    assert rank.main(["--truth", str(table.out), "--seed", "101", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--seed: 101 is one of the truth runs' seeds" in err and "Traceback" not in err
+    assert rank.main(["--truth", str(tmp_path / "nowhere"), "--seed", "0", *args]) == 2
+    assert "not a truth table" in capsys.readouterr().err
+
+
+# -- the statistics --------------------------------------------------------------------------------------
+
+
+def test_regret_by_hand() -> None:
+    truth = np.array([3.0, 2.0, 1.0])
+    assert report._regret(truth, np.array([1.0, 2.0, 3.0]), 1) == 2.0  # picks the worst
+    assert report._regret(truth, np.array([1.0, 2.0, 3.0]), 3) == 0.0  # all three hold the best
+    assert report._regret(truth, np.array([3.0, 2.0, 1.0]), 1) == 0.0
+    assert report._random_regret(truth, 1) == pytest.approx(1.0, abs=1e-12)  # 3 - mean(3, 2, 1)
+    assert report._random_regret(truth, 2) == pytest.approx(1 / 3, abs=1e-12)  # misses 3 in 1 pair of 3
+    assert report._regret(truth, np.array([1.0, math.nan, 3.0]), 1) == 2.0  # a NaN score is left out
+
+
+def test_vectorised_rho_and_paired_difference() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(40, 9)).astype(float)  # many ties
+    b = rng.normal(size=(40, 9))
+    for x, y, rho in zip(a, b, ranking.spearman_rho_rows(a, b)):
+        assert rho == pytest.approx(ranking.spearman_rho(x, y), abs=1e-12)
+    assert math.isnan(ranking.spearman_rho_rows(np.ones((1, 4)), b[:1, :4])[0])  # constant: NaN
+    x = np.arange(15.0)
+    y, z = x + rng.normal(0, 4, 15), x + rng.normal(0, 8, 15)
+    # the vectorised intervals are the generic bootstrap of the same statistics (same resamples)
+    want = ranking.bootstrap_ci(lambda i: ranking.spearman_rho(y[i], x[i]), 15, resamples=500)
+    assert ranking.bootstrap_rho_ci(y, x, resamples=500) == pytest.approx(want, abs=1e-12)
+    want = ranking.bootstrap_ci(lambda i: ranking.kendall_tau(y[i], x[i]) - ranking.kendall_tau(z[i], x[i]), 15,
+                                resamples=500)  # fmt: skip
+    assert ranking.bootstrap_tau_diff_ci(y, z, x, resamples=500) == pytest.approx(want, abs=1e-12)
