@@ -71,14 +71,17 @@ class SubnetView(nn.Module):
 
 class _SharedTeacher:
     """The teacher, its outputs kept for the current step: candidates with equal inputs and masks share one
-    teacher pass (the clean pass always; the masked pass when their masks agree)."""
+    teacher pass (the clean pass always; the masked pass when their masks agree). With ``keep`` the outputs
+    are kept for good (the scorer's fixed held-out batches, whose tensors live as long as it does)."""
 
-    def __init__(self, teacher: Teacher) -> None:
+    def __init__(self, teacher: Teacher, keep: bool = False) -> None:
         self.inner = teacher
+        self.keep = keep
         self._memo: dict[tuple[Any, ...], Any] = {}
 
     def clear(self) -> None:
-        self._memo.clear()
+        if not self.keep:
+            self._memo.clear()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

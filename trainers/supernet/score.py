@@ -28,6 +28,7 @@ from trainers.distill import Distiller
 from trainers.evaluate import probe_model
 from trainers.recipe import Recipe
 from trainers.supernet.bank import extract
+from trainers.supernet.sandwich import _SharedTeacher
 from trainers.supernet.train import load_supernet
 from trainers.teacher import load_teacher
 from trainers.train import build_stream, build_valid
@@ -96,8 +97,8 @@ class SupernetScorer:
         self._calib: list[Any] | None = None
 
     def _setup(self, graph: EncoderGraph) -> None:
-        if self._teacher is None:
-            self._teacher = load_teacher(self.recipe, graph)
+        if self._teacher is None:  # the teacher's outputs on the held-out batches are every candidate's targets:
+            self._teacher = _SharedTeacher(load_teacher(self.recipe, graph), keep=True)  # computed once
             self._valid = build_valid(graph, self.recipe) or []
             stream = build_stream(graph, self.recipe)
             self._calib = [next(stream) for _ in range(self.recalibrate)]
