@@ -40,6 +40,9 @@ one of the table's training seeds.
 Measured (2-core machine shared with the two processes generating the table, 1 thread)
 -------------------------------------------------------------------------------------
 
+(The rerun at 14:32 the same day, with 21 candidates, is in docs/supernet.md and
+``benchmarks/results/supernet-rank-seed0.json``; the first run, with 13, follows.)
+
 Step time, measured before the run (100 steps, beside the two ``truth.py`` processes): 1.34 s per step with a
 held-out pass (19 batches, the largest candidate) every 5 steps. The run itself: 2,500 steps (the default;
 largest + smallest + 2 random candidates per step, 4 s batches, 386 cover candidates) in 2,513 s (1.0 s per
