@@ -105,6 +105,16 @@ from trainers.supernet import train_supernet
 __all__ = ["DRY", "RESULT_TYPE", "SETTINGS", "benchmark", "main", "supernet_recipe", "truth_candidates"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the result records it: relative to the checkout when inside it (results stay portable)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 RESULT_TYPE = "planner-supernet-rank"
 SETTINGS = {"steps": 2500, "random": 2, "cover": 256, "recalibrate": 4, "proxy_steps": 20, "proxy_eval_batches": 0}
 DRY = {"steps": 4, "random": 1, "cover": 8, "recalibrate": 1, "proxy_steps": 2, "proxy_eval_batches": 2}
@@ -222,7 +232,7 @@ def _timed_training(sampler: SpaceSampler, recipe: Recipe, work: Path, space: Pa
         write_text_atomic(time_path, json.dumps({"sessions": sessions}, indent=1) + "\n")
     trained = sum(s["to_step"] - s["from_step"] for s in sessions)
     seconds = sum(s["seconds"] for s in sessions)
-    return {"folder": str(work / "supernet"), "steps": recipe.steps, "step": result.step, "cover": len(sampler.cover),
+    return {"folder": _shown(work / "supernet"), "steps": recipe.steps, "step": result.step, "cover": len(sampler.cover),
             "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / trained, 3) if trained else None,
             "sessions": sessions}  # fmt: skip
 
@@ -275,7 +285,7 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
         print(f"supernet of {space_path.name}: {len(sampler.cover)} cover candidates, {settings['steps']} steps, "
               f"seed {seed}, into {work / 'supernet'}", file=log, flush=True)  # fmt: skip
     trained = _timed_training(sampler, recipe, work, space_path, log)
-    result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": str(setup.out), "seed": seed,
+    result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": _shown(setup.out), "seed": seed,
                               "settings": settings, "threads": torch.get_num_threads(), "git": _git(),
                               "torch": torch.__version__, "supernet": trained}  # fmt: skip
     if train_only:
