@@ -66,6 +66,21 @@ def _format(comp: Compression | None, quantizer: str) -> str:
     return f"@a{a.bits}{'s' if a.symmetric else 'u' if a.symmetric is not None else ''}"
 
 
+def _place(model: nn.Module, name: str, param: nn.Parameter) -> tuple[str, str, str, tuple[int, ...]]:
+    """``(section, index, rest, kernel dims)`` of parameter ``name``: a parametrized tensor under its leaf's own
+    attribute (``weight``, weight norm's ``weight#g`` / ``weight#v``), a conv weight's kernel dimensions."""
+    section, index, rest = name.split(".", 2)
+    owner_path, _, attr = name.rpartition(".")
+    m = _ORIGINAL.search(name)
+    if m is not None:
+        attr = m.group(1) + (f"#{_WEIGHT_NORM.get(m.group(2), m.group(2))}" if m.group(2) else "")
+        rest = rest[: len(rest) - len(name) + m.start()] + "." + attr
+        owner_path = name[: m.start()]
+    owner = model.get_submodule(owner_path)
+    kernel = tuple(range(2, param.dim())) if isinstance(owner, _CONVS) and attr.split("#")[0] == "weight" else ()
+    return section, index, rest, kernel
+
+
 def slot_table(model: nn.Module, graph: EncoderGraph) -> dict[str, Slot]:
     """The slot of every parameter of ``model`` (the planner's model of ``graph``), by parameter name.
 
@@ -76,25 +91,14 @@ def slot_table(model: nn.Module, graph: EncoderGraph) -> dict[str, Slot]:
     nodes = {s: graph.nodes(s) for s in _SECTIONS}
     table: dict[str, Slot] = {}
     for name, param in model.named_parameters():
-        section, index, rest = name.split(".", 2)
+        section, index, rest, kernel = _place(model, name, param)
         if section not in nodes:
             raise ValueError(f"{name}: not a parameter of a planner encoder (sections: {', '.join(_SECTIONS)})")
         node = nodes[section][int(index)]
-        owner_path, _, attr = name.rpartition(".")
-        m = _ORIGINAL.search(name)
-        if m is not None:  # a parametrized tensor: the leaf's own attribute, under its float name
-            leaf_path = name[: m.start()]
-            attr = m.group(1) + (f"#{_WEIGHT_NORM.get(m.group(2), m.group(2))}" if m.group(2) else "")
-            rest = rest[: len(rest) - len(name) + m.start()] + "." + attr
-            owner_path = leaf_path
-        owner = model.get_submodule(owner_path)
         suffix = ""
         if "quantizer" in name:
             leaf = next((p for p in sorted(plan, key=len, reverse=True) if name.startswith(p + ".")), None)
             suffix = _format(plan.get(leaf) if leaf else None, name[len(leaf) + 1 :] if leaf else "")
-        kernel: tuple[int, ...] = ()
-        if isinstance(owner, _CONVS) and attr.split("#")[0] == "weight":
-            kernel = tuple(range(2, param.dim()))
         table[name] = Slot(f"{section}.{index}:{node.kind}/{rest}{suffix}", kernel)
     return table
 
@@ -117,15 +121,7 @@ def _node_shapes(node: GraphNode) -> list[tuple[str, tuple[int, ...], tuple[int,
     holder.add_module(node.section, nn.ModuleList([nn.Identity()] * node.index + [module]))
     out = []
     for name, param in holder.named_parameters():
-        section, index, rest = name.split(".", 2)
-        m = _ORIGINAL.search(name)
-        owner_path, _, attr = name.rpartition(".")
-        if m is not None:
-            attr = m.group(1) + (f"#{_WEIGHT_NORM.get(m.group(2), m.group(2))}" if m.group(2) else "")
-            rest = rest[: len(rest) - len(name) + m.start()] + "." + attr
-            owner_path = name[: m.start()]
-        owner = holder.get_submodule(owner_path)
-        kernel = tuple(range(2, param.dim())) if isinstance(owner, _CONVS) and attr.split("#")[0] == "weight" else ()
+        section, index, rest, kernel = _place(holder, name, param)
         out.append((f"{section}.{index}:{node.kind}/{rest}", tuple(param.shape), kernel))
     if key is not None:
         _NODE_SHAPES[key] = out
