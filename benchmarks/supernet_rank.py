@@ -89,7 +89,7 @@ import numpy as np
 import torch
 import yaml
 from supernet_rank_report import METRICS, SCORERS, analyse, format_report
-from supernet_rank_scores import CandidateScorer, write_probe_tasks
+from supernet_rank_scores import SKIPPABLE, CandidateScorer, write_probe_tasks
 from truth_records import read_records
 from truth_report import metric_value
 from truth_setup import TruthSetup, read_setup
@@ -251,7 +251,8 @@ def _git() -> dict[str, Any]:
 
 
 def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[str], settings: dict[str, Any], *,
-              train_only: bool = False, resamples: int | None = None, log: Any = None) -> dict[str, Any]:  # fmt: skip
+              train_only: bool = False, resamples: int | None = None, skip: frozenset[str] = frozenset(),
+              log: Any = None) -> dict[str, Any]:  # fmt: skip
     """Trains the supernet, scores the truth candidates and ranks the scorers (the module docstring).
 
     Args:
@@ -261,6 +262,7 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
         settings: :data:`SETTINGS`' keys (``proxy_eval_batches`` 0: every held-out batch).
         train_only: stop once the supernet is trained.
         resamples: bootstrap resamples (default ``ranking.RESAMPLES``).
+        skip: scorers left out (``supernet_rank_scores.SKIPPABLE``).
         log: progress lines (None: silent).
 
     Raises:
@@ -286,7 +288,7 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
               f"seed {seed}, into {work / 'supernet'}", file=log, flush=True)  # fmt: skip
     trained = _timed_training(sampler, recipe, work, space_path, log)
     result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": _shown(setup.out), "seed": seed,
-                              "settings": settings, "threads": torch.get_num_threads(), "git": _git(),
+                              "settings": settings, "skipped": sorted(skip), "threads": torch.get_num_threads(), "git": _git(),
                               "torch": torch.__version__, "supernet": trained}  # fmt: skip
     if train_only:
         return result
@@ -297,15 +299,16 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
         print(f"scoring {len(rows)} candidates with both seeds done ({counts['records']} records of "
               f"{counts['runs_planned']} planned, read {counts['read_at']})", file=log, flush=True)  # fmt: skip
     scorer = CandidateScorer(setup, recipe, work / "supernet", tasks, seed=seed, proxy_steps=settings["proxy_steps"],
-                             proxy_eval_batches=settings["proxy_eval_batches"] or held, cache=work / "scores.jsonl")  # fmt: skip
+                             proxy_eval_batches=settings["proxy_eval_batches"] or held, cache=work / "scores.jsonl", skip=skip)  # fmt: skip
     for k, row in enumerate(rows, start=1):
         row.update(scorer.score(row))
         if log is not None:
             s, t = row["scores"], row["seconds"]
             print(f"  {k}/{len(rows)} {row['id']} ({row['stratum']}{', sealed' if row['sealed'] else ''}): truth loss "
                   f"{row['truth']['loss']:.4f} held {row['truth']['held']:.3f}; supernet loss {s['supernet_loss']:.4f} "
-                  f"probe {s['supernet_probe']:.3f} ({t['supernet']:.1f} s), proxy {s['proxy']} "
-                  f"({t['proxy']:.1f} s){' (cached)' if row['cached'] else ''}", file=log, flush=True)  # fmt: skip
+                  f"probe {s.get('supernet_probe')} ({t.get('supernet', t['supernet_loss']):.1f} s), proxy "
+                  f"{s.get('proxy')} ({t.get('proxy', math.nan):.1f} s){' (cached)' if row['cached'] else ''}",
+                  file=log, flush=True)  # fmt: skip
     scorers = [s for s in SCORERS if s == "supernet" or any(r["scores"].get(s) is not None for r in rows)]
     kw = {} if resamples is None else {"resamples": resamples}
     groups = analyse(rows, scorers, **kw)
@@ -338,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--" + name.replace("_", "-"), type=int,
                         help=f"default {default}{' (every held-out batch)' if name == 'proxy_eval_batches' else ''}")  # fmt: skip
     ap.add_argument("--dry", action="store_true", help=f"a few steps of everything: {DRY} (given options win)")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        choices=sorted(SKIPPABLE),
+        default=[],
+        help="leave a scorer out (repeatable): probe (the supernet's probes), proxy (the proxy and TSE)",
+    )
     ap.add_argument("--train-only", action="store_true", help="train (or resume) the supernet and stop")
     ap.add_argument("--resamples", type=int, help="bootstrap resamples (default 10,000)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: repeatable runs)")
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or str(ROOT / "runs" / f"supernet-rank-seed{args.seed}")
     try:
         result = benchmark(args.truth, args.seed, work, settings, train_only=args.train_only,
-                           resamples=args.resamples, log=sys.stderr)  # fmt: skip
+                           resamples=args.resamples, skip=frozenset(args.skip), log=sys.stderr)  # fmt: skip
     except PlannerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -366,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['records']} records read at {t['read_at']}")  # fmt: skip
         print(format_report(result["groups"], result["scorers"]))
         ratio = result["proxy_over_supernet"]
-        print(f"seconds per candidate: supernet {result['seconds_supernet']:.2f} (loss only "
-              f"{result['seconds_supernet_loss']:.2f}), proxy {result['seconds_proxy']:.2f}"
-              f"{f' ({ratio:.1f}x the supernet)' if ratio else ''}; total {result['total_s']} s")  # fmt: skip
+        shown = {k: result.get(f"seconds_{k}") for k in ("supernet", "supernet_loss", "proxy")}
+        times = ", ".join(f"{k} {v:.2f}" for k, v in shown.items() if v is not None)
+        print(f"seconds per candidate: {times}{f' (proxy: {ratio:.1f}x the supernet)' if ratio else ''}; "
+              f"total {result['total_s']} s")  # fmt: skip
     return 0
 
 

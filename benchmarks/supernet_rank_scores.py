@@ -49,10 +49,11 @@ from trainers.evaluate import classification_probe, load_task
 from trainers.recipe import Recipe
 from trainers.supernet import SupernetScorer
 
-__all__ = ["SCORE_TYPE", "CandidateScorer", "read_scores", "write_probe_tasks"]
+__all__ = ["SCORE_TYPE", "SKIPPABLE", "CandidateScorer", "read_scores", "write_probe_tasks"]
 
 SCORE_TYPE = "planner-rank-score"
 SCORE_FORMAT = 1
+SKIPPABLE = frozenset({"probe", "proxy"})
 
 
 def write_probe_tasks(setup: TruthSetup, folder: Path) -> dict[str, Path | None]:
@@ -140,11 +141,17 @@ class CandidateScorer:
         proxy_steps: steps of the proxy run.
         proxy_eval_batches: held-out batches of the proxy's evaluation (the first of the held-out epoch).
         cache: ``scores.jsonl``.
+        skip: scorers left out (:data:`SKIPPABLE`: ``probe``, the supernet's probes; ``proxy``, the proxy and
+            TSE), for a run that only needs the others (a second supernet seed); they are part of the cache's
+            fingerprint, so a full run never takes a reduced run's scores.
     """
 
     def __init__(self, setup: TruthSetup, recipe: Recipe, supernet: Path, tasks: dict[str, Path | None], *,
-                 seed: int, proxy_steps: int, proxy_eval_batches: int, cache: Path) -> None:  # fmt: skip
-        self.setup, self.seed, self.cache = setup, seed, cache
+                 seed: int, proxy_steps: int, proxy_eval_batches: int, cache: Path,
+                 skip: frozenset[str] = frozenset()) -> None:  # fmt: skip
+        if not skip <= SKIPPABLE:
+            raise ValueError(f"cannot skip {sorted(skip - SKIPPABLE)}: only {sorted(SKIPPABLE)}")
+        self.setup, self.seed, self.cache, self.skip = setup, seed, cache, skip
         self.proxy_steps, self.proxy_eval_batches = proxy_steps, proxy_eval_batches
         self.held_task = tasks["held"]
         self.scorer = SupernetScorer(supernet, recipe, task=self.held_task)
@@ -156,7 +163,8 @@ class CandidateScorer:
             "supernet": _sha(weights), "recipe": recipe.fingerprint(), "seed": seed, "proxy_steps": proxy_steps,
             "proxy_eval_batches": proxy_eval_batches, "distill": _sha(json.dumps(setup.info["training"])),
             "tasks": {k: None if v is None else _sha(v.read_text()) for k, v in tasks.items()},
-            "naswot": repr(EVALUATORS["naswot"]()), "format": SCORE_FORMAT}, sort_keys=True))  # fmt: skip
+            "naswot": repr(EVALUATORS["naswot"]()), "format": SCORE_FORMAT,
+            **({"skip": sorted(skip)} if skip else {})}, sort_keys=True))  # fmt: skip
         self._done = read_scores(cache)
 
     def supernet_scores(self, graph: Any) -> tuple[dict[str, float], dict[str, float]]:
@@ -166,6 +174,8 @@ class CandidateScorer:
         model = self.scorer.extract(graph)
         loss = self.scorer.held_out_loss(model, graph)
         t1 = time.perf_counter()
+        if "probe" in self.skip:
+            return {"supernet_loss": loss}, {"supernet_loss": t1 - t0}
         also = {"real": self.real} if self.real else None
         res = classification_probe(model, graph, self.task, self.train, self.held, self.classes, also=also)
         scores = {"supernet_loss": loss, "supernet_probe": float(res["accuracy"])}
@@ -197,9 +207,10 @@ class CandidateScorer:
             return {"scores": hit["scores"], "seconds": hit["seconds"], "cached": True}
         graph = planner.loads(cand["arch"], f"truth candidate {cand['id']}")
         scores, seconds = self.supernet_scores(graph)
-        more, t = self.proxy_scores(graph)
-        scores.update(more)
-        seconds.update(t)
+        if "proxy" not in self.skip:
+            more, t = self.proxy_scores(graph)
+            scores.update(more)
+            seconds.update(t)
         t0 = time.perf_counter()
         scores["naswot"] = EVALUATORS["naswot"]().evaluate(graph, NullContext())["naswot"]
         seconds["naswot"] = time.perf_counter() - t0

@@ -16,6 +16,7 @@ import planner
 from support import load_benchmark, open_tiny_truth, small_truth_space
 
 rank = load_benchmark("supernet_rank")
+choices = load_benchmark("supernet_choices")
 report = load_benchmark("supernet_rank_report")
 ranking = load_benchmark("ranking")
 
@@ -109,6 +110,26 @@ def test_a_rerun_resumes_and_rescores_nothing(run: dict, tmp_path: Path) -> None
     assert len(again["supernet"]["sessions"]) == 1  # nothing left to train: no second session
 
 
+def test_skipped_scorers_are_absent_and_never_mix_with_a_full_run(run: dict, tmp_path: Path) -> None:
+    """--skip probe --skip proxy (a second supernet seed's run): only the supernet's loss and the cost scorers,
+    under their own cache fingerprint: the full run's cached lines are not reused, nor these by a full run."""
+    out = tmp_path / "reduced.json"
+    table = run["table"]
+    args = ["--truth", str(table.out), "--seed", "0", "--json", str(out), "--work", str(run["work"]), *ARGS]
+    assert rank.main([*args, "--skip", "probe", "--skip", "proxy"]) == 0
+    reduced = json.loads(out.read_text())
+    assert reduced["skipped"] == ["probe", "proxy"] and not any(c["cached"] for c in reduced["candidates"])
+    for c in reduced["candidates"]:
+        assert set(c["scores"]) == {"supernet_loss", "naswot", "params", "macs", "bops"}, c["scores"]
+    full = {c["id"]: c["scores"]["supernet_loss"] for c in run["result"]["candidates"]}
+    assert {c["id"]: c["scores"]["supernet_loss"] for c in reduced["candidates"]} == full
+    assert "proxy" not in reduced["scorers"] and reduced.get("seconds_proxy") is None
+    entry = reduced["groups"]["all"]["loss"]
+    assert entry["tau_supernet_loss"] == run["result"]["groups"]["all"]["loss"]["tau_supernet_loss"]
+    assert rank.main(args) == 0  # the full run again: its own cached lines, all of them
+    assert all(c["cached"] for c in json.loads(out.read_text())["candidates"])
+
+
 def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = run["table"]
     args = ["--json", str(tmp_path / "x.json"), "--work", str(tmp_path / "w"), *ARGS]
@@ -117,6 +138,40 @@ def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFi
     assert "--seed: 101 is one of the truth runs' seeds" in err and "Traceback" not in err
     assert rank.main(["--truth", str(tmp_path / "nowhere"), "--seed", "0", *args]) == 2
     assert "not a truth table" in capsys.readouterr().err
+
+
+def test_the_design_choice_table_reads_every_setting_from_one_pass(run: dict, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """supernet_choices.py on the rank benchmark's supernet: every (recalibrate, batches) setting, on the unsealed
+    candidates only; the default setting's loss is the rank benchmark's own supernet_loss, bit for bit."""
+    out = tmp_path / "choices.json"
+    table = run["table"]
+    assert choices.main(["--truth", str(table.out), "--work", str(run["work"]), "--json", str(out), "--proxy", "1",
+                         "--proxy-steps", "2", "--resamples", "200"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    unsealed = [c for c in run["result"]["candidates"] if not c["sealed"]]
+    assert result["candidates"] == [c["id"] for c in unsealed] and len(unsealed) >= 3
+    total = result["held_out_batches"]
+    assert total >= 1 and result["default"] == {"recalibrate": 1, "batches": total}  # DRY's recalibrate
+    settings = {(e["recalibrate"], e["batches"]) for e in result["table"]}
+    assert settings == {
+        (r, n) for r in choices.RECALIBRATE for n in {*(b for b in choices.BATCHES if b < total), total}
+    }
+    for e in result["table"]:
+        assert e["seconds"] > 0 and e["proxy_over_supernet"] > 0
+        for m in ("loss", "held"):
+            lo, hi = e[m]["tau_ci"]
+            assert -1 <= lo <= e[m]["tau"] <= hi <= 1, (e, m)
+    # the setting the supernet was trained to be scored with ranks exactly as the rank benchmark's score
+    scorer = choices.SupernetScorer(run["work"] / "supernet", choices.load_recipe(run["work"] / "supernet.yaml"))
+    archs = {r["id"]: r["arch"] for r in rank.truth_candidates(table.setup)[0]}
+    for c in unsealed[:2]:
+        p = choices._time_pass(scorer, planner.loads(archs[c["id"]]), 1)
+        assert choices._loss(p, total) == pytest.approx(c["scores"]["supernet_loss"], rel=1e-12, abs=0)
+    assert "| R | N |" in capsys.readouterr().out
+    assert choices.main(["--truth", str(table.out), "--work", str(tmp_path / "none"), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no trained supernet" in err and "Traceback" not in err
 
 
 # -- the statistics --------------------------------------------------------------------------------------

@@ -148,6 +148,31 @@ def test_a_candidate_of_another_space_is_refused_by_the_scorer(setup: dict[str, 
         scorer.score(wide)
 
 
+def test_fewer_held_out_batches_score_the_first_of_them(setup: dict[str, Path], trained: Path) -> None:
+    """``batches: N`` (the evaluator's, the scorer's) is the loss over the first N held-out batches by utterance;
+    0 is refused, by the scorer and by the study schema."""
+    from planner.config import parse_kind
+    from planner.errors import ConfigError, FieldError
+    from planner.search import EVALUATORS
+    from trainers.supernet import SupernetScorer
+
+    recipe = load_recipe(setup["recipe"])
+    graph = SpaceSampler(load_space(setup["space"]), samples=0).largest()
+    every = SupernetScorer(trained, recipe)
+    model = every.extract(graph)
+    terms = list(every.held_out_terms(model, graph))
+    assert len(terms) == every.valid_batches >= 2
+    one = SupernetScorer(trained, recipe, batches=1)
+    assert one.score(graph)["supernet_loss"] == terms[0][0]
+    n = sum(size for _, size in terms)
+    assert every.score(graph)["supernet_loss"] == pytest.approx(sum(v * k for v, k in terms) / n, rel=1e-12, abs=0)
+    with pytest.raises(ConfigError, match="batches"):
+        SupernetScorer(trained, recipe, batches=0)
+    doc = {"kind": "supernet", "checkpoint": str(trained), "recipe": str(setup["recipe"]), "batches": 0}
+    with pytest.raises(FieldError, match=r"study.evaluator.batches: 0 must be at least 1"):
+        parse_kind(dict(EVALUATORS.items()), doc, "study.evaluator", "evaluator")
+
+
 def test_train_supernet_refuses_a_task_loss(setup: dict[str, Path]) -> None:
     from planner.errors import ConfigError
 

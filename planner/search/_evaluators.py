@@ -167,12 +167,15 @@ class SupernetEvaluator:
             run's fingerprint).
         task: a probe task file (``planner evaluate``'s), or None for the loss only.
         recalibrate: training batches for the batch-norm statistics (default: the run's ``supernet.recalibrate``).
+        batches: held-out batches of ``supernet_loss`` (default: the recipe's ``data.valid_batches``); fewer are
+            cheaper and rank less well (``benchmarks/supernet_choices.py``, docs/supernet.md).
     """
 
     checkpoint: str
     recipe: str
     task: str | None = None
     recalibrate: int | None = field(None, ge=0, le=1_000)
+    batches: int | None = field(None, ge=1, le=1_000_000)
 
     metrics: ClassVar[tuple[str, ...]] = ("supernet_loss", "probe_accuracy", "probe_cer", "probe_wer")
 
@@ -182,7 +185,7 @@ class SupernetEvaluator:
                 raise FieldError(name, "is empty: give the supernet run folder and the recipe it was trained with")
 
     def evaluate(self, graph: Any, ctx: EvalContext) -> dict[str, float]:
-        res = supernet_scorer(self.checkpoint, self.recipe, self.task, self.recalibrate).score(graph)
+        res = supernet_scorer(self.checkpoint, self.recipe, self.task, self.recalibrate, self.batches).score(graph)
         ctx.report(res["supernet_loss"], 0)
         return {k: v for k, v in res.items() if k in self.metrics}
 
@@ -190,14 +193,15 @@ class SupernetEvaluator:
 _SCORERS: dict[tuple[Any, ...], Any] = {}
 
 
-def supernet_scorer(checkpoint: str, recipe: str, task: str | None = None, recalibrate: int | None = None) -> Any:
+def supernet_scorer(checkpoint: str, recipe: str, task: str | None = None, recalibrate: int | None = None,
+                    batches: int | None = None) -> Any:  # fmt: skip
     """The :class:`trainers.supernet.SupernetScorer` of a supernet run, loaded once per process."""
-    key = (checkpoint, recipe, task, recalibrate)
+    key = (checkpoint, recipe, task, recalibrate, batches)
     if key not in _SCORERS:
         from trainers import load_recipe
         from trainers.supernet import SupernetScorer
 
-        _SCORERS[key] = SupernetScorer(checkpoint, load_recipe(recipe), task, recalibrate)
+        _SCORERS[key] = SupernetScorer(checkpoint, load_recipe(recipe), task, recalibrate, batches)
     return _SCORERS[key]
 
 

@@ -7,7 +7,8 @@ batches and the recalibration batches) and then scores candidates one by one:
 2. its batch-norm statistics are re-estimated on ``recalibrate`` training batches (OFA: the statistics of a
    shared batch norm belong to no candidate), cumulative averages in training mode, without gradients;
 3. the held-out distillation loss is the recipe's own (:class:`~trainers.distill.Distiller`, the fixed
-   held-out masks), averaged over the held-out batches by utterance;
+   held-out masks), averaged by utterance over the first ``batches`` held-out batches (default: the recipe's
+   ``data.valid_batches``; ``benchmarks/supernet_choices.py`` measures what fewer cost in ranking);
 4. with a probe task (``planner evaluate``'s task file), a linear or CTC probe on the frozen features gives
    accuracy, or CER and WER.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,7 @@ class SupernetScorer:
         recipe: the recipe it was trained with (its teacher, data and held-out masks).
         task: a probe task file, or None.
         recalibrate: training batches for the batch-norm statistics (default: the supernet's setting).
+        batches: held-out batches of the loss (default: all the recipe's ``data.valid_batches``).
 
     Raises:
         SupernetError: ``folder`` holds no finished supernet.
@@ -77,8 +80,12 @@ class SupernetScorer:
     """
 
     def __init__(self, folder: str | os.PathLike[str], recipe: Recipe, task: str | os.PathLike[str] | None = None,
-                 recalibrate: int | None = None) -> None:  # fmt: skip
+                 recalibrate: int | None = None, batches: int | None = None) -> None:  # fmt: skip
         self.folder = Path(folder)
+        if batches is not None and batches < 1:
+            raise ConfigError([FieldError("batches", f"is {batches}: score on at least one held-out batch")],
+                              recipe.source)  # fmt: skip
+        self.batches = batches
         self.supernet, self.info = load_supernet(self.folder)
         self.supernet.eval()
         self.recipe, self.task = recipe, task
@@ -93,34 +100,53 @@ class SupernetScorer:
                               recipe.source)  # fmt: skip
         self.recalibrate = int(self.info.get("recalibrate", 4) if recalibrate is None else recalibrate)
         self._teacher: Any = None
-        self._valid: list[Any] | None = None
-        self._calib: list[Any] | None = None
+        self._valid: list[Any] = []
+        self._stream: Any = None
+        self._calib: list[Any] = []
 
     def _setup(self, graph: EncoderGraph) -> None:
         if self._teacher is None:  # the teacher's outputs on the held-out batches are every candidate's targets:
             self._teacher = _SharedTeacher(load_teacher(self.recipe, graph), keep=True)  # computed once
             self._valid = build_valid(graph, self.recipe) or []
-            stream = build_stream(graph, self.recipe)
-            self._calib = [next(stream) for _ in range(self.recalibrate)]
+            self._stream = build_stream(graph, self.recipe)
+            self._calib = []
+
+    def calibration_batches(self, graph: EncoderGraph, count: int) -> list[Any]:
+        """The first ``count`` training batches of the recipe's stream (drawn once, kept for every candidate)."""
+        self._setup(graph)
+        while len(self._calib) < count:
+            self._calib.append(next(self._stream))
+        return self._calib[:count]
 
     def extract(self, graph: EncoderGraph) -> nn.Module:
-        """The candidate's model with inherited weights and recalibrated batch norm, in eval mode."""
-        self._setup(graph)
+        """The candidate's model with inherited weights and ``recalibrate`` batches of recalibrated batch norm,
+        in eval mode."""
         model = extract(self.supernet, graph)
-        recalibrate_bn(model, self._calib or [])
+        recalibrate_bn(model, self.calibration_batches(graph, self.recalibrate))
         return model.eval()
 
-    @torch.no_grad()
-    def held_out_loss(self, model: nn.Module, graph: EncoderGraph) -> float:
-        """The recipe's distillation loss of ``model`` over the held-out batches (by utterance)."""
+    @property
+    def valid_batches(self) -> int:
+        """The held-out batches there are (0 before the first candidate is scored)."""
+        return len(self._valid)
+
+    def held_out_terms(self, model: nn.Module, graph: EncoderGraph,
+                       batches: int | None = None) -> Iterator[tuple[float, int]]:  # fmt: skip
+        """``(mean loss, utterances)`` of each of the first ``batches`` held-out batches (default: the scorer's
+        ``batches``, else all), one at a time, batch ``i`` under its fixed held-out masks."""
         self._setup(graph)
         d = Distiller(graph, self._teacher, self.recipe)
-        total, n = 0.0, 0
-        for i, batch in enumerate(self._valid or []):
-            with d.held_out(i):
-                total += float(d(model, batch, 0).total) * batch.size
-            n += batch.size
-        return total / n if n else float("nan")
+        count = self.batches if batches is None else batches
+        for i, batch in enumerate(self._valid[:count]):
+            with torch.no_grad(), d.held_out(i):
+                loss = float(d(model, batch, 0).total)
+            yield loss, batch.size
+
+    def held_out_loss(self, model: nn.Module, graph: EncoderGraph) -> float:
+        """The recipe's distillation loss of ``model`` over the scorer's held-out batches (by utterance)."""
+        terms = list(self.held_out_terms(model, graph))
+        n = sum(size for _, size in terms)
+        return sum(loss * size for loss, size in terms) / n if n else float("nan")
 
     def score(self, graph: EncoderGraph) -> dict[str, Any]:
         """``supernet_loss`` and, with a task, ``probe_accuracy`` (or ``probe_cer`` / ``probe_wer``), plus
