@@ -147,13 +147,14 @@ def test_the_design_choice_table_reads_every_setting_from_one_pass(run: dict, tm
     out = tmp_path / "choices.json"
     table = run["table"]
     assert choices.main(["--truth", str(table.out), "--work", str(run["work"]), "--json", str(out), "--proxy", "1",
-                         "--proxy-steps", "2", "--resamples", "200"]) == 0  # fmt: skip
+                         "--proxy-steps", "2", "--refine-steps", "4", "--resamples", "200"]) == 0  # fmt: skip
     result = json.loads(out.read_text())
     unsealed = [c for c in run["result"]["candidates"] if not c["sealed"]]
     assert result["candidates"] == [c["id"] for c in unsealed] and len(unsealed) >= 3
     total = result["held_out_batches"]
     assert total >= 1 and result["default"] == {"recalibrate": 1, "batches": total}  # DRY's recalibrate
-    settings = {(e["recalibrate"], e["batches"]) for e in result["table"]}
+    settings = {(e["recalibrate"], e["batches"]) for e in result["table"] if not e["refine"]}
+    assert {e["refine"] for e in result["table"]} == {0, 2, 4} and result["refine"]["steps"] == 4
     assert settings == {
         (r, n) for r in choices.RECALIBRATE for n in {*(b for b in choices.BATCHES if b < total), total}
     }
@@ -169,6 +170,10 @@ def test_the_design_choice_table_reads_every_setting_from_one_pass(run: dict, tm
         p = choices._time_pass(scorer, planner.loads(archs[c["id"]]), 1)
         assert choices._loss(p, total) == pytest.approx(c["scores"]["supernet_loss"], rel=1e-12, abs=0)
     assert "| R | N |" in capsys.readouterr().out
+    sealed = tmp_path / "sealed.json"
+    args = ["--truth", str(table.out), "--work", str(run["work"]), "--proxy", "0", "--refine-steps", "0"]
+    assert choices.main([*args, "--json", str(sealed), "--sealed"]) == 2  # the tiny table has one sealed candidate
+    assert "holds 1 complete sealed candidates" in capsys.readouterr().err
     assert choices.main(["--truth", str(table.out), "--work", str(tmp_path / "none"), "--json", str(out)]) == 2
     err = capsys.readouterr().err
     assert "holds no trained supernet" in err and "Traceback" not in err
