@@ -17,6 +17,7 @@ from support import load_benchmark, open_tiny_truth, small_truth_space
 
 rank = load_benchmark("supernet_rank")
 choices = load_benchmark("supernet_choices")
+seeds = load_benchmark("supernet_seeds")
 report = load_benchmark("supernet_rank_report")
 ranking = load_benchmark("ranking")
 
@@ -128,6 +129,38 @@ def test_skipped_scorers_are_absent_and_never_mix_with_a_full_run(run: dict, tmp
     assert entry["tau_supernet_loss"] == run["result"]["groups"]["all"]["loss"]["tau_supernet_loss"]
     assert rank.main(args) == 0  # the full run again: its own cached lines, all of them
     assert all(c["cached"] for c in json.loads(out.read_text())["candidates"])
+
+
+def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    other = tmp_path / "seed3.json"
+    table = run["table"]
+    assert rank.main(["--truth", str(table.out), "--seed", "3", "--json", str(other), "--work", str(tmp_path / "w3"),
+                      *ARGS, "--skip", "probe", "--skip", "proxy"]) == 0  # fmt: skip
+    out = tmp_path / "seeds.json"
+    assert seeds.main([str(run["json"]), str(other), "--json", str(out), "--resamples", "200"]) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [0, 3] and result["candidates"] == 6
+    entry = result["groups"]["all"]
+    assert entry["candidates"] == 6 and -1 <= entry["tau_between"] <= 1
+    lo, hi = entry["tau_between_ci"]
+    assert lo <= entry["tau_between"] <= hi
+    for m in ("loss", "held"):
+        for s in (0, 3):
+            lo, hi = entry[m][f"tau_seed{s}_ci"]
+            assert lo <= entry[m][f"tau_seed{s}"] <= hi, (m, s)
+        assert len(entry[m]["diff_0_3_ci"]) == 2
+    own = run["result"]["groups"]["all"]["loss"]["tau_supernet_loss"]
+    assert entry["loss"]["tau_seed0"] == pytest.approx(own, abs=1e-12)  # the rank benchmark's own statistic
+    assert "sealed" in result["groups"] and "loss" not in result["groups"]["sealed"]  # one sealed: no ranking
+    assert "| all | 6 |" in capsys.readouterr().out
+    assert seeds.main([str(run["json"]), str(run["json"])]) == 2
+    assert "two or more different seeds" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert seeds.main([str(run["json"]), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: not readable as JSON" in err and "Traceback" not in err
 
 
 def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
