@@ -202,8 +202,15 @@ def supernet_recipe(setup: TruthSetup, path: Path, *, seed: int, steps: int, ran
     head = (f"# the supernet of the rank benchmark (benchmarks/supernet_rank.py): {base.source} with one head on\n"
             "# the last layer onto the teacher's last (loss.layers: proportional), the sandwich rule, and its own\n"
             "# steps and seed\n")  # fmt: skip
+    text = head + yaml.safe_dump(data, sort_keys=False)
+    trained = path.parent / "supernet" / "supernet.json"
+    if path.is_file() and trained.is_file() and path.read_text(encoding="utf-8") != text:
+        # the run's recipe names the table where it was trained (absolute paths, as its fingerprint holds them)
+        raise ConfigError([FieldError("--truth", f"the supernet in {trained.parent} was trained with the recipe "
+                                                 f"{path}, whose paths differ from this table's ({setup.out}): give "
+                                                 "--truth the folder it names, or another --work")], str(path))  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, head + yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(path, text)
     return load_recipe(path)
 
 

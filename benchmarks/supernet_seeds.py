@@ -56,16 +56,18 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
     """The comparison (see the module docstring) of rank results of different seeds and one truth table.
 
     Raises:
-        ValueError: fewer than two results, a seed twice, or results of different truth tables.
+        ValueError: fewer than two results, a seed twice, or results of different truth tables (a candidate's
+            truth differs).
     """
     seeds = [int(r["seed"]) for r in results]
     if len(results) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"need results of two or more different seeds, got seeds {seeds}")
-    if len({r["truth_dir"] for r in results}) != 1:
-        raise ValueError(f"the results score different truth tables: {sorted({r['truth_dir'] for r in results})}")
     by_id = [{c["id"]: c for c in r["candidates"]} for r in results]
     common = [i for i in by_id[0] if all(i in b for b in by_id[1:])]
-    out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": seeds, "truth_dir": results[0]["truth_dir"],
+    for i in common:  # one table, wherever it lay: the same truth for every candidate both scored
+        if any(b[i]["truth_seeds"] != by_id[0][i]["truth_seeds"] for b in by_id[1:]):
+            raise ValueError(f"the results' truths of {i} differ: they score different truth tables")
+    out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": seeds, "truth_dirs": [r["truth_dir"] for r in results],
                            "candidates": len(common), "groups": {}}  # fmt: skip
     for name, keep in GROUPS.items():
         ids = [i for i in common if keep(by_id[0][i])]

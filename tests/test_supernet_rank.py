@@ -156,11 +156,33 @@ def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict
     assert "| all | 6 |" in capsys.readouterr().out
     assert seeds.main([str(run["json"]), str(run["json"])]) == 2
     assert "two or more different seeds" in capsys.readouterr().err
+    doc = json.loads(other.read_text())
+    doc["candidates"][0]["truth_seeds"]["loss"][0] += 1.0  # another table's truth
+    other.write_text(json.dumps(doc))
+    assert seeds.main([str(run["json"]), str(other)]) == 2
+    assert "differ: they score different truth tables" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     assert seeds.main([str(run["json"]), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.json: not readable as JSON" in err and "Traceback" not in err
+
+
+def test_a_trained_work_folder_is_not_pointed_at_another_table(run: dict, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The same table copied elsewhere: its recipe's paths (which the supernet's fingerprint holds) would differ,
+    so the run is refused before its recipe file is rewritten."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run["table"].out, moved)
+    recipe = run["work"] / "supernet.yaml"
+    before = recipe.read_bytes()
+    args = ["--truth", str(moved), "--seed", "0", "--json", str(tmp_path / "x.json"), "--work", str(run["work"]), *ARGS]
+    assert rank.main(args) == 2
+    err = capsys.readouterr().err
+    assert "give --truth the folder it names" in err and str(moved) in err and "Traceback" not in err
+    assert recipe.read_bytes() == before and not (tmp_path / "x.json").exists()
 
 
 def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
