@@ -18,8 +18,9 @@ finite:
 * ``regret_X``: ``{"1", "3", "5"}``: how much worse, in the metric's own units, the best of the scorer's top
   k is than the best candidate (0: the scorer's top k holds it); ``regret_random``: the same expected of k
   candidates drawn at random;
-* ``diff_supernet_params`` (with ``_ci``): ``tau_supernet - tau_params``, the interval from a paired bootstrap
-  (both taus of each resample over the same candidates);
+* ``diff_supernet_params`` and ``diff_supernet_loss_params`` (with ``_ci``): ``tau_supernet - tau_params`` and
+  ``tau_supernet_loss - tau_params`` (the loss is the objective to search with, whatever the metric), the
+  intervals from a paired bootstrap (both taus of each resample over the same candidates);
 * ``seconds_X``: the median seconds per candidate of each timed scorer.
 
 A statistic over fewer than 2 candidates, or of constant values, is NaN (``null`` in JSON), so a check on it
@@ -140,12 +141,13 @@ def _metric_entry(rows: list[dict[str, Any]], metric: str, scorers: Sequence[str
     for s in scorers:
         entry[f"regret_{s}"] = {str(k): _regret(truth, oriented[s], k) for k in REGRET_K}
     entry["regret_random"] = {str(k): _random_regret(truth, k) for k in REGRET_K}
-    if "supernet" in scorers and "params" in scorers:
-        sup, par = oriented["supernet"], oriented["params"]
-        ok = np.isfinite(sup) & np.isfinite(par)
-        point = (kendall_tau(sup[ok], truth[ok]) - kendall_tau(par[ok], truth[ok])) if ok.sum() >= 2 else math.nan
-        lo, hi = bootstrap_tau_diff_ci(sup[ok], par[ok], truth[ok], resamples=resamples, seed=seed)
-        entry["diff_supernet_params"], entry["diff_supernet_params_ci"] = _finite(point), [_finite(lo), _finite(hi)]
+    for s in ("supernet", "supernet_loss"):  # the metric's own kind, and the loss (the objective to use)
+        if s in scorers and "params" in scorers:
+            sup, par = oriented[s], oriented["params"]
+            ok = np.isfinite(sup) & np.isfinite(par)
+            point = (kendall_tau(sup[ok], truth[ok]) - kendall_tau(par[ok], truth[ok])) if ok.sum() >= 2 else math.nan
+            lo, hi = bootstrap_tau_diff_ci(sup[ok], par[ok], truth[ok], resamples=resamples, seed=seed)
+            entry[f"diff_{s}_params"], entry[f"diff_{s}_params_ci"] = _finite(point), [_finite(lo), _finite(hi)]
     return entry
 
 
@@ -210,7 +212,8 @@ def format_report(groups: dict[str, Any], scorers: Sequence[str]) -> str:
                              f"{_ci(e[f'rho_{s}'], e[f'rho_{s}_ci']):>20} {_num(e[f'tau_strata_{s}'])} {regret}")  # fmt: skip
             regret = " ".join(f"{_num(e['regret_random'][str(k)], 9)}" for k in REGRET_K)
             lines.append(f"    {'random':20} {'':>20} {'':>20} {'':>6} {regret}")
-            if "diff_supernet_params" in e:
-                diff = _ci(e["diff_supernet_params"], e["diff_supernet_params_ci"])
-                lines.append(f"    tau_supernet - tau_params: {diff}")
+            for s in ("supernet", "supernet_loss"):
+                if f"diff_{s}_params" in e:
+                    diff = _ci(e[f"diff_{s}_params"], e[f"diff_{s}_params_ci"])
+                    lines.append(f"    tau_{s} - tau_params: {diff}")
     return "\n".join(lines)

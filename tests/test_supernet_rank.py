@@ -65,7 +65,8 @@ def test_the_json_holds_every_statistic_and_intervals_hold_their_points(run: dic
         assert -1.0 <= entry[f"tau_{s}"] <= 1.0, s
     assert entry["n"] == 6 and set(entry["strata"]) <= {"q0", "q1", "q2", "q3"}
     assert set(entry["regret_supernet"]) == {"1", "3", "5"} and all(v >= 0 for v in entry["regret_supernet"].values())
-    assert "diff_supernet_params" in entry and "diff_supernet_params_ci" in entry
+    for s in ("supernet", "supernet_loss"):
+        assert f"diff_{s}_params" in entry and f"diff_{s}_params_ci" in entry, s
     assert "held" in result["groups"]["all"] and "real" not in result["groups"]["all"]  # no real recordings here
     checked = 0
     for group in result["groups"].values():
