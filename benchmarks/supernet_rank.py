@@ -37,39 +37,15 @@ Run it (one torch thread; a rerun resumes the training and rescores only candida
 table and never writes into it, so it runs beside a ``truth.py`` still generating; ``--seed`` must not be
 one of the table's training seeds.
 
-Measured (2-core machine shared with the two processes generating the table, 1 thread)
--------------------------------------------------------------------------------------
+Measured
+--------
 
-(The rerun at 14:32 the same day, with 21 candidates, is in docs/supernet.md and
-``benchmarks/results/supernet-rank-seed0.json``; the first run, with 13, follows.)
-
-Step time, measured before the run (100 steps, beside the two ``truth.py`` processes): 1.34 s per step with a
-held-out pass (19 batches, the largest candidate) every 5 steps. The run itself: 2,500 steps (the default;
-largest + smallest + 2 random candidates per step, 4 s batches, 386 cover candidates) in 2,513 s (1.0 s per
-step, 20 held-out passes included), then 13 candidates scored in about 5 minutes: the table's first 26
-records (13 floats with both seeds, 2 of them sealed, no compressed variant yet; 1 December, commit
-952bca4). Tau [90% CI] against the mean-of-seeds truth, all 13 candidates:
-
-| scorer | loss | held (probe, held-out voices) | real (probe, 10 recordings) |
-| --- | --- | --- | --- |
-| noise ceiling (``tau_gt_seeds``) | 0.74 [0.52, 0.94] | 0.48 [0.21, 0.71] | -0.11 [-0.56, 0.39] |
-| ``supernet`` (its score of the metric's kind) | **0.87 [0.69, 1.00]** | 0.08 [-0.42, 0.51] | -0.30 [-0.69, 0.17] |
-| ``supernet_loss`` | 0.87 [0.69, 1.00] | **0.81 [0.64, 0.94]** | -0.37 [-0.73, 0.01] |
-| ``supernet_probe`` | 0.12 [-0.37, 0.55] | 0.08 [-0.42, 0.51] | 0.07 [-0.47, 0.64] |
-| ``proxy`` (20 steps) | 0.18 [-0.19, 0.50] | 0.21 [-0.17, 0.54] | -0.01 [-0.43, 0.46] |
-| ``tse`` | 0.23 [-0.16, 0.61] | 0.23 [-0.18, 0.62] | -0.23 [-0.67, 0.23] |
-| ``naswot`` | 0.33 [-0.11, 0.75] | 0.34 [-0.10, 0.73] | -0.12 [-0.55, 0.33] |
-| ``params`` | 0.50 [0.10, 0.84] | 0.48 [0.11, 0.80] | -0.30 [-0.67, 0.09] |
-| ``macs`` / ``bops`` | 0.54 [0.15, 0.86] | 0.52 [0.16, 0.82] | -0.34 [-0.69, 0.04] |
-| ``tau_supernet - tau_params`` (paired) | 0.37 [0.00, 0.76] | -0.41 [-0.96, 0.11] | 0.00 [-0.42, 0.34] |
-
-On the 11 unsealed candidates ``tau_supernet`` against the loss is 0.96 [0.84, 1.00] (its difference to
-``params`` 0.41 [0.06, 0.84]); the 2 sealed ones give no ranking to speak of yet. The supernet's loss ranks
-both the loss and the held-out word probe of the trained candidates better than the truth's two seeds rank
-each other (a mean of two seeds is less noisy than one seed). Its probe on the extracted models does not rank:
-it gives 0.81-0.88 to every candidate. The 10 real recordings rank nothing (ceiling -0.11). Seconds per
-candidate (medians, beside the two truth processes): supernet 11.8 (2.3 for the loss alone; the rest is
-the probe's 330 utterances), proxy 7.0, NASWOT 0.1: the supernet's loss is 3x cheaper than the proxy, not 20x.
+The figures (two supernet seeds on the complete table, 70 candidates; the scoring settings of
+``supernet_choices.py``; the seeds compared by ``supernet_seeds.py``) are in docs/supernet.md, the results in
+``benchmarks/results/supernet-rank-seed0.json`` and ``-seed1.json`` (seed 1 with ``--skip probe --skip
+proxy``). A work folder's recipe names the table by its absolute path (the supernet's recipe fingerprint
+holds it): score a trained supernet with ``--truth`` at the folder it was trained with (a copy of the table
+there will do); another folder is refused before anything is written.
 """
 
 from __future__ import annotations
