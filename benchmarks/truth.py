@@ -50,7 +50,8 @@ What a table is (``--out``, default ``benchmarks/results/truth``)
      "block": 0 | 1 | 2, "block_name", "quartile": 0-3, "stratum": "q3-transformer-local", "sealed": bool,
      "seed": 101, "steps": T, "init": null | "weights/c07-s101.pt", "curve": [[step, loss], ...],
      "loss": the final held-out loss, "probe": {"held_out", "real", "train", "held_out_chance",
-     "real_chance"} (accuracies; "real" null without recordings), "params", "macs", "bops",
+     "real_chance", "held_out_nll", "real_nll"} (accuracies and the probe's cross-entropies, the latter
+     since 1 December 2026; "real" null without recordings), "params", "macs", "bops",
      "storage_bytes", "seconds": {"total", "train", "eval", "probe"}, "diverged": null | the step,
      "git": {"commit", "dirty"}, "torch": version, "threads": N}
 
@@ -236,7 +237,8 @@ def train_run(setup: TruthSetup, cand: Candidate, seed: int, settings: dict[str,
         real = res["also"]["real"] if also else None
         probe = {"held_out": res["accuracy"], "real": real["accuracy"] if real else None,
                  "train": res["train_accuracy"], "held_out_chance": res["chance"],
-                 "real_chance": real["chance"] if real else None}  # fmt: skip
+                 "real_chance": real["chance"] if real else None, "held_out_nll": _finite(res["nll"]),
+                 "real_nll": _finite(real["nll"]) if real else None}  # fmt: skip
     probe_s = time.perf_counter() - t1
     cost = planner.estimate(cand.graph)
     fields = {"steps": steps, "curve": curve, "loss": curve[-1][1] if diverged is None else None, "probe": probe,

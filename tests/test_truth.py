@@ -96,6 +96,7 @@ def test_records_of_both_parts(table) -> None:  # noqa: ANN001
         assert r["steps"] == steps and [s for s, _ in r["curve"]] == truth.eval_steps(steps, 1) == [0, 1, 2]
         assert r["loss"] == r["curve"][-1][1] and all(math.isfinite(v) and v > 0 for _, v in r["curve"])
         assert r["diverged"] is None and 0.0 <= r["probe"]["held_out"] <= 1.0 and r["probe"]["real"] is None
+        assert 0.0 < r["probe"]["held_out_nll"] < float("inf") and r["probe"]["real_nll"] is None
         assert planner.loads(r["arch"]).param_count == r["params"] > 0 and r["macs"] > 0
         assert r["git"]["commit"] and isinstance(r["git"]["dirty"], bool) and r["threads"] == 1
         assert set(r["seconds"]) == {"total", "train", "eval", "probe"}
@@ -261,7 +262,9 @@ def test_classification_probe_scores_further_sets_with_the_same_probe(table) -> 
     task = ProbeTask(train="train.tsv", test="test.tsv", features="last", steps=5, seed=0)
     res = classification_probe(student, c.graph, task, labels["train"], labels["held"], t.setup.classes,
                                also={"again": labels["held"], "train": labels["train"]})  # fmt: skip
-    assert res["also"]["again"] == {"accuracy": res["accuracy"], "chance": res["chance"], "n_test": res["n_test"]}
+    assert res["also"]["again"] == {"accuracy": res["accuracy"], "nll": res["nll"], "chance": res["chance"],
+                                    "n_test": res["n_test"]}  # fmt: skip
+    assert 0.0 < res["nll"] < float("inf")  # NaN fails too
     assert res["also"]["train"]["accuracy"] == res["train_accuracy"]
 
 

@@ -362,7 +362,7 @@ def evaluate(
         checkpoint: a state dict to evaluate instead of the run's own weights.
 
     Returns:
-        ``classification``: ``{"accuracy", "chance", "train_accuracy", "classes", ...}``; ``chance`` is
+        ``classification``: ``{"accuracy", "nll", "chance", "train_accuracy", "classes", ...}``; ``chance`` is
         the held-out rate of its most frequent class. ``ctc``: ``{"cer", "wer", "baseline_cer",
         "baseline_wer", "prior_cer", "prior_wer", "train_cer", "train_wer", "examples", "n_too_short",
         "alphabet", ...}``. Both: ``"kind", "features", "layer_weights", "n_train", "n_test", "steps",
@@ -432,9 +432,10 @@ def classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_la
         also: further held-out sets scored by the same trained probe, ``{name: {audio path: class}}``.
 
     Returns:
-        ``{"accuracy", "chance", "train_accuracy", "classes", "n_train", "n_test", "layer_weights"}``, and with
-        ``also`` ``"also": {name: {"accuracy", "chance", "n_test"}}``; ``chance`` is the rate of the set's most
-        frequent class.
+        ``{"accuracy", "nll", "chance", "train_accuracy", "classes", "n_train", "n_test", "layer_weights"}``, and
+        with ``also`` ``"also": {name: {"accuracy", "nll", "chance", "n_test"}}``; ``nll`` is the probe's mean
+        cross-entropy on the set (natural log; continuous where accuracy moves in steps of one utterance),
+        ``chance`` the rate of the set's most frequent class.
 
     Example:
         >>> task = ProbeTask(train="train.tsv", test="test.tsv", features="last")  # doctest: +SKIP
@@ -463,7 +464,8 @@ def classification_probe(model: nn.Module, graph: Any, task: ProbeTask, train_la
         return probe(x)
 
     def scored(x: Tensor, y: Tensor) -> dict[str, Any]:
-        return {"accuracy": float((logits(x).argmax(-1) == y).float().mean()),
+        out = logits(x)
+        return {"accuracy": float((out.argmax(-1) == y).float().mean()), "nll": float(F.cross_entropy(out, y)),
                 "chance": float(torch.bincount(y, minlength=len(classes)).max()) / len(y), "n_test": len(y)}  # fmt: skip
 
     for _ in range(task.steps):
