@@ -200,14 +200,14 @@ def choices(truth: str | os.PathLike[str], work: str | os.PathLike[str], *, seal
     proxy_s = []
     s = setup.info["training"]
     steps = proxy_steps  # the rank benchmark's proxy: its steps, every held-out batch
+    proxy_diverged = 0
     for g in graphs[:proxy]:
         rec = run_recipe(setup.recipe, g, setup.teacher.num_layers, seed=int(recipe.seed), steps=steps, lr=s["lr"])
         t0 = time.perf_counter()
-        try:
-            for _ in distill_proxy(g, rec, steps, eval_every=steps, eval_batches=total, teacher=setup.teacher):
-                pass
-        except NonFiniteError:
-            pass
+        try:  # the proxy run to its end (its one evaluation included): only its time is wanted here
+            list(distill_proxy(g, rec, steps, eval_every=steps, eval_batches=total, teacher=setup.teacher))
+        except NonFiniteError:  # a diverged run took its time all the same
+            proxy_diverged += 1
         proxy_s.append(time.perf_counter() - t0)
     proxy_med = float(np.median(proxy_s)) if proxy_s else None
     for e in table:
@@ -218,6 +218,7 @@ def choices(truth: str | os.PathLike[str], work: str | os.PathLike[str], *, seal
             "default": {"recalibrate": default_r, "batches": total}, "params": params_tau, "table": table,
             "refine": {"steps": refine, "lr": REFINE_LR}, "seconds_proxy": proxy_med,
             "proxy_candidates": len(proxy_s), "proxy_steps": proxy_steps,
+            "proxy_diverged": proxy_diverged,
             "threads": torch.get_num_threads(), "git": _git(), "torch": torch.__version__,
             "total_s": round(time.perf_counter() - t_start, 1)}  # fmt: skip
 
