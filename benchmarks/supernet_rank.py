@@ -44,8 +44,16 @@ The figures (two supernet seeds on the complete table, 70 candidates; the scorin
 ``supernet_choices.py``; the seeds compared by ``supernet_seeds.py``) are in docs/supernet.md, the results in
 ``benchmarks/results/supernet-rank-seed0.json`` and ``-seed1.json`` (seed 1 with ``--skip probe --skip
 proxy``). A work folder's recipe names the table by its absolute path (the supernet's recipe fingerprint
-holds it): score a trained supernet with ``--truth`` at the folder it was trained with (a copy of the table
-there will do); another folder is refused before anything is written.
+holds it): score a trained supernet with ``--data`` (or ``--truth``, when it is that table) at the folder it
+was trained with (a copy of the table there will do); another folder is refused before anything is written.
+
+``--data DIR`` trains and scores the supernet with that table's corpus, teacher and recipe, and ranks against
+the records of ``--truth``: a longer table made from the same setup (``truth.py --steps 6000``: the same
+corpus hashes, plan and teacher bytes, checked) is scored by an already-trained supernet without
+retraining, and the score cache (which depends on the supernet, not on the truth) is reused::
+
+    python benchmarks/supernet_rank.py --data benchmarks/results/truth --truth benchmarks/results/truth-6k \
+        --seed 0 --work runs/supernet-rank-seed0 --json supernet-rank-6k-seed0.json
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ from supernet_rank_report import METRICS, SCORERS, analyse, format_report
 from supernet_rank_scores import SKIPPABLE, CandidateScorer, write_probe_tasks
 from truth_records import read_records
 from truth_report import metric_value
-from truth_setup import TruthSetup, read_setup
+from truth_setup import TruthSetup, read_setup, table_space
 
 from planner.errors import ConfigError, FieldError, PlannerError
 from planner.files import write_text_atomic
@@ -131,21 +139,39 @@ def truth_candidates(setup: TruthSetup) -> tuple[list[dict[str, Any]], dict[str,
     return rows, counts
 
 
-def _space(setup: TruthSetup) -> Path:
-    """The table's space file in this checkout; its sha256 must be the table's.
+def _file_sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def check_same_data(data: TruthSetup, truth: TruthSetup) -> None:
+    """Refuses a truth table that was not made from the data table's corpus, teacher, plan and probe: a
+    supernet trained on ``data`` is scored against ``truth``'s records only when both tables share them
+    (a longer table made with ``truth.py --steps`` shares them; its runs differ in steps and learning rate).
 
     Raises:
-        ConfigError: ``setup.json: plan.space_sha256: ...`` when the file differs from the one the table used.
+        ConfigError: ``TRUTH/setup.json: FIELD: ...`` naming the first thing that differs.
     """
-    plan = setup.info["plan"]
-    path = Path(plan["space"]) if os.path.isabs(plan["space"]) else ROOT / plan["space"]
-    text = path.read_bytes() if path.is_file() else None
-    if text is None or hashlib.sha256(text).hexdigest() != plan["space_sha256"]:
-        raise ConfigError([FieldError("plan.space_sha256", f"{path} is {'missing' if text is None else 'not the space'} "
-                                                           "the table's candidates were drawn from: check out the "
-                                                           "commit the table was made at")],
-                          str(setup.out / "setup.json"))  # fmt: skip
-    return path
+    if data.out.resolve() == truth.out.resolve():
+        return
+    d, t = data.info, truth.info
+    differ = []
+    if d["corpus"]["files"] != t["corpus"]["files"]:
+        differ.append(("corpus.files", "its corpus files hash differently"))
+    if {k: v for k, v in d["teacher"].items() if k != "train_s"} != {k: v for k, v in t["teacher"].items()
+                                                                      if k != "train_s"}:  # fmt: skip
+        differ.append(("teacher", "its teacher's settings or accuracies differ"))
+    for key in ("weights", "classifier"):
+        if _file_sha(data.out / d["teacher"][key]) != _file_sha(truth.out / t["teacher"][key]):
+            differ.append((f"teacher.{key}", f"its {t['teacher'][key]} is not the same bytes"))
+    if d["plan"] != t["plan"]:
+        differ.append(("plan", "its candidates were planned differently"))
+    for key in ("probe_steps", "probe_seed"):
+        if d["training"].get(key) != t["training"].get(key):
+            differ.append((f"training.{key}", f"{t['training'].get(key)} here, {d['training'].get(key)} in --data"))
+    if differ:
+        raise ConfigError([FieldError(f, f"{why}: the supernet trained on {data.out} cannot be scored against it; "
+                                         "give --data and --truth tables made from one setup")
+                           for f, why in differ], str(truth.out / "setup.json"))  # fmt: skip
 
 
 # -- the supernet ----------------------------------------------------------------------------------------
@@ -182,9 +208,10 @@ def supernet_recipe(setup: TruthSetup, path: Path, *, seed: int, steps: int, ran
     trained = path.parent / "supernet" / "supernet.json"
     if path.is_file() and trained.is_file() and path.read_text(encoding="utf-8") != text:
         # the run's recipe names the table where it was trained (absolute paths, as its fingerprint holds them)
-        raise ConfigError([FieldError("--truth", f"the supernet in {trained.parent} was trained with the recipe "
-                                                 f"{path}, whose paths differ from this table's ({setup.out}): give "
-                                                 "--truth the folder it names, or another --work")], str(path))  # fmt: skip
+        raise ConfigError([FieldError("--data", f"the supernet in {trained.parent} was trained with the recipe "
+                                                f"{path}, whose paths differ from this table's ({setup.out}): give "
+                                                "--data (--truth when it is the same table) the folder it names, "
+                                                "or another --work")], str(path))  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     return load_recipe(path)
@@ -234,12 +261,15 @@ def _git() -> dict[str, Any]:
 
 
 def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[str], settings: dict[str, Any], *,
-              train_only: bool = False, resamples: int | None = None, skip: frozenset[str] = frozenset(),
-              log: Any = None) -> dict[str, Any]:  # fmt: skip
+              data: str | os.PathLike[str] | None = None, train_only: bool = False, resamples: int | None = None,
+              skip: frozenset[str] = frozenset(), log: Any = None) -> dict[str, Any]:  # fmt: skip
     """Trains the supernet, scores the truth candidates and ranks the scorers (the module docstring).
 
     Args:
-        truth: the truth table's folder (read, never written).
+        truth: the truth table's folder (read, never written): the records the scorers are ranked against.
+        data: the table whose corpus, teacher and recipe the supernet is trained and scored with (default
+            ``truth``); another table must share them (:func:`check_same_data`), so one trained supernet
+            scores a longer table made from the same setup.
         seed: the supernet's training seed and the proxy's.
         work: the working folder (the supernet run, the probe tasks, the score cache).
         settings: :data:`SETTINGS`' keys (``proxy_eval_batches`` 0: every held-out batch).
@@ -249,14 +279,18 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
         log: progress lines (None: silent).
 
     Raises:
-        ConfigError: the table is not readable or its space is not this checkout's; the seed is a truth seed.
+        ConfigError: a table is not readable or its space is not this checkout's; the seed is a truth seed; the
+            two tables do not share their setup.
     """
     t_start = time.perf_counter()
-    setup = read_setup(truth)
-    if seed in setup.info["training"]["seeds"]:
-        raise ConfigError([FieldError("--seed", f"{seed} is one of the truth runs' seeds "
-                                                f"{setup.info['training']['seeds']}: pick another")], str(setup.out))  # fmt: skip
-    space_path = _space(setup)
+    truth_setup = read_setup(truth)
+    setup = truth_setup if data is None else read_setup(data)
+    check_same_data(setup, truth_setup)
+    for s in (setup, truth_setup):
+        if seed in s.info["training"]["seeds"]:
+            raise ConfigError([FieldError("--seed", f"{seed} is one of the truth runs' seeds "
+                                                    f"{s.info['training']['seeds']}: pick another")], str(s.out))  # fmt: skip
+    space_path = table_space(setup)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     space = load_space(space_path)
@@ -270,14 +304,15 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
         print(f"supernet of {space_path.name}: {len(sampler.cover)} cover candidates, {settings['steps']} steps, "
               f"seed {seed}, into {work / 'supernet'}", file=log, flush=True)  # fmt: skip
     trained = _timed_training(sampler, recipe, work, space_path, log)
-    result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": _shown(setup.out), "seed": seed,
+    result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": _shown(truth_setup.out),
+                              "data_dir": _shown(setup.out), "seed": seed,
                               "settings": settings, "skipped": sorted(skip), "threads": torch.get_num_threads(), "git": _git(),
                               "torch": torch.__version__, "supernet": trained}  # fmt: skip
     if train_only:
         return result
 
-    rows, counts = truth_candidates(setup)  # the records present now
-    result["truth"] = counts | {"teacher": setup.info["teacher"], "training": setup.info["training"]}
+    rows, counts = truth_candidates(truth_setup)  # the records present now
+    result["truth"] = counts | {"teacher": truth_setup.info["teacher"], "training": truth_setup.info["training"]}
     if log is not None:
         print(f"scoring {len(rows)} candidates with both seeds done ({counts['records']} records of "
               f"{counts['runs_planned']} planned, read {counts['read_at']})", file=log, flush=True)  # fmt: skip
@@ -317,6 +352,11 @@ def _json_safe(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--truth", required=True, help="the truth table's folder (benchmarks/truth.py --out)")
+    ap.add_argument(
+        "--data",
+        help="the table the supernet is trained on, when not --truth: one made from the "
+        "same setup (corpus, teacher, plan), e.g. the shorter table of a trained supernet",
+    )
     ap.add_argument("--seed", type=int, required=True, help="the supernet's seed (not a truth seed)")
     ap.add_argument("--json", required=True, help="write the result here")
     ap.add_argument("--work", help="the working folder (default runs/supernet-rank-seed<S>); rerun to resume")
@@ -343,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--{(bad or ['random'])[0].replace('_', '-')} must be positive")
     work = args.work or str(ROOT / "runs" / f"supernet-rank-seed{args.seed}")
     try:
-        result = benchmark(args.truth, args.seed, work, settings, train_only=args.train_only,
+        result = benchmark(args.truth, args.seed, work, settings, data=args.data, train_only=args.train_only,
                            resamples=args.resamples, skip=frozenset(args.skip), log=sys.stderr)  # fmt: skip
     except PlannerError as err:
         print(f"error: {err}", file=sys.stderr)

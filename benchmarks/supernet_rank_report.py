@@ -5,13 +5,14 @@ A row is one candidate: its truth (``truth``: the mean over the table's two seed
 ``truth_seeds``: the two values) and its scores (``scores``: one number per scorer). Every scorer and every
 metric is oriented so that higher means better (:data:`SCORERS`, :data:`METRICS`) before any statistic, so a
 positive tau always means "ranks like the truth". Per group (``truth_report.GROUPS``: all, float,
-compressed, unsealed, sealed) and metric (``loss``, ``held``, ``real``), over the candidates whose truth is
-finite:
+compressed, unsealed, sealed) and metric (``loss``, ``held``, ``real``, and the probe's cross-entropies
+``held_nll``, ``real_nll`` where the table's records have them), over the candidates whose truth is finite:
 
 * ``tau_gt_seeds`` / ``rho_gt_seeds`` (with ``_ci``): between the two truth seeds, the noise ceiling;
 * ``tau_X`` / ``rho_X`` (with ``_ci``, and ``n_X`` where a scorer left some candidates without a finite
   score) for each scorer ``X``; ``supernet`` is the supernet's score of the metric's own kind
-  (:data:`SUPERNET_FOR`: its held-out loss for ``loss``, its probe on the same set for ``held`` / ``real``);
+  (:data:`SUPERNET_FOR`: its held-out loss for ``loss``, its probe's accuracy or cross-entropy on the same set
+  for the probe metrics);
 * ``strata``: tau within each cost stratum (the candidates' parameter quartile in the table's plan),
   ``{"q0": {"n", "tau_X"...}}``, and ``tau_strata_X``: their mean weighted by the stratum's pairs (the
   ranking left once the cost class is known);
@@ -46,13 +47,20 @@ from truth_report import GROUPS
 
 __all__ = ["METRICS", "REGRET_K", "SCORERS", "SUPERNET_FOR", "TIMED", "analyse", "format_report", "scorer_values"]
 
-METRICS = {"loss": -1.0, "held": 1.0, "real": 1.0}  # truth metric -> sign that makes higher better
+METRICS = {"loss": -1.0, "held": 1.0, "real": 1.0, "held_nll": -1.0, "real_nll": -1.0}  # -> sign: higher is better
 SCORERS = {  # scorer -> sign that makes a higher score predict a better candidate
     "supernet": 1.0,  # oriented per metric: see SUPERNET_FOR
     "supernet_loss": -1.0, "supernet_probe": 1.0, "supernet_probe_real": 1.0,
+    "supernet_probe_nll": -1.0, "supernet_probe_real_nll": -1.0,
     "proxy": -1.0, "tse": -1.0, "naswot": 1.0, "params": 1.0, "macs": 1.0, "bops": 1.0,
 }  # fmt: skip
-SUPERNET_FOR = {"loss": "supernet_loss", "held": "supernet_probe", "real": "supernet_probe_real"}
+SUPERNET_FOR = {
+    "loss": "supernet_loss",
+    "held": "supernet_probe",
+    "real": "supernet_probe_real",
+    "held_nll": "supernet_probe_nll",
+    "real_nll": "supernet_probe_real_nll",
+}
 TIMED = ("supernet", "supernet_loss", "proxy", "naswot")  # the scorers whose seconds per candidate are measured
 REGRET_K = (1, 3, 5)
 

@@ -168,7 +168,8 @@ class CandidateScorer:
         self._done = read_scores(cache)
 
     def supernet_scores(self, graph: Any) -> tuple[dict[str, float], dict[str, float]]:
-        """``supernet_loss``, ``supernet_probe`` (and ``supernet_probe_real``) and their seconds."""
+        """``supernet_loss``, ``supernet_probe`` and ``supernet_probe_nll`` (the probe's accuracy and cross-entropy;
+        ``_real`` too, with real recordings) and their seconds."""
         torch.manual_seed(self.seed)  # batch-norm recalibration runs in training mode: the same state for each
         t0 = time.perf_counter()
         model = self.scorer.extract(graph)
@@ -178,9 +179,14 @@ class CandidateScorer:
             return {"supernet_loss": loss}, {"supernet_loss": t1 - t0}
         also = {"real": self.real} if self.real else None
         res = classification_probe(model, graph, self.task, self.train, self.held, self.classes, also=also)
-        scores = {"supernet_loss": loss, "supernet_probe": float(res["accuracy"])}
+        scores = {
+            "supernet_loss": loss,
+            "supernet_probe": float(res["accuracy"]),
+            "supernet_probe_nll": float(res["nll"]),
+        }
         if also:
             scores["supernet_probe_real"] = float(res["also"]["real"]["accuracy"])
+            scores["supernet_probe_real_nll"] = float(res["also"]["real"]["nll"])
         return scores, {"supernet": time.perf_counter() - t0, "supernet_loss": t1 - t0}
 
     def proxy_scores(self, graph: Any) -> tuple[dict[str, float], dict[str, float]]:

@@ -91,7 +91,7 @@ from trainers.evaluate import ProbeTask, classification_probe
 from trainers.recipe import Recipe
 
 __all__ = ["EVAL_SEED", "PLAN", "TRAINING", "Table", "eval_steps", "held_out_batches", "held_out_loss", "main",
-           "open_table", "report", "run_recipe", "train_run", "write_plan"]  # fmt: skip
+           "open_table", "probe_run", "report", "run_recipe", "train_run", "write_plan"]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "searchspaces" / "supernet-small.yaml"
@@ -127,9 +127,11 @@ def run_recipe(base: Recipe, graph: Any, teacher_layers: int, *, seed: int, step
     return recipe_from_dict(data, f"{base.source} (seed {seed}, {steps} steps)", base.base_dir)
 
 
-def _stream(setup: TruthSetup, recipe: Recipe, graph: Any, manifests: list[str], seed: int) -> BatchStream:
+def _stream(setup: TruthSetup, recipe: Recipe, graph: Any, manifests: list[str], seed: int,
+            batch_seconds: float | None = None) -> BatchStream:  # fmt: skip
     d = recipe.data
-    return BatchStream([recipe.resolve(m) for m in manifests], sample_rate=d.sample_rate, batch_seconds=d.batch_seconds,
+    batch_seconds = d.batch_seconds if batch_seconds is None else batch_seconds
+    return BatchStream([recipe.resolve(m) for m in manifests], sample_rate=d.sample_rate, batch_seconds=batch_seconds,
                        max_seconds=d.max_seconds, min_seconds=d.min_seconds, seed=seed, spec=graph.spec.input)  # fmt: skip
 
 
@@ -161,12 +163,30 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
+def probe_run(setup: TruthSetup, student: torch.nn.Module, graph: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``probe``: a linear word probe on the frozen ``student``'s mean-pooled last-layer features
+    (put in eval mode), trained on the training utterances, scored on the held-out voices and the real
+    recordings (module docstring)."""
+    student.eval()
+    labels = setup.labels
+    task = ProbeTask(train="corpus/labels.tsv", test="corpus/valid-labels.tsv", features="last",
+                     steps=settings["probe_steps"], seed=settings["probe_seed"])  # fmt: skip
+    also = {"real": labels["real"]} if labels["real"] else None
+    res = classification_probe(student, graph, task, labels["train"], labels["held"], setup.classes, also=also)
+    real = res["also"]["real"] if also else None
+    return {"held_out": res["accuracy"], "real": real["accuracy"] if real else None, "train": res["train_accuracy"],
+            "held_out_chance": res["chance"], "real_chance": real["chance"] if real else None,
+            "held_out_nll": _finite(res["nll"]), "real_nll": _finite(real["nll"]) if real else None}  # fmt: skip
+
+
 def train_run(setup: TruthSetup, cand: Candidate, seed: int, settings: dict[str, Any],
               init: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, Any], torch.nn.Module]:  # fmt: skip
     """Trains one candidate for one seed and probes it; returns the record's run fields and the student.
 
     A float starts from its initialisation (``torch.manual_seed(seed)``); a variant from ``init`` (the
     parent's float state dict) with its compression driven as in ``settings`` (see the module docstring).
+    ``settings["batch_seconds"]``, when there (``truth_pilot.py``'s), replaces the recipe's training batch;
+    the held-out batches are always the table's.
     """
     t0 = time.perf_counter()
     variant = cand.variant != "float"
@@ -185,7 +205,8 @@ def train_run(setup: TruthSetup, cand: Candidate, seed: int, settings: dict[str,
         schedule.config = recipe.compression.sparsity_schedule()
     distiller = Distiller(cand.graph, setup.teacher, recipe)
     evaluator = Distiller(cand.graph, setup.teacher, eval_recipe)
-    train_stream = _stream(setup, recipe, cand.graph, list(recipe.data.train), seed)
+    # a pilot's larger training batches (truth_pilot.py --batch-seconds); the held-out batches stay the table's
+    train_stream = _stream(setup, recipe, cand.graph, list(recipe.data.train), seed, settings.get("batch_seconds"))
     held = held_out_batches(setup, recipe, cand.graph)
     engine = TorchEngine(student, recipe)
     at = set(eval_steps(steps, settings["eval_every"]))
@@ -225,20 +246,8 @@ def train_run(setup: TruthSetup, cand: Candidate, seed: int, settings: dict[str,
                 diverged = step
                 break
     train_s = time.perf_counter() - t0 - eval_s
-    probe: dict[str, Any] | None = None
     t1 = time.perf_counter()
-    if diverged is None:
-        student.eval()
-        labels = setup.labels
-        task = ProbeTask(train="corpus/labels.tsv", test="corpus/valid-labels.tsv", features="last",
-                         steps=settings["probe_steps"], seed=settings["probe_seed"])  # fmt: skip
-        also = {"real": labels["real"]} if labels["real"] else None
-        res = classification_probe(student, cand.graph, task, labels["train"], labels["held"], setup.classes, also=also)
-        real = res["also"]["real"] if also else None
-        probe = {"held_out": res["accuracy"], "real": real["accuracy"] if real else None,
-                 "train": res["train_accuracy"], "held_out_chance": res["chance"],
-                 "real_chance": real["chance"] if real else None, "held_out_nll": _finite(res["nll"]),
-                 "real_nll": _finite(real["nll"]) if real else None}  # fmt: skip
+    probe = probe_run(setup, student, cand.graph, settings) if diverged is None else None
     probe_s = time.perf_counter() - t1
     cost = planner.estimate(cand.graph)
     fields = {"steps": steps, "curve": curve, "loss": curve[-1][1] if diverged is None else None, "probe": probe,

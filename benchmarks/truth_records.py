@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = ["RECORD_TYPE", "append_record", "read_records", "run_key"]
 
 RECORD_TYPE = "planner-truth-record"
 RECORD_FORMAT = 1
+Key = Callable[[dict[str, Any]], Hashable]
 
 
 def run_key(record: dict[str, Any]) -> tuple[str, int]:
@@ -29,18 +31,18 @@ def run_key(record: dict[str, Any]) -> tuple[str, int]:
     return str(record["id"]), int(record["seed"])
 
 
-def _parse(data: bytes, path: Path) -> list[dict[str, Any]]:
+def _parse(data: bytes, path: Path, record_type: str = RECORD_TYPE, key: Key = run_key) -> list[dict[str, Any]]:
     """The complete lines' records (a last line without its newline is left out)."""
     records, errors = [], []
     lines = data.split(b"\n")[:-1]  # after the last newline: empty, or a torn line
     for n, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or record.get("type") != RECORD_TYPE:
-                raise ValueError(f"not a {RECORD_TYPE} object")
+            if not isinstance(record, dict) or record.get("type") != record_type:
+                raise ValueError(f"not a {record_type} object")
             if record.get("format") != RECORD_FORMAT:
                 raise ValueError(f"format {record.get('format')!r}; this truth.py reads {RECORD_FORMAT}")
-            run_key(record)
+            key(record)
         except (ValueError, KeyError, TypeError) as err:
             errors.append(FieldError(f"line {n}", f"{err}; the line is not a record: remove it (the run is redone)"))
             continue
@@ -50,8 +52,10 @@ def _parse(data: bytes, path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of ``path`` in file order (none when it does not exist).
+def read_records(path: str | os.PathLike[str], *, record_type: str = RECORD_TYPE,
+                 key: Key = run_key) -> list[dict[str, Any]]:  # fmt: skip
+    """The records of ``path`` in file order (none when it does not exist); ``record_type`` and ``key`` are
+    another file's (``truth_pilot.py``'s runs), the table's by default.
 
     Raises:
         ConfigError: ``records.jsonl: line N: ...`` for a complete line that is not a record.
@@ -61,24 +65,26 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    return _parse(data, path)
+    return _parse(data, path, record_type, key)
 
 
-def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> bool:
-    """Appends ``record`` (type and format added) as one line, durably; False if its run is there already.
+def append_record(path: str | os.PathLike[str], record: dict[str, Any], *, record_type: str = RECORD_TYPE,
+                  key: Key = run_key) -> bool:  # fmt: skip
+    """Appends ``record`` (type and format added) as one line, durably; False if a record of the same ``key``
+    (the run) is there already.
 
     Raises:
         ConfigError: a complete line of the file is not a record.
     """
     path = Path(path)
-    line = json.dumps({"type": RECORD_TYPE, "format": RECORD_FORMAT, **record}, allow_nan=False).encode() + b"\n"
+    line = json.dumps({"type": record_type, "format": RECORD_FORMAT, **record}, allow_nan=False).encode() + b"\n"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         data = os.pread(fd, size, 0)
         keep = data.rfind(b"\n") + 1
-        if run_key(record) in {run_key(r) for r in _parse(data, path)}:
+        if key(record) in {key(r) for r in _parse(data, path, record_type, key)}:
             return False
         if keep != size:  # a torn last line: dropped, so the new line starts a line of its own
             os.ftruncate(fd, keep)

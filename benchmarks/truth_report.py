@@ -10,11 +10,14 @@ Over the runs done so far (``records.jsonl``) against the plan (``candidates.jso
 * ``plateau``: the fraction of runs whose held-out loss fell by at most 3% over the last quarter
   (``(L(3T/4) - L(T)) / L(3T/4) <= 0.03``), intervals by resampling runs.
 * ``metric_tau``: tau between the metrics, each the mean over seeds: ``loss_vs_held`` and ``loss_vs_real``
-  are tau(-loss, accuracy), positive when a lower loss goes with a higher accuracy; ``held_vs_real``.
+  are tau(-loss, accuracy), positive when a lower loss goes with a higher accuracy; ``held_vs_real``;
+  ``loss_vs_held_nll`` (-loss, -held_nll) and ``held_vs_held_nll`` (held, -held_nll).
 * ``counts``: runs and candidates planned and done, per group; runs that diverged.
 
 Metrics: ``loss`` (the final held-out distillation loss, lower is better), ``held`` and ``real`` (the linear
-probe's word accuracy on the held-out voices and on the real recordings). A statistic with fewer than 2
+probe's word accuracy on the held-out voices and on the real recordings), ``held_nll`` and ``real_nll``
+(the probe's cross-entropy on those sets, lower is better: continuous where an accuracy over 80 utterances
+moves in steps of 1.25%; records before 1 December 2026 do not have them, so their statistics are null). A statistic with fewer than 2
 items, or whose values are constant, is NaN (null in JSON), so a check on it fails.
 """
 
@@ -36,16 +39,18 @@ GROUPS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "unsealed": lambda c: not c["sealed"],
     "sealed": lambda c: bool(c["sealed"]),
 }
-METRICS = ("loss", "held", "real")
+METRICS = ("loss", "held", "real", "held_nll", "real_nll")
+PROBE_FIELD = {"held": "held_out", "real": "real", "held_nll": "held_out_nll", "real_nll": "real_nll"}
 PLATEAU = 0.03  # the issue's criterion: at most 3% held-out loss gain over the last quarter
 
 
 def metric_value(record: dict[str, Any], metric: str) -> float:
-    """A run's ``loss``, ``held`` or ``real`` value; NaN where it has none (diverged, no real recordings)."""
+    """A run's value of one of :data:`METRICS`; NaN where it has none (diverged, no real recordings, or a
+    probe cross-entropy of a record made before the probe reported it)."""
     if metric == "loss":
         v = record.get("loss")
     else:
-        v = (record.get("probe") or {}).get("held_out" if metric == "held" else "real")
+        v = (record.get("probe") or {}).get(PROBE_FIELD[metric])
     return float("nan") if v is None else float(v)
 
 
@@ -116,9 +121,12 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
         full = [c for c in cands if all((c["id"], s) in runs for s in seeds)]
         loss = [-mean(c, "loss") for c in full]
         held, real = [mean(c, "held") for c in full], [mean(c, "real") for c in full]
+        nll = [-mean(c, "held_nll") for c in full]
         out["metric_tau"][name] = {"loss_vs_held": _tau_entry(loss, held, seed),
                                    "loss_vs_real": _tau_entry(loss, real, seed),
-                                   "held_vs_real": _tau_entry(held, real, seed)}  # fmt: skip
+                                   "held_vs_real": _tau_entry(held, real, seed),
+                                   "loss_vs_held_nll": _tau_entry(loss, nll, seed),
+                                   "held_vs_held_nll": _tau_entry(held, nll, seed)}  # fmt: skip
     return out
 
 
@@ -152,8 +160,9 @@ def format_stability(report: dict[str, Any]) -> str:
         ci = "" if lo is None else f" [{lo:.2f}, {hi:.2f}]"
         med = "" if e["median_gain"] is None else f", median gain {e['median_gain']:.1%}"
         lines.append(f"  {g:10} {frac}{ci} of {e['n']} runs{med}")
-    lines.append("tau between the metrics (means over seeds): -loss vs held, -loss vs real, held vs real")
+    pairs = ("loss_vs_held", "loss_vs_real", "held_vs_real", "loss_vs_held_nll", "held_vs_held_nll")
+    lines.append("tau between the metrics (means over seeds): -loss vs held, -loss vs real, held vs real, "
+                 "-loss vs -held_nll, held vs -held_nll")  # fmt: skip
     for g, row in report["metric_tau"].items():
-        lines.append(f"  {g:10} " + " ".join(f"{_ci(row[k]):>22}" for k in ("loss_vs_held", "loss_vs_real",
-                                                                              "held_vs_real")))  # fmt: skip
+        lines.append(f"  {g:10} " + " ".join(f"{_ci(row[k]):>22}" for k in pairs if k in row))
     return "\n".join(lines)

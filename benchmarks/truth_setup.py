@@ -29,6 +29,7 @@ params, layers, steps, seed, held-out accuracy of its own classifier on the held
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -60,7 +61,9 @@ from trainers.data import read_labels, read_manifest
 from trainers.recipe import Recipe
 from trainers.teacher import Teacher, load_teacher
 
-__all__ = ["SETUP_TYPE", "CorpusKind", "TruthSetup", "corpus_labels", "ensure_setup", "read_setup"]
+__all__ = ["SETUP_TYPE", "CorpusKind", "TruthSetup", "corpus_labels", "ensure_setup", "read_setup", "table_space"]
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: a table's space is named relative to it
 
 SETUP_TYPE = "planner-truth-setup"
 SETUP_FORMAT = 1
@@ -324,3 +327,20 @@ def read_setup(out: str | os.PathLike[str]) -> TruthSetup:
     _compare(out, file_hashes(corpus), info["corpus"]["files"], info, remade=False)
     recipe = load_recipe(out / "distill.yaml")
     return TruthSetup(out, info, recipe, load_teacher(recipe), corpus_labels(corpus))
+
+
+def table_space(setup: TruthSetup) -> Path:
+    """The table's space file in this checkout; its sha256 must be the table's.
+
+    Raises:
+        ConfigError: ``setup.json: plan.space_sha256: ...`` when the file differs from the one the table used.
+    """
+    plan = setup.info["plan"]
+    path = Path(plan["space"]) if os.path.isabs(plan["space"]) else ROOT / plan["space"]
+    text = path.read_bytes() if path.is_file() else None
+    if text is None or hashlib.sha256(text).hexdigest() != plan["space_sha256"]:
+        raise ConfigError([FieldError("plan.space_sha256", f"{path} is {'missing' if text is None else 'not the space'} "
+                                                           "the table's candidates were drawn from: check out the "
+                                                           "commit the table was made at")],
+                          str(setup.out / "setup.json"))  # fmt: skip
+    return path

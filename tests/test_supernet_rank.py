@@ -57,6 +57,8 @@ def test_the_json_holds_every_statistic_and_intervals_hold_their_points(run: dic
                 "seconds_supernet_training"):  # fmt: skip
         assert result[key] > 0, key
     assert set(result["groups"]) == {"all", "float", "compressed", "unsealed", "sealed"}
+    assert set(result["groups"]["all"]) >= {"loss", "held", "held_nll"}  # the probe's cross-entropy: a metric
+    assert "tau_supernet" in result["groups"]["all"]["held_nll"]  # scored by the supernet probe's cross-entropy
     entry = result["groups"]["all"]["loss"]
     for s in ("supernet", "supernet_loss", "proxy", "tse", "naswot", "params", "macs", "bops", "gt_seeds"):
         assert f"tau_{s}" in entry and f"tau_{s}_ci" in entry and f"rho_{s}_ci" in entry, s
@@ -182,8 +184,62 @@ def test_a_trained_work_folder_is_not_pointed_at_another_table(run: dict, tmp_pa
     args = ["--truth", str(moved), "--seed", "0", "--json", str(tmp_path / "x.json"), "--work", str(run["work"]), *ARGS]
     assert rank.main(args) == 2
     err = capsys.readouterr().err
-    assert "give --truth the folder it names" in err and str(moved) in err and "Traceback" not in err
+    assert "give --data (--truth when it is the same table) the folder it names" in err and str(moved) in err
+    assert "Traceback" not in err
     assert recipe.read_bytes() == before and not (tmp_path / "x.json").exists()
+
+
+def _copy_table(run: dict, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run["table"].out, folder, ignore=shutil.ignore_patterns(".setup.lock"))
+    return folder
+
+
+def test_a_trained_supernet_scores_another_table_of_the_same_setup(run: dict, tmp_path: Path) -> None:
+    """``--data`` is the table the supernet was trained on, ``--truth`` a table of the same setup (here a copy
+    whose records say otherwise): the ranks are against the second table's records, the scores are the cached
+    ones (the supernet is not retrained) and neither table nor the work folder's recipe is written."""
+    other = _copy_table(run, tmp_path / "longer")
+    lines = (other / "records.jsonl").read_text().splitlines()
+    changed = []
+    for line in lines:
+        r = json.loads(line)
+        r["loss"] = 10.0 - r["loss"]  # the other table's truth: the reverse order
+        changed.append(json.dumps(r))
+    (other / "records.jsonl").write_text("\n".join(changed) + "\n")
+    before, recipe = _hashes(other), (run["work"] / "supernet.yaml").read_bytes()
+    out = tmp_path / "other.json"
+    args = ["--data", str(run["table"].out), "--truth", str(other), "--seed", "0", "--json", str(out),
+            "--work", str(run["work"]), *ARGS]  # fmt: skip
+    assert rank.main(args) == 0
+    result, first = json.loads(out.read_text()), run["result"]
+    assert result["truth_dir"] == str(other) and result["data_dir"] == first["data_dir"]
+    assert result["supernet"]["sessions"] == first["supernet"]["sessions"]  # trained once, not again
+    by_id = {c["id"]: c for c in first["candidates"]}
+    for c in result["candidates"]:
+        assert c["scores"] == by_id[c["id"]]["scores"]  # the score cache, reused
+        assert c["truth"]["loss"] == pytest.approx(10.0 - by_id[c["id"]]["truth"]["loss"], abs=1e-12)
+    t_new, t_old = result["groups"]["all"]["loss"]["tau_supernet"], first["groups"]["all"]["loss"]["tau_supernet"]
+    assert t_new == pytest.approx(-t_old, abs=1e-12)  # every pair's order reversed, ties kept
+    assert _hashes(other) == before and (run["work"] / "supernet.yaml").read_bytes() == recipe
+    assert _hashes(run["table"].out) == run["before"]
+
+
+def test_a_table_of_another_setup_is_refused_as_truth(run: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    other = _copy_table(run, tmp_path / "other")
+    teacher = other / run["table"].setup.info["teacher"]["weights"]
+    data = bytearray(teacher.read_bytes())
+    data[-1] ^= 1
+    teacher.write_bytes(bytes(data))
+    out = tmp_path / "x.json"
+    args = ["--data", str(run["table"].out), "--truth", str(other), "--seed", "0", "--json", str(out),
+            "--work", str(run["work"]), *ARGS]  # fmt: skip
+    assert rank.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{other / 'setup.json'}: teacher.weights:" in err and "is not the same bytes" in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_errors_are_messages(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
