@@ -9,6 +9,7 @@ and splits into parts that run side by side.
     python benchmarks/truth.py --part 0/2 --threads 1 &         # two processes share the runs
     python benchmarks/truth.py --part 1/2 --threads 1 &
     python benchmarks/truth.py --report benchmarks/results/truth --json stability.json
+    python benchmarks/truth.py --report benchmarks/results/truth-6k --against benchmarks/results/truth
 
 (Run it with the checkout on ``PYTHONPATH`` when the installed planner is another checkout's.)
 
@@ -76,7 +77,7 @@ from typing import Any
 import torch
 from truth_plan import Candidate, plan_candidates
 from truth_records import append_record, read_records, run_key
-from truth_report import format_stability, stability
+from truth_report import between_tables, format_stability, stability
 from truth_setup import TruthSetup, ensure_setup
 
 import planner
@@ -410,13 +411,7 @@ def open_table(out: str | os.PathLike[str], *, corpus: str | None = None, teache
     return Table(setup, candidates, log)
 
 
-def report(out: str | os.PathLike[str]) -> dict[str, Any]:
-    """The stability report of the table in ``out`` (``truth_report.stability``) with its folder and counts.
-
-    Raises:
-        ConfigError: ``candidates.json`` or ``setup.json`` is missing or unreadable, or a record line is broken.
-    """
-    out = Path(out)
+def _read_table(out: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     try:
         plan = json.loads((out / "candidates.json").read_text(encoding="utf-8"))
         info = json.loads((out / "setup.json").read_text(encoding="utf-8"))
@@ -424,9 +419,38 @@ def report(out: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(
             [FieldError("", f"not a truth table ({err}); make one with --setup-only")], str(out)
         ) from None
-    records = read_records(out / "records.jsonl")
+    return plan, info, read_records(out / "records.jsonl")
+
+
+def report(out: str | os.PathLike[str], against: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The stability report of the table in ``out`` (``truth_report.stability``) with its folder and counts;
+    with ``against``, also tau between the two tables (``truth_report.between_tables``).
+
+    Raises:
+        ConfigError: ``candidates.json`` or ``setup.json`` is missing or unreadable, or a record line is broken;
+            ``against`` has another plan, other seeds, or another architecture under a candidate's id.
+    """
+    out = Path(out)
+    plan, info, records = _read_table(out)
     result = stability(records, plan["candidates"], info["training"]["seeds"])
-    return {"type": "planner-truth-report", "format": 1, "out": str(out), "teacher": info["teacher"], **result}
+    report = {"type": "planner-truth-report", "format": 1, "out": str(out), "teacher": info["teacher"], **result}
+    if against is not None:
+        other = Path(against)
+        o_plan, o_info, o_records = _read_table(other)
+        for field, mine, theirs in [("plan", info["plan"], o_info["plan"]),
+                                    ("training.seeds", info["training"]["seeds"], o_info["training"]["seeds"])]:  # fmt: skip
+            if mine != theirs:
+                raise ConfigError([FieldError(field, f"{theirs} there, {mine} in {out}: compare tables of one plan "
+                                                     "and seeds")], str(other / "setup.json"))  # fmt: skip
+        arch = {c["id"]: c["arch"] for c in plan["candidates"]}
+        wrong = sorted({r["id"] for r in o_records if arch.get(r["id"]) != r["arch"]})
+        if wrong:
+            raise ConfigError([FieldError("records", f"{', '.join(wrong[:5])}: another architecture than {out}'s "
+                                                     "plan under the same id")], str(other / "records.jsonl"))  # fmt: skip
+        groups = between_tables(records, o_records, plan["candidates"], info["training"]["seeds"])
+        report["against"] = {"out": str(other), "steps": [info["training"]["steps"], o_info["training"]["steps"]],
+                             "groups": groups}  # fmt: skip
+    return report
 
 
 # -- command line ----------------------------------------------------------------------------------------
@@ -447,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT), help="the table's folder")
     ap.add_argument("--report", metavar="OUT_DIR", help="print the stability report of this table and stop")
     ap.add_argument("--json", help="with --report: also write it here")
+    ap.add_argument("--against", metavar="OTHER_DIR", help="with --report: also tau between the two tables (one plan)")
     ap.add_argument("--setup-only", action="store_true", help="make the setup and the plan, run nothing")
     ap.add_argument("--part", type=_part, default=(0, 1), help="i/n: run every n-th run from the i-th")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: repeatable runs)")
@@ -465,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.report:
-            result = report(args.report)
+            result = report(args.report, args.against)
             print(format_stability(result))
             if args.json:
                 write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")

@@ -13,6 +13,8 @@ Over the runs done so far (``records.jsonl``) against the plan (``candidates.jso
   are tau(-loss, accuracy), positive when a lower loss goes with a higher accuracy; ``held_vs_real``;
   ``loss_vs_held_nll`` (-loss, -held_nll) and ``held_vs_held_nll`` (held, -held_nll).
 * ``counts``: runs and candidates planned and done, per group; runs that diverged.
+* ``against`` (``truth.py --report DIR --against OTHER``): tau between two tables of one plan, e.g. 2,000
+  and 6,000 steps, per group and metric over the candidates complete in both (:func:`between_tables`).
 
 Metrics: ``loss`` (the final held-out distillation loss, lower is better), ``held`` and ``real`` (the linear
 probe's word accuracy on the held-out voices and on the real recordings), ``held_nll`` and ``real_nll``
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from ranking import RESAMPLES, bootstrap_ci, bootstrap_tau_ci, kendall_tau, spearman_rho
 
-__all__ = ["GROUPS", "METRICS", "PLATEAU", "format_stability", "metric_value", "stability"]
+__all__ = ["GROUPS", "METRICS", "PLATEAU", "between_tables", "format_stability", "metric_value", "stability"]
 
 GROUPS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "all": lambda c: True,
@@ -130,6 +132,25 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
     return out
 
 
+def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
+                   seeds: Sequence[int], *, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Tau between two tables of one plan (e.g. 2,000 and 6,000 steps): per group and metric, over the
+    candidates with every seed done in both, each table's mean over its seeds. Does training longer reorder
+    the candidates? ``{group: {"n": candidates, metric: {"tau", "rho", "ci", "n"}}}``."""
+    a = {(r["id"], int(r["seed"])): r for r in records}
+    b = {(r["id"], int(r["seed"])): r for r in other}
+    out: dict[str, Any] = {}
+    for name, keep in GROUPS.items():
+        both = [c for c in plan if keep(c) and all((c["id"], s) in a and (c["id"], s) in b for s in seeds)]
+
+        def mean(runs: dict[tuple[str, int], dict[str, Any]], c: dict[str, Any], m: str) -> float:
+            return float(np.mean([metric_value(runs[(c["id"], s)], m) for s in seeds]))
+
+        out[name] = {"n": len(both), **{m: _tau_entry([mean(a, c, m) for c in both], [mean(b, c, m) for c in both], seed)
+                                        for m in METRICS}}  # fmt: skip
+    return out
+
+
 def _ci(e: dict[str, Any], key: str = "tau") -> str:
     v, (lo, hi) = e[key], e["ci"]
     if v is None:
@@ -165,4 +186,9 @@ def format_stability(report: dict[str, Any]) -> str:
                  "-loss vs -held_nll, held vs -held_nll")  # fmt: skip
     for g, row in report["metric_tau"].items():
         lines.append(f"  {g:10} " + " ".join(f"{_ci(row[k]):>22}" for k in pairs if k in row))
+    if "against" in report:
+        lines.append(f"tau between this table and {report['against']['out']} (means over seeds), n candidates")
+        lines.append(f"  {'group':10} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
+        for g, row in report["against"]["groups"].items():
+            lines.append(f"  {g:10} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['n']:4d}")
     return "\n".join(lines)

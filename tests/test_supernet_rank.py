@@ -3,7 +3,6 @@ candidates, a few steps of everything: nothing here checks how well anything ran
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import planner
-from support import load_benchmark, open_tiny_truth, small_truth_space
+from support import folder_hashes, load_benchmark, open_tiny_truth, small_truth_space
 
 rank = load_benchmark("supernet_rank")
 choices = load_benchmark("supernet_choices")
@@ -24,18 +23,13 @@ ranking = load_benchmark("ranking")
 ARGS = ["--dry", "--steps", "2", "--proxy-steps", "2"]
 
 
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     """A tiny table (12 runs), the benchmark on it, and the folder hashes of the table before it ran."""
     folder = tmp_path_factory.mktemp("rank")
     table = open_tiny_truth(folder / "truth", small_truth_space(folder / "small.yaml"))
     assert table.generate() == 12
-    before = _hashes(table.out)
+    before = folder_hashes(table.out)
     out, work = folder / "rank.json", folder / "work"
     assert rank.main(["--truth", str(table.out), "--seed", "0", "--json", str(out), "--work", str(work), *ARGS]) == 0
     return {"table": table, "before": before, "json": out, "work": work, "result": json.loads(out.read_text())}
@@ -83,7 +77,7 @@ def test_the_json_holds_every_statistic_and_intervals_hold_their_points(run: dic
 
 
 def test_the_table_is_read_never_written(run: dict) -> None:
-    assert _hashes(run["table"].out) == run["before"]
+    assert folder_hashes(run["table"].out) == run["before"]
 
 
 def test_supernet_scores_are_the_scorers_with_the_task_file(run: dict) -> None:
@@ -208,7 +202,7 @@ def test_a_trained_supernet_scores_another_table_of_the_same_setup(run: dict, tm
         r["loss"] = 10.0 - r["loss"]  # the other table's truth: the reverse order
         changed.append(json.dumps(r))
     (other / "records.jsonl").write_text("\n".join(changed) + "\n")
-    before, recipe = _hashes(other), (run["work"] / "supernet.yaml").read_bytes()
+    before, recipe = folder_hashes(other), (run["work"] / "supernet.yaml").read_bytes()
     out = tmp_path / "other.json"
     args = ["--data", str(run["table"].out), "--truth", str(other), "--seed", "0", "--json", str(out),
             "--work", str(run["work"]), *ARGS]  # fmt: skip
@@ -222,8 +216,8 @@ def test_a_trained_supernet_scores_another_table_of_the_same_setup(run: dict, tm
         assert c["truth"]["loss"] == pytest.approx(10.0 - by_id[c["id"]]["truth"]["loss"], abs=1e-12)
     t_new, t_old = result["groups"]["all"]["loss"]["tau_supernet"], first["groups"]["all"]["loss"]["tau_supernet"]
     assert t_new == pytest.approx(-t_old, abs=1e-12)  # every pair's order reversed, ties kept
-    assert _hashes(other) == before and (run["work"] / "supernet.yaml").read_bytes() == recipe
-    assert _hashes(run["table"].out) == run["before"]
+    assert folder_hashes(other) == before and (run["work"] / "supernet.yaml").read_bytes() == recipe
+    assert folder_hashes(run["table"].out) == run["before"]
 
 
 def test_a_table_of_another_setup_is_refused_as_truth(run: dict, tmp_path: Path,

@@ -208,6 +208,35 @@ def test_report(table, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert json.loads((tmp_path / "r.json").read_text())["seed_tau"] == json.loads(json.dumps(result["seed_tau"]))
 
 
+def test_report_against_another_table_of_the_plan(table, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001  # fmt: skip
+    """A longer table of the same plan (here a copy whose losses are reversed): tau between the tables per
+    metric; a table of another plan, or another architecture under an id, is refused."""
+    import shutil
+
+    t, _ = table
+    other = tmp_path / "longer"
+    shutil.copytree(t.out, other, ignore=shutil.ignore_patterns("weights"))
+    lines = [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]
+    (other / "records.jsonl").write_text("".join(json.dumps({**r, "loss": 10.0 - r["loss"]}) + "\n" for r in lines))
+    result = truth.report(t.out, other)
+    groups = result["against"]["groups"]
+    assert groups["all"]["n"] == 6 and groups["all"]["loss"]["tau"] == -1.0  # every pair reversed
+    assert groups["all"]["held"]["tau"] == (1.0 if groups["all"]["held"]["tau"] is not None else None)
+    assert truth.main(["--report", str(t.out), "--against", str(other)]) == 0
+    assert f"tau between this table and {other}" in capsys.readouterr().out
+    bad = lines[0] | {"arch": "format: 1\nname: other\n", "loss": 1.0}
+    (other / "records.jsonl").write_text(json.dumps(bad) + "\n")
+    assert truth.main(["--report", str(t.out), "--against", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other / 'records.jsonl'}: records: {bad['id']}: another architecture" in err and "Traceback" not in err
+    info = json.loads((other / "setup.json").read_text())
+    info["plan"]["seed"] = 7
+    (other / "setup.json").write_text(json.dumps(info))
+    assert truth.main(["--report", str(t.out), "--against", str(other)]) == 2
+    assert f"{other / 'setup.json'}: plan:" in capsys.readouterr().err
+
+
 def test_cli_errors_are_messages(table, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     t, space = table
     args = ["--out", str(t.out), "--space", str(space), "--corpus", "synthetic", "--steps", "5", "--setup-only"]

@@ -3,21 +3,15 @@ resumed like the table's own runs, on a tiny table (synthetic corpus, 2 steps: n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from support import load_benchmark, open_tiny_truth, small_truth_space
+from support import folder_hashes, load_benchmark, open_tiny_truth, small_truth_space
 
 pilot = load_benchmark("truth_pilot")
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".setup.lock"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +22,7 @@ def table(tmp_path_factory: pytest.TempPathFactory, one_thread: None):  # noqa: 
 
 def test_runs_each_setting_once_and_resumes(table, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     records = tmp_path / "pilot.jsonl"
-    before = _hashes(table.out)
+    before = folder_hashes(table.out)
     args = ["--table", str(table.out), "--ids", "c00", "c01", "--lr", "0.001", "0.003", "--steps", "2", "3",
             "--records", str(records)]  # fmt: skip
     assert pilot.main([*args, "--part", "0/2"]) == 0
@@ -45,7 +39,7 @@ def test_runs_each_setting_once_and_resumes(table, tmp_path: Path, capsys: pytes
         assert set(r["probe"]) >= {"held_out", "held_out_nll"}
     text = records.read_bytes()
     assert pilot.main(args) == 0  # all done: nothing is run or written again
-    assert records.read_bytes() == text and _hashes(table.out) == before  # the table is only read
+    assert records.read_bytes() == text and folder_hashes(table.out) == before  # the table is only read
     capsys.readouterr()
     assert pilot.main(["--records", str(records), "--report"]) == 0
     out = capsys.readouterr().out

@@ -3,20 +3,14 @@ reproduces each record's accuracy exactly, adds its cross-entropy, resumes, and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from support import load_benchmark, open_tiny_truth, small_truth_space
+from support import folder_hashes, load_benchmark, open_tiny_truth, small_truth_space
 
 reprobe = load_benchmark("truth_reprobe")
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".setup.lock"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def table(tmp_path_factory: pytest.TempPathFactory, one_thread: None):  # noqa: 
 def test_the_probe_is_reproduced_and_its_cross_entropy_added(table, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001  # fmt: skip
     records = tmp_path / "reprobe.jsonl"
-    before = _hashes(table.out)
+    before = folder_hashes(table.out)
     assert reprobe.main(["--table", str(table.out), "--records", str(records)]) == 0
     rows = reprobe.read_reprobe(records)
     floats = {(r["id"], r["seed"]): r for r in (json.loads(x) for x in (table.out / "records.jsonl").open())
@@ -42,7 +36,7 @@ def test_the_probe_is_reproduced_and_its_cross_entropy_added(table, tmp_path: Pa
         assert r["probe"]["held_out_nll"] == original["held_out_nll"]  # the probe is deterministic
     text = records.read_bytes()
     assert reprobe.main(["--table", str(table.out), "--records", str(records)]) == 0  # all done: nothing again
-    assert records.read_bytes() == text and _hashes(table.out) == before  # the table is only read
+    assert records.read_bytes() == text and folder_hashes(table.out) == before  # the table is only read
     rank = tmp_path / "rank.json"
     cands = [{"id": i, "scores": {"supernet_loss": float(k), "params": float(-k), "macs": 1.0}}
              for k, i in enumerate(sorted({r["id"] for r in rows}))]  # fmt: skip
