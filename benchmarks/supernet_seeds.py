@@ -1,8 +1,9 @@
 """Is the supernet's ranking stable across its own training seeds? Two or more rank-benchmark results compared.
 
 Reads ``supernet_rank.py --json`` results of the same truth table with different ``--seed`` (a second seed
-can run with ``--skip probe --skip proxy``: only ``supernet_loss`` is compared) and, over the candidates every
-result scored, per group (``truth_report.GROUPS``: all, float, compressed, unsealed, sealed) and truth metric
+can run with ``--skip probe --skip proxy``: only ``supernet_loss`` is compared), or with one seed and other
+settings (``--random 0``: a design choice; such a result is named by its seed and the settings that differ,
+``0-random0``, in the keys below), and, over the candidates every result scored, per group (``truth_report.GROUPS``: all, float, compressed, unsealed, sealed) and truth metric
 (``loss``, ``held``):
 
 * ``tau_seed<S>`` with ``_ci``: each supernet seed's ``supernet_loss`` against the mean-of-seeds truth
@@ -52,22 +53,32 @@ def _interval(lo: float, hi: float) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in (lo, hi)]
 
 
+def labels(results: list[dict[str, Any]]) -> list[str]:
+    """Each result's name in the comparison: its seed, followed by the settings in which the results differ
+    (``0-random0`` against ``0-random2``: a design choice at one seed); just the seed when only seeds differ."""
+    settings = [r.get("settings", {}) for r in results]
+    differ = sorted({k for st in settings for k in st if any(o.get(k) != st.get(k) for o in settings)})
+    return [str(int(r["seed"])) + "".join(f"-{k}{st.get(k)}" for k in differ) for r, st in zip(results, settings)]
+
+
 def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dict[str, Any]:
-    """The comparison (see the module docstring) of rank results of different seeds and one truth table.
+    """The comparison (see the module docstring) of rank results of different seeds (or settings, see
+    :func:`labels`) and one truth table.
 
     Raises:
-        ValueError: fewer than two results, a seed twice, or results of different truth tables (a candidate's
-            truth differs).
+        ValueError: fewer than two results, one seed and settings twice, or results of different truth tables
+            (a candidate's truth differs).
     """
-    seeds = [int(r["seed"]) for r in results]
+    seeds = labels(results)
     if len(results) < 2 or len(set(seeds)) != len(seeds):
-        raise ValueError(f"need results of two or more different seeds, got seeds {seeds}")
+        raise ValueError(f"need results of two or more different seeds or settings, got {seeds}")
     by_id = [{c["id"]: c for c in r["candidates"]} for r in results]
     common = [i for i in by_id[0] if all(i in b for b in by_id[1:])]
     for i in common:  # one table, wherever it lay: the same truth for every candidate both scored
         if any(b[i]["truth_seeds"] != by_id[0][i]["truth_seeds"] for b in by_id[1:]):
             raise ValueError(f"the results' truths of {i} differ: they score different truth tables")
-    out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": seeds, "truth_dirs": [r["truth_dir"] for r in results],
+    out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": [int(r["seed"]) for r in results],
+                           "labels": seeds, "truth_dirs": [r["truth_dir"] for r in results],
                            "candidates": len(common), "groups": {}}  # fmt: skip
     for name, keep in GROUPS.items():
         ids = [i for i in common if keep(by_id[0][i])]
@@ -96,8 +107,8 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
 
 
 def format_comparison(result: dict[str, Any]) -> str:
-    seeds = result["seeds"]
-    lines = [f"supernet seeds {seeds}, {result['candidates']} candidates scored by all",
+    seeds = result["labels"]
+    lines = [f"supernets {seeds}, {result['candidates']} candidates scored by all",
              "| group | n | " + " | ".join(f"seed {s}: loss / held" for s in seeds) + " | between seeds |",
              "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- |"]  # fmt: skip
     for name, e in result["groups"].items():

@@ -152,7 +152,17 @@ def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict
     assert "sealed" in result["groups"] and "loss" not in result["groups"]["sealed"]  # one sealed: no ranking
     assert "| all | 6 |" in capsys.readouterr().out
     assert seeds.main([str(run["json"]), str(run["json"])]) == 2
-    assert "two or more different seeds" in capsys.readouterr().err
+    assert "two or more different seeds or settings" in capsys.readouterr().err
+    design = tmp_path / "design.json"
+    doc = json.loads(run["json"].read_text())
+    doc["settings"]["random"] += 1  # one seed, another sandwich: a design choice, named by what differs
+    design.write_text(json.dumps(doc))
+    assert seeds.main([str(run["json"]), str(design), "--json", str(out), "--resamples", "200"]) == 0
+    r = json.loads(out.read_text())
+    low, high = (f"0-random{k}" for k in (doc["settings"]["random"] - 1, doc["settings"]["random"]))
+    assert r["labels"] == [low, high] and r["seeds"] == [0, 0]
+    assert r["groups"]["all"]["loss"][f"tau_seed{low}"] == r["groups"]["all"]["loss"][f"tau_seed{high}"]
+    assert f"supernets ['{low}', '{high}']" in capsys.readouterr().out
     doc = json.loads(other.read_text())
     doc["candidates"][0]["truth_seeds"]["loss"][0] += 1.0  # another table's truth
     other.write_text(json.dumps(doc))
