@@ -74,8 +74,12 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
         raise ValueError(f"need results of two or more different seeds or settings, got {seeds}")
     by_id = [{c["id"]: c for c in r["candidates"]} for r in results]
     common = [i for i in by_id[0] if all(i in b for b in by_id[1:])]
+
+    def same(x: dict[str, Any], y: dict[str, Any]) -> bool:  # the metrics both know (newer results have more)
+        return all(x[m] == y[m] for m in x.keys() & y.keys())
+
     for i in common:  # one table, wherever it lay: the same truth for every candidate both scored
-        if any(b[i]["truth_seeds"] != by_id[0][i]["truth_seeds"] for b in by_id[1:]):
+        if not all(same(b[i]["truth_seeds"], by_id[0][i]["truth_seeds"]) for b in by_id[1:]):
             raise ValueError(f"the results' truths of {i} differ: they score different truth tables")
     out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": [int(r["seed"]) for r in results],
                            "labels": seeds, "truth_dirs": [r["truth_dir"] for r in results],

@@ -156,6 +156,8 @@ def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict
     design = tmp_path / "design.json"
     doc = json.loads(run["json"].read_text())
     doc["settings"]["random"] += 1  # one seed, another sandwich: a design choice, named by what differs
+    for c in doc["candidates"]:  # a newer result knows more metrics: the ones both know are compared
+        c["truth_seeds"]["newer_metric"] = [1.0, 2.0]
     design.write_text(json.dumps(doc))
     assert seeds.main([str(run["json"]), str(design), "--json", str(out), "--resamples", "200"]) == 0
     r = json.loads(out.read_text())
