@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 from truth import _git, _part, train_run
-from truth_plan import Candidate, plan_candidates
+from truth_plan import Candidate, table_plan
 from truth_records import append_record, read_records
 from truth_report import PLATEAU, loss_at
-from truth_setup import TruthSetup, read_setup, table_space
+from truth_setup import TruthSetup, read_setup
 
 from planner.errors import ConfigError, FieldError, PlannerError
 
@@ -80,9 +80,7 @@ def pilot_runs(setup: TruthSetup, ids: list[str], lrs: list[float], steps: list[
         ConfigError: an id is not a float candidate of the table's plan; the table's space is not this
             checkout's.
     """
-    p = setup.info["plan"]
-    plan = plan_candidates(table_space(setup), p["candidates"], p["parents"], p["sealed"], p["seed"])
-    floats = {c.id: c for c in plan if c.variant == "float"}
+    floats = {c.id: c for c in table_plan(setup) if c.variant == "float"}
     unknown = [i for i in ids if i not in floats]
     if unknown:
         raise ConfigError([FieldError("ids", f"{', '.join(unknown)} not float candidates of this table (it has "
@@ -102,13 +100,13 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok = [r for r in rs if r.get("loss") is not None]
         gains = [last_quarter_gain(r) for r in ok]
         probes = [r["probe"] for r in ok if r.get("probe")]
-        stuck = [r for r in ok if r["loss"] > STUCK * r["curve"][0][1]]
+        stuck = [r["loss"] > STUCK * r["curve"][0][1] for r in ok]
+        learning = [g for g, s in zip(gains, stuck) if not s]
         rows.append({"lr": lr, "steps": steps, "batch_seconds": batch, "runs": len(rs), "diverged": len(rs) - len(ok),
-                     "stuck": len(stuck),
+                     "stuck": sum(stuck),
                      "median_gain": statistics.median(gains) if gains else None,
                      "plateaued": sum(g <= PLATEAU for g in gains) / len(gains) if gains else None,
-                     "plateaued_learning": (sum(last_quarter_gain(r) <= PLATEAU for r in ok if r not in stuck)
-                                            / (len(ok) - len(stuck))) if len(ok) > len(stuck) else None,
+                     "plateaued_learning": sum(g <= PLATEAU for g in learning) / len(learning) if learning else None,
                      "median_loss": statistics.median(r["loss"] for r in ok) if ok else None,
                      "median_probe": statistics.median(p["held_out"] for p in probes) if probes else None,
                      "median_probe_nll": statistics.median(p["held_out_nll"] for p in probes

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from truth_setup import TruthSetup, table_space
 
 import planner
 from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
 from planner.search import SearchSpace, load_space
 
-__all__ = ["BLOCKS", "FLOAT_VALUES", "VARIANTS", "Candidate", "float_space", "plan_candidates"]
+__all__ = ["BLOCKS", "FLOAT_VALUES", "VARIANTS", "Candidate", "float_space", "plan_candidates", "table_plan"]
 
 FLOAT_VALUES = {"weight_bits": "fp32", "sparsity": "none"}
 VARIANTS = {  # variant name -> (its compression values, its id suffix)
@@ -209,3 +210,13 @@ def plan_candidates(space_path: str | Path, n: int = 40, parents: int = 10, seal
             variants.append(Candidate(f"{parent.id}-{suffix}", values, _graph(space, values), parent.block,
                                       parent.quartile, parent.sealed, name, parent.id))  # fmt: skip
     return floats + variants
+
+
+def table_plan(setup: TruthSetup) -> list[Candidate]:
+    """The plan of a table, drawn again from its space in this checkout.
+
+    Raises:
+        ConfigError: the table's space is not this checkout's (``truth_setup.table_space``).
+    """
+    p = setup.info["plan"]
+    return plan_candidates(table_space(setup), p["candidates"], p["parents"], p["sealed"], p["seed"])

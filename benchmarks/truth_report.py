@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 from ranking import RESAMPLES, bootstrap_ci, bootstrap_tau_ci, kendall_tau, spearman_rho
 
-__all__ = ["GROUPS", "METRICS", "PLATEAU", "between_tables", "format_stability", "metric_value", "stability"]
+__all__ = [
+    "GROUPS",
+    "METRICS",
+    "PLATEAU",
+    "between_tables",
+    "format_stability",
+    "metric_value",
+    "stability",
+    "tau_entry",
+]
 
 GROUPS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "all": lambda c: True,
@@ -66,7 +75,7 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _tau_entry(a: Sequence[float], b: Sequence[float], seed: int) -> dict[str, Any]:
+def tau_entry(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, Any]:
     """tau-b, rho and the tau interval of paired lists, leaving out the items NaN in either."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -99,13 +108,13 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
         out["counts"][name] = {"candidates": len(cands), "runs_planned": len(cands) * len(seeds), "runs_done": len(done),
                                "candidates_complete": len(both),
                                "diverged": sum(r.get("diverged") is not None for r in done)}  # fmt: skip
-        out["seed_tau"][name] = {m: _tau_entry([metric_value(runs[(c["id"], a)], m) for c in both],
+        out["seed_tau"][name] = {m: tau_entry([metric_value(runs[(c["id"], a)], m) for c in both],
                                                [metric_value(runs[(c["id"], b)], m) for c in both], seed)
                                  for m in METRICS}  # fmt: skip
         out["half_tau"][name] = {}
         for s in seeds:
             rs = [runs[(c["id"], s)] for c in cands if (c["id"], s) in runs]
-            out["half_tau"][name][str(s)] = _tau_entry([loss_at(r, r["steps"] // 2) for r in rs],
+            out["half_tau"][name][str(s)] = tau_entry([loss_at(r, r["steps"] // 2) for r in rs],
                                                        [loss_at(r, r["steps"]) for r in rs], seed)  # fmt: skip
         gains = np.array([(loss_at(r, 3 * r["steps"] // 4) - loss_at(r, r["steps"])) / loss_at(r, 3 * r["steps"] // 4)
                           for r in done], dtype=float)  # fmt: skip
@@ -124,11 +133,11 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
         loss = [-mean(c, "loss") for c in full]
         held, real = [mean(c, "held") for c in full], [mean(c, "real") for c in full]
         nll = [-mean(c, "held_nll") for c in full]
-        out["metric_tau"][name] = {"loss_vs_held": _tau_entry(loss, held, seed),
-                                   "loss_vs_real": _tau_entry(loss, real, seed),
-                                   "held_vs_real": _tau_entry(held, real, seed),
-                                   "loss_vs_held_nll": _tau_entry(loss, nll, seed),
-                                   "held_vs_held_nll": _tau_entry(held, nll, seed)}  # fmt: skip
+        out["metric_tau"][name] = {"loss_vs_held": tau_entry(loss, held, seed),
+                                   "loss_vs_real": tau_entry(loss, real, seed),
+                                   "held_vs_real": tau_entry(held, real, seed),
+                                   "loss_vs_held_nll": tau_entry(loss, nll, seed),
+                                   "held_vs_held_nll": tau_entry(held, nll, seed)}  # fmt: skip
     return out
 
 
@@ -146,7 +155,7 @@ def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, 
         def mean(runs: dict[tuple[str, int], dict[str, Any]], c: dict[str, Any], m: str) -> float:
             return float(np.mean([metric_value(runs[(c["id"], s)], m) for s in seeds]))
 
-        out[name] = {"n": len(both), **{m: _tau_entry([mean(a, c, m) for c in both], [mean(b, c, m) for c in both], seed)
+        out[name] = {"n": len(both), **{m: tau_entry([mean(a, c, m) for c in both], [mean(b, c, m) for c in both], seed)
                                         for m in METRICS}}  # fmt: skip
     return out
 

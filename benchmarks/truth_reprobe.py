@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from ranking import RESAMPLES, bootstrap_tau_ci, bootstrap_tau_diff_ci, kendall_tau
+from ranking import RESAMPLES, bootstrap_tau_diff_ci
 from truth import probe_run
-from truth_plan import plan_candidates
+from truth_plan import table_plan
 from truth_records import append_record, read_records
-from truth_setup import read_setup, table_space
+from truth_report import GROUPS as TABLE_GROUPS
+from truth_report import metric_value, tau_entry
+from truth_setup import read_setup
 
 import planner
 from planner.compress import load_checkpoint_
@@ -50,7 +52,7 @@ from planner.files import write_text_atomic
 __all__ = ["RECORD_TYPE", "main", "read_reprobe", "reprobe", "steadiness"]
 
 RECORD_TYPE = "planner-truth-reprobe"
-GROUPS = {"float": lambda c: True, "unsealed": lambda c: not c["sealed"], "sealed": lambda c: bool(c["sealed"])}
+GROUPS = {"float": TABLE_GROUPS["all"], "unsealed": TABLE_GROUPS["unsealed"], "sealed": TABLE_GROUPS["sealed"]}
 SCORED = {"supernet_loss": -1.0, "params": 1.0, "macs": 1.0}  # -> the sign that makes a higher score better
 
 
@@ -71,9 +73,7 @@ def reprobe(table: str | Path, records: str | Path, log: Any = None) -> int:
         ConfigError: the table is not readable, or its space is not this checkout's.
     """
     setup = read_setup(table)
-    p = setup.info["plan"]
-    floats = {c.id: c for c in plan_candidates(table_space(setup), p["candidates"], p["parents"], p["sealed"],
-                                               p["seed"]) if c.variant == "float"}  # fmt: skip
+    floats = {c.id: c for c in table_plan(setup) if c.variant == "float"}
     done = {_key(r) for r in read_reprobe(records)}
     ran = 0
     for r in read_records(setup.out / "records.jsonl"):
@@ -95,59 +95,49 @@ def reprobe(table: str | Path, records: str | Path, log: Any = None) -> int:
     return ran
 
 
-def _tau(a: np.ndarray, b: np.ndarray, resamples: int) -> dict[str, Any]:
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 3:
-        return {"n": int(len(a)), "tau": None, "ci": [None, None]}
-    lo, hi = bootstrap_tau_ci(a, b, resamples=resamples)
-    tau = kendall_tau(a, b)
-    if not all(math.isfinite(x) for x in (tau, lo, hi)):  # constant values: no statistic
-        return {"n": int(len(a)), "tau": None, "ci": [None, None]}
-    return {"n": int(len(a)), "tau": float(tau), "ci": [float(lo), float(hi)]}
-
-
-def steadiness(rows: list[dict[str, Any]], seeds: list[int], ranks: dict[str, list[dict[str, Any]]],
-               resamples: int = RESAMPLES) -> dict[str, Any]:  # fmt: skip
+def steadiness(rows: list[dict[str, Any]], seeds: list[int], ranks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The report (module docstring) from re-probe records ``rows`` and rank results' candidates ``ranks``."""
     runs = {_key(r): r for r in rows}
     ids = sorted({r["id"] for r in rows if all((r["id"], s) in runs for s in seeds)})
     a, b = seeds[0], seeds[1]
     out: dict[str, Any] = {"runs": len(rows), "same_accuracy": sum(bool(r["same_accuracy"]) for r in rows),
-                           "candidates": len(ids), "seeds": seeds, "resamples": resamples, "groups": {}}  # fmt: skip
+                           "candidates": len(ids), "seeds": seeds, "resamples": RESAMPLES, "groups": {}}  # fmt: skip
     for name, keep in GROUPS.items():
         group = [i for i in ids if keep(runs[(i, a)])]
-        acc = {s: np.array([runs[(i, s)]["probe"]["held_out"] for i in group], dtype=float) for s in seeds}
-        nll = {s: np.array([_finite(runs[(i, s)]["probe"]["held_out_nll"]) for i in group]) for s in seeds}
+        acc = {s: np.array([metric_value(runs[(i, s)], "held") for i in group]) for s in seeds}
+        nll = {s: np.array([metric_value(runs[(i, s)], "held_nll") for i in group]) for s in seeds}
         mean_nll = -(nll[a] + nll[b]) / 2  # oriented: higher is better
-        entry: dict[str, Any] = {"candidates": len(group), "ceiling_accuracy": _tau(acc[a], acc[b], resamples),
-                                 "ceiling_nll": _tau(nll[a], nll[b], resamples),
-                                 "accuracy_vs_nll": _tau((acc[a] + acc[b]) / 2, mean_nll, resamples),
+        entry: dict[str, Any] = {"candidates": len(group), "ceiling_accuracy": tau_entry(acc[a], acc[b]),
+                                 "ceiling_nll": tau_entry(nll[a], nll[b]),
+                                 "accuracy_vs_nll": tau_entry((acc[a] + acc[b]) / 2, mean_nll),
                                  "distinct_accuracies": len(set(np.concatenate([acc[a], acc[b]]).tolist())),
                                  "rank": {}}  # fmt: skip
         for label, cands in ranks.items():
             by_id = {c["id"]: c for c in cands}
             have = [k for k, i in enumerate(group) if i in by_id]
             truth = mean_nll[have]
-            scores = {s: np.array([sign * float(by_id[group[k]]["scores"][s]) for k in have])
+            scores = {s: np.array([sign * metric_score(by_id[group[k]], s) for k in have])
                       for s, sign in SCORED.items()}  # fmt: skip
-            e = {s: _tau(v, truth, resamples) for s, v in scores.items()}
+            e = {s: tau_entry(v, truth) for s, v in scores.items()}
             if len(have) >= 3:
-                e["diff_supernet_loss_params_ci"] = [float(x) for x in bootstrap_tau_diff_ci(
-                    scores["supernet_loss"], scores["params"], truth, resamples=resamples)]  # fmt: skip
+                diff = bootstrap_tau_diff_ci(scores["supernet_loss"], scores["params"], truth)
+                e["diff_supernet_loss_params_ci"] = [float(x) if math.isfinite(x) else None for x in diff]
             entry["rank"][label] = e
         out["groups"][name] = entry
     return out
 
 
-def _finite(x: Any) -> float:
-    return float(x) if x is not None and math.isfinite(float(x)) else math.nan
+def metric_score(candidate: dict[str, Any], scorer: str) -> float:
+    """A rank result's score of ``candidate`` by ``scorer``; NaN where it has none."""
+    v = (candidate.get("scores") or {}).get(scorer)
+    return math.nan if v is None else float(v)
 
 
 def _ci(e: dict[str, Any]) -> str:
     if e["tau"] is None:
         return "-"
-    return f"{e['tau']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] (n {e['n']})"
+    lo, hi = e["ci"]
+    return f"{e['tau']:.2f}" + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]") + f" (n {e['n']})"
 
 
 def format_steadiness(report: dict[str, Any]) -> str:
@@ -159,7 +149,7 @@ def format_steadiness(report: dict[str, Any]) -> str:
         lines.append(f"  accuracy vs cross-entropy: {_ci(e['accuracy_vs_nll'])}")
         for label, r in e["rank"].items():
             diff = r.get("diff_supernet_loss_params_ci")
-            d = f"; supernet_loss - params [{diff[0]:.2f}, {diff[1]:.2f}]" if diff else ""
+            d = f"; supernet_loss - params [{diff[0]:.2f}, {diff[1]:.2f}]" if diff and diff[0] is not None else ""
             lines.append(f"  {label}: " + ", ".join(f"{s} {_ci(r[s])}" for s in SCORED) + d)
     return "\n".join(lines)
 
@@ -190,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     except PlannerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_steadiness(result))
-    if args.json:
+    if args.json:  # written first: a closed stdout does not lose it
         write_text_atomic(args.json, json.dumps({"type": "planner-truth-reprobe-report", "format": 1, **result},
                                                 indent=1, allow_nan=False) + "\n")  # fmt: skip
+    print(format_steadiness(result))
     return 0
 
 

@@ -49,15 +49,6 @@ def load_benchmark(name: str):  # noqa: ANN201
     return module
 
 
-def folder_hashes(folder: Path) -> dict[str, str]:
-    """Every file below ``folder`` by its relative path, with its sha256: compared before and after, it shows
-    that a command wrote nothing there."""
-    import hashlib
-
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
 # -- the truth table (benchmarks/truth.py): a reduced space, a tiny table ---------------------------------
 
 TRUTH_SPACE = ROOT / "searchspaces" / "supernet-small.yaml"

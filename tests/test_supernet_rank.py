@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import planner
-from support import folder_hashes, load_benchmark, open_tiny_truth, small_truth_space
+from support import load_benchmark, open_tiny_truth, small_truth_space
 
+folder_hashes = load_benchmark("corpus").file_hashes  # every file below a folder, hashed
 rank = load_benchmark("supernet_rank")
 choices = load_benchmark("supernet_choices")
 seeds = load_benchmark("supernet_seeds")

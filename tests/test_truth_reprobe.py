@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from support import folder_hashes, load_benchmark, open_tiny_truth, small_truth_space
+from support import load_benchmark, open_tiny_truth, small_truth_space
 
+folder_hashes = load_benchmark("corpus").file_hashes  # every file below a folder, hashed
 reprobe = load_benchmark("truth_reprobe")
 
 
