@@ -186,7 +186,7 @@ def _held_out_batches(setup: TruthSetup, graph: Any) -> int:
 
 
 def supernet_recipe(setup: TruthSetup, path: Path, *, seed: int, steps: int, random: int, cover: int,
-                    recalibrate: int, valid_batches: int) -> Recipe:  # fmt: skip
+                    recalibrate: int, valid_batches: int, partition: str | None = None) -> Recipe:  # fmt: skip
     """Writes the supernet's recipe (the module docstring) to ``path``, with absolute paths into the table,
     and loads it."""
     base = setup.recipe
@@ -199,6 +199,8 @@ def supernet_recipe(setup: TruthSetup, path: Path, *, seed: int, steps: int, ran
             data["teacher"][key] = base.resolve(data["teacher"][key])
     data["loss"]["layers"] = "proportional"
     data["supernet"] = {"random": random, "cover": cover, "recalibrate": recalibrate}
+    if partition is not None:  # absent otherwise: the recipes of earlier runs stay the same text
+        data["supernet"]["partition"] = partition
     data.update(steps=steps, seed=seed, logging={"every": max(1, steps // LOGGED)},
                 checkpoint={"every": min(CHECKPOINT_EVERY, steps), "keep": 2})  # fmt: skip
     head = (f"# the supernet of the rank benchmark (benchmarks/supernet_rank.py): {base.source} with one head on\n"
@@ -294,15 +296,19 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     space = load_space(space_path)
-    sampler = SpaceSampler(space, samples=settings["cover"], seed=seed)
+    try:
+        sampler = SpaceSampler(space, samples=settings["cover"], seed=seed, partition=settings.get("partition"))
+    except ConfigError as err:  # supernet.partition: given here as --partition
+        raise ConfigError([FieldError("--partition", e.message) for e in err.errors], str(space_path)) from None
     held = _held_out_batches(setup, sampler.largest())
     recipe = supernet_recipe(setup, work / "supernet.yaml", seed=seed, steps=settings["steps"],
                              random=settings["random"], cover=settings["cover"], recalibrate=settings["recalibrate"],
-                             valid_batches=held)  # fmt: skip
+                             valid_batches=held, partition=settings.get("partition"))  # fmt: skip
     tasks = write_probe_tasks(setup, work / "probe")
     if log is not None:
-        print(f"supernet of {space_path.name}: {len(sampler.cover)} cover candidates, {settings['steps']} steps, "
-              f"seed {seed}, into {work / 'supernet'}", file=log, flush=True)  # fmt: skip
+        parts = f", extremes of each {sampler.partition} ({len(sampler.parts())} parts)" if sampler.partition else ""
+        print(f"supernet of {space_path.name}: {len(sampler.cover)} cover candidates{parts}, {settings['steps']} "
+              f"steps, seed {seed}, into {work / 'supernet'}", file=log, flush=True)  # fmt: skip
     trained = _timed_training(sampler, recipe, work, space_path, log)
     result: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "truth_dir": _shown(truth_setup.out),
                               "data_dir": _shown(setup.out), "seed": seed,
@@ -363,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in SETTINGS.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int,
                         help=f"default {default}{' (every held-out batch)' if name == 'proxy_eval_batches' else ''}")  # fmt: skip
+    ap.add_argument("--partition", help="train the largest and smallest of each value of this choice of the space "
+                    "every step (supernet.partition, e.g. block); default: the space's own")
     ap.add_argument("--dry", action="store_true", help=f"a few steps of everything: {DRY} (given options win)")
     ap.add_argument(
         "--skip",
@@ -379,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**SETTINGS, **(DRY if args.dry else {})}
     settings.update({k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None})
     bad = [k for k, v in settings.items() if v < (0 if k == "proxy_eval_batches" else 1) and k != "random"]
+    if args.partition is not None:  # a setting only when given: earlier results hold none
+        settings["partition"] = args.partition
     if bad or settings["random"] < 0:
         ap.error(f"--{(bad or ['random'])[0].replace('_', '-')} must be positive")
     work = args.work or str(ROOT / "runs" / f"supernet-rank-seed{args.seed}")

@@ -99,7 +99,7 @@ def _cmd_supernet_train(args: argparse.Namespace) -> int:
     from planner.search import SpaceSampler, load_space
     from trainers import load_recipe
     from trainers.distributed import PeerError
-    from trainers.recipe import SupernetConfig
+    from trainers.recipe import SupernetConfig, recipe_errors
     from trainers.supernet import train_supernet
 
     local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
@@ -108,7 +108,8 @@ def _cmd_supernet_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     space = load_space(args.space)
     cfg = recipe.supernet or SupernetConfig()
-    sampler = SpaceSampler(space, samples=cfg.cover, seed=recipe.seed)
+    with recipe_errors(recipe):  # supernet.partition names one of the space's choices
+        sampler = SpaceSampler(space, samples=cfg.cover, seed=recipe.seed, partition=cfg.partition)
     try:
         result = train_supernet(sampler, recipe, args.out, space_text=Path(args.space).read_text(encoding="utf-8"),
                                 name=Path(args.space).stem)  # fmt: skip

@@ -99,6 +99,7 @@ DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
 # started before they existed still resumes with its unchanged recipe (run.json holds the older fingerprint).
 _LATER_FIELDS = {
     ("supernet",): None,
+    ("supernet", "partition"): None,
     ("loss", "distill_weight"): None,
     ("optimizer", "fused"): True,
     ("data", "valid_batches"): 8,
@@ -685,11 +686,15 @@ class SupernetConfig:
             one-value-at-a-time extremes (:func:`planner.search.supernet_cover`).
         recalibrate: training batches that re-estimate a candidate's batch-norm statistics before it is
             scored (OFA); 0 keeps the fresh statistics.
+        partition: the label of one of the space's choices (``block``, ``width``): the sandwich trains the
+            largest and the smallest of each of its values every step, not only the space's (a few-shot
+            partition; :class:`planner.search.SpaceSampler`); null: the space's largest and smallest.
     """
 
     random: int = field(2, ge=0, le=64)
     cover: int = field(256, ge=0, le=100_000)
     recalibrate: int = field(4, ge=0, le=1_000)
+    partition: str | None = None
 
 
 @dataclass(frozen=True)

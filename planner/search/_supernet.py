@@ -25,13 +25,13 @@ import random
 from typing import Any
 
 from planner.cost import estimate
-from planner.errors import ConfigError
+from planner.errors import ConfigError, FieldError
 from planner.ir.graph import EncoderGraph
 from planner.ir.io import dumps, from_dict
 from planner.search._domains import Categorical, Domain, FloatRange, IntRange
 from planner.search._space import SearchSpace
 
-__all__ = ["SpaceSampler", "supernet_cover"]
+__all__ = ["INACTIVE", "SpaceSampler", "supernet_cover"]
 
 
 def _numeric_max(d: Domain) -> Any:
@@ -57,26 +57,57 @@ class SpaceSampler:
     """A space's valid candidates: ``largest()``, ``smallest()`` (by parameter count, over the cover) and
     ``sample(rng)`` (uniform over the space's values, invalid draws redrawn).
 
+    With ``partition`` (the label of one of the space's choices) the sandwich's extremes are taken within each
+    of that choice's values (:meth:`extremes`): a few-shot partition of the space by that choice (Zhao et al.,
+    few-shot NAS), so that every part's largest and smallest are trained, not only the whole space's. Each
+    part's extremes are over its cover candidates and its *floor* (every numeric domain at its lowest, every
+    other domain at its first value, the partition's value), so a part's smallest is its smallest candidate
+    even where the cover's random draws did not reach it. Candidates where the choice is switched off by a
+    condition form one more part, :data:`INACTIVE`.
+
     Args:
         space: the space.
         samples: random candidates in the cover besides the one-at-a-time extremes.
         seed: the seed of those random candidates.
+        partition: the label of the choice whose values partition the sandwich's extremes (None: the whole
+            space's largest and smallest).
+
+    Raises:
+        ConfigError: no valid candidate in the cover; ``partition`` is not a choice of the space (the field
+            ``supernet.partition``, attributed to no file: the caller names the recipe).
     """
 
-    def __init__(self, space: SearchSpace, samples: int = 256, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, samples: int = 256, seed: int = 0, partition: str | None = None) -> None:
         self.space = space
-        self.cover = supernet_cover(space, samples, seed)
+        entries = _cover_entries(space, samples, seed)
+        self.cover = [g for _, g in entries]
         if not self.cover:
             raise ConfigError([], f"{space.source}: no valid candidate in {samples} draws")
-        params = [estimate(g).params for g in self.cover]
-        self._largest = self.cover[max(range(len(params)), key=lambda i: (params[i], -i))]
-        self._smallest = self.cover[min(range(len(params)), key=lambda i: (params[i], i))]
+        self._largest, self._smallest = _ends(self.cover)
+        self.partition = partition
+        self._parts: dict[Any, tuple[EncoderGraph, EncoderGraph]] = {}
+        if partition is not None:
+            self._parts = _partition(space, entries, partition)
 
     def largest(self) -> EncoderGraph:
         return self._largest
 
     def smallest(self) -> EncoderGraph:
         return self._smallest
+
+    def parts(self) -> list[Any]:
+        """The partition's values that have candidates, in the choice's order (empty without a partition)."""
+        return list(self._parts)
+
+    def extremes(self) -> list[tuple[str, EncoderGraph]]:
+        """``(role, graph)`` of the candidates the sandwich trains every step: ``largest`` and ``smallest``, or
+        with a partition ``largest[v]`` and ``smallest[v]`` for every value ``v`` of the partition's choice."""
+        if not self._parts:
+            return [("largest", self._largest), ("smallest", self._smallest)]
+        out = []
+        for value, (big, small) in self._parts.items():
+            out += [(f"largest[{value}]", big), (f"smallest[{value}]", small)]
+        return out
 
     def sample(self, rng: random.Random) -> EncoderGraph:
         """A uniform valid candidate (at most 1000 draws; the space's own check refuses spaces with none)."""
@@ -92,6 +123,58 @@ class SpaceSampler:
         for g in self.cover:
             h.update(dumps(g).encode())
         return h.hexdigest()[:16]
+
+
+INACTIVE = "inactive"  # the part of the candidates where the partition's choice is switched off
+
+
+def _ends(graphs: list[EncoderGraph]) -> tuple[EncoderGraph, EncoderGraph]:
+    """The largest and the smallest of ``graphs`` by parameters (the first of equals)."""
+    params = [estimate(g).params for g in graphs]
+    big = graphs[max(range(len(params)), key=lambda i: (params[i], -i))]
+    small = graphs[min(range(len(params)), key=lambda i: (params[i], i))]
+    return big, small
+
+
+def _numeric_min(d: Domain) -> Any:
+    if isinstance(d, (IntRange, FloatRange)):
+        return d.low
+    nums = [c for c in d.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+    return min(nums) if len(nums) == len(d.choices) else None
+
+
+def _partition(space: SearchSpace, entries: list[tuple[dict[str, Any], EncoderGraph]],
+               label: str) -> dict[Any, tuple[EncoderGraph, EncoderGraph]]:  # fmt: skip
+    """``value -> (largest, smallest)`` of each part of the cover split by the values of choice ``label``."""
+    labels = [d.label for d in space.domains()]
+    if label not in labels:
+        raise ConfigError([FieldError("supernet.partition", f"{label!r} is not a choice of {space.source} (its "
+                                      f"choices: {', '.join(labels) or 'none'}); give one of them, or leave "
+                                      "partition out")])  # fmt: skip
+    domain = space.domain(label)
+    if isinstance(domain, FloatRange) or (isinstance(domain, IntRange) and domain.size() > _ENUMERATED):
+        raise ConfigError([FieldError("supernet.partition", f"{label!r} in {space.source} is a range of "
+                                      f"{'reals' if isinstance(domain, FloatRange) else f'{domain.size()} integers'}"
+                                      f": a partition needs a choice of at most {_ENUMERATED} values")])  # fmt: skip
+    groups: dict[Any, list[EncoderGraph]] = {}
+    for values, graph in entries:
+        groups.setdefault(values.get(label, INACTIVE), []).append(graph)
+    floor = {}
+    for d in space.domains():
+        low = _numeric_min(d)
+        floor[d.label] = low if low is not None else _values(d)[0]
+    order = [*_values(domain), INACTIVE]
+    out = {}
+    for value in order:
+        if value not in groups:
+            continue
+        active = _active(space, {**floor, label: value})
+        if value != INACTIVE and active.get(label, INACTIVE) == value:  # the floor, where the choice is on
+            graph = _graph(space, active, f"floor of {label}={value}")
+            if graph is not None:
+                groups[value].append(graph)
+        out[value] = _ends(groups[value])
+    return out
 
 
 def _graph(space: SearchSpace, values: dict[str, Any], what: str) -> EncoderGraph | None:
@@ -118,6 +201,11 @@ def supernet_cover(space: SearchSpace, samples: int = 256, seed: int = 0) -> lis
     Deterministic in ``(space, samples, seed)``; extremes first, then the random candidates in draw order.
     Only distinct architectures are kept, so the list is far shorter than the assignments it tries.
     """
+    return [graph for _, graph in _cover_entries(space, samples, seed)]
+
+
+def _cover_entries(space: SearchSpace, samples: int, seed: int) -> list[tuple[dict[str, Any], EncoderGraph]]:
+    """The cover's candidates with the (active) values each was made from."""
     domains = space.domains()
     base: dict[str, Any] = {}
     for d in domains:
@@ -135,15 +223,21 @@ def supernet_cover(space: SearchSpace, samples: int = 256, seed: int = 0) -> lis
     assignments += [space.sample(rng) for _ in range(samples)]
     out, seen = [], set()
     for i, values in enumerate(assignments):
-        active = {}
-        for d in domains:  # drop the values of domains a condition switches off
-            if space.is_active(d, active) and d.label in values:
-                active[d.label] = values[d.label]
+        active = _active(space, values)
         graph = _graph(space, active, f"cover {i}")
         if graph is None:
             continue
         text = dumps(graph)
         if text not in seen:
             seen.add(text)
-            out.append(graph)
+            out.append((active, graph))
     return out
+
+
+def _active(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the domains a condition switches off."""
+    active: dict[str, Any] = {}
+    for d in space.domains():
+        if space.is_active(d, active) and d.label in values:
+            active[d.label] = values[d.label]
+    return active

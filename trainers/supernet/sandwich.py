@@ -1,7 +1,8 @@
 """The supernet's training loss: the sandwich rule over candidates, each distilled as ``planner train`` does.
 
 Every step trains the largest candidate, the smallest and ``random`` candidates drawn for that step
-(BigNAS's sandwich rule; the largest and smallest bound the space, the random ones cover it), each with the
+(BigNAS's sandwich rule; the largest and smallest bound the space, the random ones cover it; with a
+``supernet.partition`` the largest and smallest of each part of the space), each with the
 recipe's own distillation loss from the recipe's teacher (layer-to-layer, masking distillation with the
 recipe's masks: :class:`~trainers.distill.Distiller`); the step's loss is their mean. The candidates of
 step ``s`` are drawn from a generator seeded with ``(recipe.seed, s)``, so a resumed run draws what an
@@ -40,15 +41,18 @@ class CandidateSampler(Protocol):
 
     def smallest(self) -> EncoderGraph: ...
 
+    def extremes(self) -> list[tuple[str, EncoderGraph]]: ...
+
     def sample(self, rng: random.Random) -> EncoderGraph: ...
 
 
 def step_candidates(
     sampler: CandidateSampler, seed: int, step: int, random_count: int
 ) -> list[tuple[str, EncoderGraph]]:
-    """``(role, graph)`` of the candidates trained at ``step``: ``largest``, ``smallest``, ``random0``..."""
+    """``(role, graph)`` of the candidates trained at ``step``: the sampler's extremes (``largest``,
+    ``smallest``, or each part's ``largest[v]``, ``smallest[v]`` with a partition), then ``random0``..."""
     rng = random.Random(seed * 1_000_003 + step)
-    out = [("largest", sampler.largest()), ("smallest", sampler.smallest())]
+    out = list(sampler.extremes())
     out += [(f"random{i}", sampler.sample(rng)) for i in range(random_count)]
     return out
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from planner.errors import CheckpointError, ConfigError, FieldError, SupernetError
 from planner.files import write_text_atomic, writing
-from trainers.recipe import Recipe, SupernetConfig
+from trainers.recipe import Recipe, SupernetConfig, recipe_error
 from trainers.run import Built, RunIdentity, TrainResult, run_job
 from trainers.supernet.bank import SlotShape, Supernet
 from trainers.supernet.sandwich import CandidateSampler, SandwichLoss
@@ -94,7 +94,7 @@ def load_supernet(folder: str | os.PathLike[str]) -> tuple[Supernet, dict[str, A
 
 def _fingerprint(sampler: CandidateSampler, cfg: SupernetConfig) -> str:
     h = hashlib.sha256(str(sampler.fingerprint()).encode())  # type: ignore[attr-defined]
-    h.update(json.dumps([cfg.random, cfg.cover]).encode())
+    h.update(json.dumps([cfg.random, cfg.cover] + ([cfg.partition] if cfg.partition is not None else [])).encode())
     return h.hexdigest()[:16]
 
 
@@ -117,12 +117,17 @@ def train_supernet(sampler: CandidateSampler, recipe: Recipe, out: str | os.Path
         raise ConfigError([FieldError("loss.kind", f"a supernet is trained by distillation (layer_to_layer), not "
                                                    f"{recipe.loss.kind}")], recipe.source)  # fmt: skip
     cfg = recipe.supernet or SupernetConfig()
+    if getattr(sampler, "partition", None) != cfg.partition:
+        raise recipe_error(recipe, "supernet.partition", f"the space's sampler is partitioned by "
+                           f"{getattr(sampler, 'partition', None)!r}, the recipe says {cfg.partition!r}: build the "
+                           "sampler with the recipe's partition (SpaceSampler(..., partition=...))")  # fmt: skip
     identity = RunIdentity(kind="planner-supernet-run", name=name, fingerprint=_fingerprint(sampler, cfg),
                            claim_files={"space.yaml": space_text}, subject="space", command="planner supernet train",
                            weights=_WEIGHTS)  # fmt: skip
     largest = sampler.largest()
     info = {"space": name, "cover_fingerprint": sampler.fingerprint(), "recipe_fingerprint": recipe.fingerprint(),  # type: ignore[attr-defined]
-            "random": cfg.random, "recalibrate": cfg.recalibrate, "steps": recipe.steps}  # fmt: skip
+            "random": cfg.random, "recalibrate": cfg.recalibrate, "partition": cfg.partition,
+            "steps": recipe.steps}  # fmt: skip
 
     def build() -> Built:
         torch.manual_seed(recipe.seed)
