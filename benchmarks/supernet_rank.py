@@ -369,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in SETTINGS.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int,
                         help=f"default {default}{' (every held-out batch)' if name == 'proxy_eval_batches' else ''}")  # fmt: skip
-    ap.add_argument("--partition", help="train the largest and smallest of each value of this choice of the space "
-                    "every step (supernet.partition, e.g. block); default: the space's own")
+    ap.add_argument(
+        "--partition",
+        help="train the largest and smallest of each value of this choice of the space "
+        "every step (supernet.partition, e.g. block); default: the space's own",
+    )
     ap.add_argument("--dry", action="store_true", help=f"a few steps of everything: {DRY} (given options win)")
     ap.add_argument(
         "--skip",
