@@ -294,12 +294,12 @@ def benchmark(truth: str | os.PathLike[str], seed: int, work: str | os.PathLike[
                                                     f"{s.info['training']['seeds']}: pick another")], str(s.out))  # fmt: skip
     space_path = table_space(setup)
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
     space = load_space(space_path)
     try:
         sampler = SpaceSampler(space, samples=settings["cover"], seed=seed, partition=settings.get("partition"))
     except ConfigError as err:  # supernet.partition: given here as --partition
         raise ConfigError([FieldError("--partition", e.message) for e in err.errors], str(space_path)) from None
+    work.mkdir(parents=True, exist_ok=True)
     held = _held_out_batches(setup, sampler.largest())
     recipe = supernet_recipe(setup, work / "supernet.yaml", seed=seed, steps=settings["steps"],
                              random=settings["random"], cover=settings["cover"], recalibrate=settings["recalibrate"],

@@ -3,14 +3,19 @@
 Reads ``supernet_rank.py --json`` results of the same truth table with different ``--seed`` (a second seed
 can run with ``--skip probe --skip proxy``: only ``supernet_loss`` is compared), or with one seed and other
 settings (``--random 0``: a design choice; such a result is named by its seed and the settings that differ,
-``0-random0``, in the keys below), and, over the candidates every result scored, per group (``truth_report.GROUPS``: all, float, compressed, unsealed, sealed) and truth metric
+``0-random0``, in the keys below), and, over the candidates every result scored, per group (``truth_report.groups_for``: all, float, compressed, unsealed, sealed, each block kind) and truth metric
 (``loss``, ``held``):
 
 * ``tau_seed<S>`` with ``_ci``: each supernet seed's ``supernet_loss`` against the mean-of-seeds truth
   (Kendall tau-b, 10,000-resample bootstrap 90% interval; the same resamples for every seed: paired);
 * ``diff_<S>_<T>_ci``: the paired bootstrap interval of the difference between two seeds' taus;
+* ``tau_params`` with ``_ci`` and ``diff_<S>_params_ci``: the parameter count against the same truth, and
+  each seed's paired difference to it;
 * ``tau_between`` with ``_ci`` (per group): between the seeds' ``supernet_loss`` themselves, the supernet's
   own seed noise (two seeds: their tau; more: the mean over pairs).
+
+The groups are ``truth_report.groups_for``'s: those of the truth table and one per block kind (``block
+conformer``), which shows whether a ranking comes from ordering the kinds or from ordering within them.
 
     python benchmarks/supernet_seeds.py benchmarks/results/supernet-rank-seed0.json \\
         benchmarks/results/supernet-rank-seed1.json --json benchmarks/results/supernet-rank-seeds.json
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 from ranking import RESAMPLES, bootstrap_tau_ci, bootstrap_tau_diff_ci, kendall_tau
 from supernet_rank import _json_safe
-from truth_report import GROUPS
+from truth_report import groups_for
 
 from planner.files import write_text_atomic
 
@@ -84,9 +89,10 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
     out: dict[str, Any] = {"type": RESULT_TYPE, "format": 1, "seeds": [int(r["seed"]) for r in results],
                            "labels": seeds, "truth_dirs": [r["truth_dir"] for r in results],
                            "candidates": len(common), "groups": {}}  # fmt: skip
-    for name, keep in GROUPS.items():
+    for name, keep in groups_for([by_id[0][i] for i in common]).items():
         ids = [i for i in common if keep(by_id[0][i])]
         scores = {s: np.array([-float(b[i]["scores"]["supernet_loss"]) for i in ids]) for s, b in zip(seeds, by_id)}
+        params = np.array([float(by_id[0][i]["scores"]["params"]) for i in ids])
         entry: dict[str, Any] = {"candidates": len(ids)}
         if len(ids) >= 3:
             pairs = list(itertools.combinations(seeds, 2))
@@ -105,6 +111,11 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
                 for a, b in pairs:
                     e[f"diff_{a}_{b}_ci"] = _interval(*bootstrap_tau_diff_ci(scores[a][ok], scores[b][ok], truth[ok],
                                                                              resamples=resamples))  # fmt: skip
+                e["tau_params"] = float(kendall_tau(params[ok], truth[ok]))
+                e["tau_params_ci"] = _interval(*bootstrap_tau_ci(params[ok], truth[ok], resamples=resamples))
+                for s in seeds:
+                    e[f"diff_{s}_params_ci"] = _interval(*bootstrap_tau_diff_ci(scores[s][ok], params[ok], truth[ok],
+                                                                                resamples=resamples))  # fmt: skip
                 entry[m] = e
         out["groups"][name] = entry
     return out
@@ -113,11 +124,11 @@ def compare(results: list[dict[str, Any]], *, resamples: int = RESAMPLES) -> dic
 def format_comparison(result: dict[str, Any]) -> str:
     seeds = result["labels"]
     lines = [f"supernets {seeds}, {result['candidates']} candidates scored by all",
-             "| group | n | " + " | ".join(f"seed {s}: loss / held" for s in seeds) + " | between seeds |",
-             "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- |"]  # fmt: skip
+             "| group | n | " + " | ".join(f"seed {s}: loss / held" for s in seeds) + " | params | between seeds |",
+             "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- | --- |"]  # fmt: skip
     for name, e in result["groups"].items():
         if "loss" not in e:
-            lines.append(f"| {name} | {e['candidates']} | " + " | ".join("-" for _ in seeds) + " | - |")
+            lines.append(f"| {name} | {e['candidates']} | " + " | ".join("-" for _ in seeds) + " | - | - |")
             continue
         cells = []
         for s in seeds:
@@ -125,7 +136,9 @@ def format_comparison(result: dict[str, Any]) -> str:
             cells.append(f"{e['loss'][f'tau_seed{s}']:.2f} [{lo_l:.2f}, {hi_l:.2f}] / {e['held'][f'tau_seed{s}']:.2f}")
         ci = e.get("tau_between_ci")
         between = f"{e['tau_between']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-        lines.append(f"| {name} | {e['candidates']} | " + " | ".join(cells) + f" | {between} |")
+        params = (f"{e['loss']['tau_params']:.2f} / {e['held']['tau_params']:.2f}"
+                  if "tau_params" in e["loss"] else "-")  # fmt: skip
+        lines.append(f"| {name} | {e['candidates']} | " + " | ".join(cells) + f" | {params} | {between} |")
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ from ranking import RESAMPLES, bootstrap_ci, bootstrap_tau_ci, kendall_tau, spea
 
 __all__ = [
     "GROUPS",
+    "groups_for",
     "METRICS",
     "PLATEAU",
     "between_tables",
@@ -50,6 +51,16 @@ GROUPS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "unsealed": lambda c: not c["sealed"],
     "sealed": lambda c: bool(c["sealed"]),
 }
+
+
+def groups_for(items: Sequence[dict[str, Any]]) -> dict[str, Callable[[dict[str, Any]], bool]]:
+    """:data:`GROUPS` and one group per block kind of ``items`` (candidates with a ``block_name``), named
+    ``block <name>`` in the order they first appear: where a scorer's ranking comes from, across the kinds or
+    within them."""
+    names = list(dict.fromkeys(c["block_name"] for c in items if c.get("block_name")))
+    return GROUPS | {f"block {n}": (lambda c, n=n: c.get("block_name") == n) for n in names}
+
+
 METRICS = ("loss", "held", "real", "held_nll", "real_nll")
 PROBE_FIELD = {"held": "held_out", "real": "real", "held_nll": "held_out_nll", "real_nll": "real_nll"}
 PLATEAU = 0.03  # the issue's criterion: at most 3% held-out loss gain over the last quarter
@@ -101,7 +112,7 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
     a, b = seeds[0], seeds[1] if len(seeds) > 1 else seeds[0]
     out: dict[str, Any] = {"seeds": list(seeds), "resamples": RESAMPLES, "level": 0.90, "plateau_threshold": PLATEAU,
                            "counts": {}, "seed_tau": {}, "half_tau": {}, "plateau": {}, "metric_tau": {}}  # fmt: skip
-    for name, keep in GROUPS.items():
+    for name, keep in groups_for(plan).items():
         cands = [c for c in plan if keep(c)]
         done = [runs[(c["id"], s)] for c in cands for s in seeds if (c["id"], s) in runs]
         both = [c for c in cands if (c["id"], a) in runs and (c["id"], b) in runs]
@@ -149,7 +160,7 @@ def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, 
     a = {(r["id"], int(r["seed"])): r for r in records}
     b = {(r["id"], int(r["seed"])): r for r in other}
     out: dict[str, Any] = {}
-    for name, keep in GROUPS.items():
+    for name, keep in groups_for(plan).items():
         both = [c for c in plan if keep(c) and all((c["id"], s) in a and (c["id"], s) in b for s in seeds)]
 
         def mean(runs: dict[tuple[str, int], dict[str, Any]], c: dict[str, Any], m: str) -> float:
@@ -171,33 +182,34 @@ def _ci(e: dict[str, Any], key: str = "tau") -> str:
 def format_stability(report: dict[str, Any]) -> str:
     """The report as text tables (groups as rows)."""
     a, b = report["seeds"][0], report["seeds"][-1]
+    w = max([10, *map(len, report["counts"])])  # the groups' names: the tables' first column
     lines = [f"runs done / planned (candidates with both seeds / planned), {report['resamples']:,}-resample "
              f"bootstrap {report['level']:.0%} intervals"]  # fmt: skip
     for g, c in report["counts"].items():
-        lines.append(f"  {g:10} {c['runs_done']:4d} / {c['runs_planned']:4d} runs ({c['candidates_complete']:3d} / "
+        lines.append(f"  {g:{w}} {c['runs_done']:4d} / {c['runs_planned']:4d} runs ({c['candidates_complete']:3d} / "
                      f"{c['candidates']:3d} candidates), {c['diverged']} diverged")  # fmt: skip
     lines.append(f"tau between seeds {a} and {b} (noise ceiling), n candidates")
-    lines.append(f"  {'group':10} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
+    lines.append(f"  {'group':{w}} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
     for g, row in report["seed_tau"].items():
-        lines.append(f"  {g:10} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['loss']['n']:4d}")
+        lines.append(f"  {g:{w}} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['loss']['n']:4d}")
     lines.append("tau between the held-out loss at T/2 and at T, per seed")
     for g, row in report["half_tau"].items():
-        lines.append(f"  {g:10} " + " ".join(f"{s}: {_ci(e)} n {e['n']:3d}" for s, e in row.items()))
+        lines.append(f"  {g:{w}} " + " ".join(f"{s}: {_ci(e)} n {e['n']:3d}" for s, e in row.items()))
     lines.append(f"runs whose held-out loss fell <= {report['plateau_threshold']:.0%} over the last quarter")
     for g, e in report["plateau"].items():
         frac = "-" if e["fraction"] is None else f"{e['fraction']:.2f}"
         lo, hi = e["ci"]
         ci = "" if lo is None else f" [{lo:.2f}, {hi:.2f}]"
         med = "" if e["median_gain"] is None else f", median gain {e['median_gain']:.1%}"
-        lines.append(f"  {g:10} {frac}{ci} of {e['n']} runs{med}")
+        lines.append(f"  {g:{w}} {frac}{ci} of {e['n']} runs{med}")
     pairs = ("loss_vs_held", "loss_vs_real", "held_vs_real", "loss_vs_held_nll", "held_vs_held_nll")
     lines.append("tau between the metrics (means over seeds): -loss vs held, -loss vs real, held vs real, "
                  "-loss vs -held_nll, held vs -held_nll")  # fmt: skip
     for g, row in report["metric_tau"].items():
-        lines.append(f"  {g:10} " + " ".join(f"{_ci(row[k]):>22}" for k in pairs if k in row))
+        lines.append(f"  {g:{w}} " + " ".join(f"{_ci(row[k]):>22}" for k in pairs if k in row))
     if "against" in report:
         lines.append(f"tau between this table and {report['against']['out']} (means over seeds), n candidates")
-        lines.append(f"  {'group':10} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
+        lines.append(f"  {'group':{w}} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
         for g, row in report["against"]["groups"].items():
-            lines.append(f"  {g:10} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['n']:4d}")
+            lines.append(f"  {g:{w}} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['n']:4d}")
     return "\n".join(lines)

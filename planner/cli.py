@@ -116,7 +116,8 @@ def _cmd_supernet_train(args: argparse.Namespace) -> int:
     except PeerError as err:
         return err.exit_code
     if result.rank == 0:
-        print(f"{args.out}: supernet of {args.space} ({len(sampler.cover)} cover candidates) trained to step "
+        parts = f", the extremes of each of {len(sampler.parts())} {cfg.partition}s" if cfg.partition else ""
+        print(f"{args.out}: supernet of {args.space} ({len(sampler.cover)} cover candidates{parts}) trained to step "
               f"{result.step} (started at {result.resumed_from})")  # fmt: skip
     return 0
 

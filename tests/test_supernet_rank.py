@@ -148,8 +148,13 @@ def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict
             lo, hi = entry[m][f"tau_seed{s}_ci"]
             assert lo <= entry[m][f"tau_seed{s}"] <= hi, (m, s)
         assert len(entry[m]["diff_0_3_ci"]) == 2
-    own = run["result"]["groups"]["all"]["loss"]["tau_supernet_loss"]
-    assert entry["loss"]["tau_seed0"] == pytest.approx(own, abs=1e-12)  # the rank benchmark's own statistic
+    own = run["result"]["groups"]["all"]["loss"]
+    assert entry["loss"]["tau_seed0"] == pytest.approx(own["tau_supernet_loss"], abs=1e-12)  # the benchmark's own
+    assert entry["loss"]["tau_params"] == pytest.approx(own["tau_params"], abs=1e-12)  # statistics, to rounding
+    assert len(entry["loss"]["diff_0_params_ci"]) == len(entry["loss"]["diff_3_params_ci"]) == 2
+    kinds = {c["block_name"] for c in run["result"]["candidates"]}
+    blocks = {k: v for k, v in result["groups"].items() if k.startswith("block ")}
+    assert set(blocks) == {f"block {k}" for k in kinds} and sum(v["candidates"] for v in blocks.values()) == 6
     assert "sealed" in result["groups"] and "loss" not in result["groups"]["sealed"]  # one sealed: no ranking
     assert "| all | 6 |" in capsys.readouterr().out
     assert seeds.main([str(run["json"]), str(run["json"])]) == 2
@@ -176,6 +181,24 @@ def test_two_supernet_seeds_are_compared_on_the_candidates_both_scored(run: dict
     assert seeds.main([str(run["json"]), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.json: not readable as JSON" in err and "Traceback" not in err
+
+
+def test_a_partitioned_supernet_is_a_setting_and_a_partition_the_space_lacks_is_refused(
+    run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, work = run["table"], tmp_path / "parted"
+    args = ["--truth", str(table.out), "--seed", "0", "--json", str(tmp_path / "p.json"), *ARGS, "--train-only"]
+    assert rank.main([*args, "--work", str(work), "--partition", "block"]) == 0
+    assert "partition: block" in (work / "supernet.yaml").read_text()
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["settings"]["partition"] == "block" and "partition" not in run["result"]["settings"]
+    rows = [json.loads(line) for line in (work / "supernet" / "metrics.jsonl").read_text().splitlines()]
+    assert any(k.startswith("largest[") for k in rows[-1]["layers"])
+    capsys.readouterr()
+    assert rank.main([*args, "--work", str(tmp_path / "never"), "--partition", "kind"]) == 2
+    err = capsys.readouterr().err
+    assert "--partition: 'kind' is not a choice of" in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_trained_work_folder_is_not_pointed_at_another_table(run: dict, tmp_path: Path,

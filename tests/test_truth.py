@@ -189,6 +189,9 @@ def test_report(table, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                              "diverged": 0}  # fmt: skip
     assert counts["float"]["candidates"] == counts["compressed"]["candidates"] == 3
     assert counts["sealed"]["candidates"] + counts["unsealed"]["candidates"] == 6
+    kinds = {c.summary()["block_name"] for c in t.plan}
+    assert {g for g in counts if g.startswith("block ")} == {f"block {k}" for k in kinds}  # one group per kind
+    assert sum(counts[f"block {k}"]["candidates"] for k in kinds) == 6
     records = {(r["id"], r["seed"]): r for r in records_mod.read_records(t.records)}
     ids = [c.id for c in t.plan]
     a = [records[(i, 101)]["loss"] for i in ids]

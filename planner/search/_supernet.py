@@ -18,6 +18,7 @@ it does not hold (``SupernetError``), and the tests sample every shipped space a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import math
@@ -79,15 +80,22 @@ class SpaceSampler:
 
     def __init__(self, space: SearchSpace, samples: int = 256, seed: int = 0, partition: str | None = None) -> None:
         self.space = space
-        entries = _cover_entries(space, samples, seed)
-        self.cover = [g for _, g in entries]
+        self._entries = _cover_entries(space, samples, seed)
+        self.cover = [g for _, g in self._entries]
         if not self.cover:
             raise ConfigError([], f"{space.source}: no valid candidate in {samples} draws")
         self._largest, self._smallest = _ends(self.cover)
         self.partition = partition
         self._parts: dict[Any, tuple[EncoderGraph, EncoderGraph]] = {}
         if partition is not None:
-            self._parts = _partition(space, entries, partition)
+            self._parts = _partition(space, self._entries, partition)
+
+    def partitioned(self, partition: str | None) -> SpaceSampler:
+        """This sampler with another partition, on the same cover (nothing is drawn again)."""
+        out = copy.copy(self)
+        out.partition = partition
+        out._parts = {} if partition is None else _partition(self.space, self._entries, partition)
+        return out
 
     def largest(self) -> EncoderGraph:
         return self._largest

@@ -30,7 +30,7 @@ from planner.ir.io import dumps
 from planner.nn.model import Encoder, EncoderOutput
 from trainers.supernet.slots import Slot, slot_shapes, slot_table
 
-__all__ = ["Supernet", "SlotShape", "arch_key", "extract"]
+__all__ = ["Supernet", "SlotShape", "arch_key", "cover_slots", "extract"]
 
 _ALWAYS = SparsitySchedule("few_shot", steps=2**62)  # N:M masks follow the shared weights at every training step
 
@@ -104,24 +104,7 @@ class Supernet(nn.Module):
                 slot rules cannot share).
         """
         graphs = list(graphs)
-        if not graphs:
-            raise SupernetError("a supernet needs at least one candidate")
-        slots: dict[str, SlotShape] = {}
-        grew = []  # the candidates that added a slot or enlarged one: the ones whose initialisation is used
-        for i, g in enumerate(graphs):
-            added = False
-            for key, (shape, kernel) in slot_shapes(g).items():
-                old = slots.get(key)
-                if old is None:
-                    slots[key], added = SlotShape(shape, kernel), True
-                    continue
-                if len(old.shape) != len(shape) or old.kernel_dims != kernel:
-                    raise SupernetError(f"{g.name}: slot {key} needs shape {shape}, another candidate {old.shape}: "
-                                        "the space gives one slot tensors that do not nest")  # fmt: skip
-                if any(n > m for n, m in zip(shape, old.shape)):
-                    slots[key], added = SlotShape(tuple(max(a, b) for a, b in zip(old.shape, shape)), kernel), True
-            if added:
-                grew.append(i)
+        slots, grew = cover_slots(graphs)
         net = cls(slots, cache=cache)
         sizes = {i: estimate(graphs[i]).params for i in grew}
         with torch.no_grad():
@@ -240,6 +223,35 @@ class Supernet(nn.Module):
         with torch.no_grad():
             for k, t in zip(self.keys, self.tensors):
                 t.copy_(state[k])
+
+
+def cover_slots(graphs: Sequence[EncoderGraph]) -> tuple[dict[str, SlotShape], list[int]]:
+    """The slots of a supernet of ``graphs`` (every slot they use, at the largest shape any needs), and the
+    indices of the graphs that added or enlarged a slot (whose initialisation :meth:`Supernet.from_graphs`
+    uses); computed from the slots' shapes, nothing is built.
+
+    Raises:
+        SupernetError: no graphs; two graphs give one slot tensors of different rank.
+    """
+    if not graphs:
+        raise SupernetError("a supernet needs at least one candidate")
+    slots: dict[str, SlotShape] = {}
+    grew = []
+    for i, g in enumerate(graphs):
+        added = False
+        for key, (shape, kernel) in slot_shapes(g).items():
+            old = slots.get(key)
+            if old is None:
+                slots[key], added = SlotShape(shape, kernel), True
+                continue
+            if len(old.shape) != len(shape) or old.kernel_dims != kernel:
+                raise SupernetError(f"{g.name}: slot {key} needs shape {shape}, another candidate {old.shape}: "
+                                    "the space gives one slot tensors that do not nest")  # fmt: skip
+            if any(n > m for n, m in zip(shape, old.shape)):
+                slots[key], added = SlotShape(tuple(max(a, b) for a, b in zip(old.shape, shape)), kernel), True
+        if added:
+            grew.append(i)
+    return slots, grew
 
 
 def extract(supernet: Supernet, graph: EncoderGraph) -> Encoder:
