@@ -186,6 +186,37 @@ if __name__ == "__main__":  # spawned workers import this file (and so register 
 """
 
 
+def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path) -> None:
+    """SIGTERM to the workers only (the parent sees no signal): the same one line and exit 130 as a Ctrl-C,
+    not "worker(s) failed" (the order a loaded machine can give a terminal's Ctrl-C too)."""
+    space = _space(tmp_path, SPACE.replace("evaluator: capacity", "evaluator: {kind: slow, seconds: 0.3}"))
+    runner, log = tmp_path / "runner.py", tmp_path / "calls.log"
+    runner.write_text(RUNNER)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = subprocess.Popen([sys.executable, str(runner), str(log), str(space), "--storage", url, "--workers", "2",
+                             "--trials", "1000"], env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.exists() and len(log.read_text().split()) >= 2):  # trials are being evaluated
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        workers = [int(pid) for pid in found.stdout.split()]
+        assert len(workers) == 2, found
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "worker(s) failed" not in err, err
+    lines = [line for line in err.splitlines() if ": interrupted;" in line]
+    assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err
+
+
 @pytest.mark.parametrize("who", ["group", pytest.param("parent", marks=pytest.mark.slow)])  # ~10 s each, 2 cores
 def test_ctrl_c_with_workers_stops_at_once_leaving_no_trial_running(tmp_path: Path, who: str) -> None:
     """``group``: a terminal's Ctrl-C reaches every process; ``parent``: ``kill -INT`` of planner only."""

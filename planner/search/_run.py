@@ -449,6 +449,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+_INTERRUPTED = 130  # a worker's exit code after Ctrl-C or the parent's SIGTERM (the shell's 128 + SIGINT)
+
+
 def _worker_process(*args: Any) -> None:
     """A spawned worker: :func:`_worker`, its planner errors printed as messages (no traceback).
 
@@ -464,7 +467,7 @@ def _worker_process(*args: Any) -> None:
     try:
         _worker(*args)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(_INTERRUPTED)
     except PlannerError as err:
         print(f"[worker {args[3]}] {err}", file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
@@ -566,6 +569,10 @@ def _run_workers(space_path: str, cfg: StudyConfig, url: str, k: int, progress: 
         _stop(procs)
         raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad and all(code == _INTERRUPTED for code in bad):
+        # every failed worker took an interrupt: a terminal's Ctrl-C that ended them before this process ran its
+        # own handler (a loaded machine), or a signal sent to them alone; either way the run was interrupted
+        raise KeyboardInterrupt
     if bad:
         raise PlannerError(f"{len(bad)} worker(s) failed (exit codes {bad}); their messages are above. Rerun "
                            "the same command to resume the study")  # fmt: skip
