@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,9 +187,11 @@ if __name__ == "__main__":  # spawned workers import this file (and so register 
 """
 
 
-def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path) -> None:
-    """SIGTERM to the workers only (the parent sees no signal): the same one line and exit 130 as a Ctrl-C,
-    not "worker(s) failed" (the order a loaded machine can give a terminal's Ctrl-C too)."""
+def _interrupted_search(
+    tmp_path: Path, interrupt: Callable[[subprocess.Popen], None]
+) -> tuple[subprocess.Popen, str, str, float]:
+    """``planner search --workers 2`` on a slow evaluator, ``interrupt(proc)`` once trials are being evaluated;
+    the process, its storage URL, its stderr and the seconds from the interrupt to its exit."""
     space = _space(tmp_path, SPACE.replace("evaluator: capacity", "evaluator: {kind: slow, seconds: 0.3}"))
     runner, log = tmp_path / "runner.py", tmp_path / "calls.log"
     runner.write_text(RUNNER)
@@ -201,16 +204,29 @@ def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path) ->
         while not (log.exists() and len(log.read_text().split()) >= 2):  # trials are being evaluated
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
             time.sleep(0.05)
+        t0 = time.monotonic()
+        interrupt(proc)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc, url, err, took
+
+
+def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path) -> None:
+    """SIGTERM to the workers only (the parent sees no signal): the same one line and exit 130 as a Ctrl-C,
+    not "worker(s) failed" (the order a loaded machine can give a terminal's Ctrl-C too)."""
+
+    def workers_only(proc: subprocess.Popen) -> None:
         found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
         workers = [int(pid) for pid in found.stdout.split()]
         assert len(workers) == 2, found
         for pid in workers:
             os.kill(pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+
+    proc, _, err, _ = _interrupted_search(tmp_path, workers_only)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "worker(s) failed" not in err, err
     lines = [line for line in err.splitlines() if ": interrupted;" in line]
@@ -225,29 +241,13 @@ def test_ctrl_c_with_workers_stops_at_once_leaving_no_trial_running(tmp_path: Pa
     from planner.search._optuna import open_storage
     from planner.search._run import STOP_GRACE_S
 
-    space = _space(tmp_path, SPACE.replace("evaluator: capacity", "evaluator: {kind: slow, seconds: 0.3}"))
-    runner, log = tmp_path / "runner.py", tmp_path / "calls.log"
-    runner.write_text(RUNNER)
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    proc = subprocess.Popen([sys.executable, str(runner), str(log), str(space), "--storage", url, "--workers", "2",
-                             "--trials", "1000"], env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (log.exists() and len(log.read_text().split()) >= 2):  # trials are being evaluated
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
-            time.sleep(0.05)
-        t0 = time.monotonic()
+    def ctrl_c(proc: subprocess.Popen) -> None:
         if who == "group":
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+
+    proc, url, err, took = _interrupted_search(tmp_path, ctrl_c)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     lines = [line for line in err.splitlines() if "interrupt" in line.lower()]
