@@ -18,10 +18,9 @@ import pytest
 import planner
 from planner.cli import main as cli
 from planner.errors import ConfigError, RunConflictError
-from planner.ir.io import from_dict
 from planner.search import SpaceSampler, load_space, loads_space
 from planner.search._domains import FloatRange, IntRange
-from planner.search._supernet import INACTIVE
+from planner.search._supernet import INACTIVE, _active, _graph
 from support import SUPERNET_SPACE, supernet_setup
 from trainers.supernet import Supernet, step_candidates
 from trainers.supernet.bank import cover_slots
@@ -39,22 +38,14 @@ def _partitionable(space) -> list[str]:
 def _every_candidate(space) -> list[tuple[dict, planner.EncoderGraph]]:
     """Every valid assignment of a small space (its active values) and its graph."""
     domains = space.domains()
-    grids = [d.grid() if hasattr(d, "grid") else list(range(d.low, d.high + 1, d.step)) for d in domains]
     out, seen = [], set()
-    for combo in itertools.product(*grids):
-        values = dict(zip([d.label for d in domains], combo))
-        active: dict = {}
-        for d in domains:
-            if space.is_active(d, active):
-                active[d.label] = values[d.label]
+    for combo in itertools.product(*(d.grid() for d in domains)):
+        active = _active(space, dict(zip([d.label for d in domains], combo)))
         key = json.dumps(active, sort_keys=True)
-        if key in seen:
-            continue
+        graph = None if key in seen else _graph(space, active, "every candidate")
         seen.add(key)
-        try:
-            out.append((active, from_dict(space.freeze(active), "tiny")))
-        except ConfigError:
-            pass
+        if graph is not None:
+            out.append((active, graph))
     return out
 
 
