@@ -163,7 +163,7 @@ def test_duplicate_architectures_are_one_point(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 RUNNER = """
-import sys, time
+import os, signal, sys, time, weakref
 from dataclasses import dataclass
 from typing import ClassVar
 from planner.search import EVALUATORS
@@ -172,11 +172,22 @@ from planner.search import EVALUATORS
 @dataclass(frozen=True)
 class Slow:
     seconds: float = 0.3
+    finalizer_signal: int = 0  # trial 1 sends this signal to its own process from inside a weakref callback
     metrics: ClassVar[tuple[str, ...]] = ()
 
     def evaluate(self, graph, ctx):
         with open(sys.argv[1], "a") as f:
-            f.write("call\\n")
+            f.write(f"call {ctx.trial.number}\\n")
+        if self.finalizer_signal and ctx.trial.number == 1:
+            def finalizer(_):  # the garbage collector runs these anywhere; a raise inside one is lost
+                os.kill(os.getpid(), self.finalizer_signal)
+                for _ in range(100000):  # the handler runs here, inside the callback
+                    pass
+            class Garbage:
+                pass
+            item = Garbage()
+            ref = weakref.ref(item, finalizer)
+            del item
         time.sleep(self.seconds)
         return {}
 
@@ -188,21 +199,22 @@ if __name__ == "__main__":  # spawned workers import this file (and so register 
 
 
 def _interrupted_search(
-    tmp_path: Path, interrupt: Callable[[subprocess.Popen], None]
+    tmp_path: Path, interrupt: Callable[[subprocess.Popen], None], workers: int = 2, evaluator: str = ""
 ) -> tuple[subprocess.Popen, str, str, float]:
     """``planner search --workers 2`` on a slow evaluator, ``interrupt(proc)`` once trials are being evaluated;
     the process, its storage URL, its stderr and the seconds from the interrupt to its exit."""
-    space = _space(tmp_path, SPACE.replace("evaluator: capacity", "evaluator: {kind: slow, seconds: 0.3}"))
+    slow = "{kind: slow, seconds: 0.3" + evaluator + "}"
+    space = _space(tmp_path, SPACE.replace("evaluator: capacity", f"evaluator: {slow}"))
     runner, log = tmp_path / "runner.py", tmp_path / "calls.log"
     runner.write_text(RUNNER)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    proc = subprocess.Popen([sys.executable, str(runner), str(log), str(space), "--storage", url, "--workers", "2",
-                             "--trials", "1000"], env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(runner), str(log), str(space), "--storage", url, "--workers",
+                             str(workers), "--trials", "1000"], env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not (log.exists() and len(log.read_text().split()) >= 2):  # trials are being evaluated
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        while proc.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            assert time.monotonic() < deadline, "no trial was evaluated"  # until trials are being evaluated
             time.sleep(0.05)
         t0 = time.monotonic()
         interrupt(proc)
@@ -215,22 +227,61 @@ def _interrupted_search(
     return proc, url, err, took
 
 
-def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["both", "one"])
+def test_workers_interrupted_alone_end_the_run_as_interrupted(tmp_path: Path, which: str) -> None:
     """SIGTERM to the workers only (the parent sees no signal): the same one line and exit 130 as a Ctrl-C,
-    not "worker(s) failed" (the order a loaded machine can give a terminal's Ctrl-C too)."""
+    not "worker(s) failed" (the order a loaded machine can give a terminal's Ctrl-C too). One interrupted
+    worker ends the run: the other is stopped, not left to run its share."""
+    from planner.search._run import STOP_GRACE_S
 
     def workers_only(proc: subprocess.Popen) -> None:
         found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
         workers = [int(pid) for pid in found.stdout.split()]
         assert len(workers) == 2, found
-        for pid in workers:
+        for pid in workers[: 2 if which == "both" else 1]:
             os.kill(pid, signal.SIGTERM)
 
-    proc, _, err, _ = _interrupted_search(tmp_path, workers_only)
+    proc, url, err, took = _interrupted_search(tmp_path, workers_only)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "worker(s) failed" not in err, err
     lines = [line for line in err.splitlines() if ": interrupted;" in line]
     assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err
+    assert took < STOP_GRACE_S, f"took {took:.1f} s"
+    _assert_none_running(url)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupt_a_finalizer_swallows_is_delivered_again(tmp_path: Path, workers: int) -> None:
+    """The signal's handler runs inside a weakref callback (the garbage collector runs them anywhere), where
+    Python prints "Exception ignored" and drops the KeyboardInterrupt: the interrupt still stops the trial it
+    came in, at once, with the one line and no traceback (one process: SIGINT; a worker: its SIGTERM)."""
+    import optuna
+
+    from planner.search._optuna import open_storage
+
+    sig = signal.SIGINT if workers == 1 else signal.SIGTERM
+    proc, url, err, _ = _interrupted_search(tmp_path, lambda proc: None, workers, f", finalizer_signal: {int(sig)}")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [line for line in err.splitlines() if ": interrupted;" in line]
+    assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err
+    trials = {
+        t.number: t.state.name for t in optuna.load_study(study_name="small", storage=open_storage(url, None)).trials
+    }
+    assert trials[1] == "FAIL", trials  # the trial it came in, not the next one
+    _assert_none_running(url)
+    if workers == 1:
+        assert trials == {0: "COMPLETE", 1: "FAIL"}, trials
+        assert (tmp_path / "calls.log").read_text().split() == ["call", "0", "call", "1"]
+
+
+def _assert_none_running(url: str) -> None:
+    import optuna
+
+    from planner.search._optuna import open_storage
+
+    states = [t.state.name for t in optuna.load_study(study_name="small", storage=open_storage(url, None)).trials]
+    assert states and "RUNNING" not in states, states
 
 
 @pytest.mark.parametrize("who", ["group", pytest.param("parent", marks=pytest.mark.slow)])  # ~10 s each, 2 cores

@@ -30,6 +30,7 @@ from planner.ir.spec import dump_spec
 from planner.search._cost import available_metrics, load_study_hardware, price
 from planner.search._domains import Categorical, FloatRange, IntRange
 from planner.search._evaluators import evaluator_of
+from planner.search._interrupt import evaluating, storage_write
 from planner.search._journal import check_journal, find_damage
 from planner.search._space import SearchSpace
 from planner.search._study import COST_METRICS, HeartbeatConfig, StudyConfig
@@ -715,7 +716,8 @@ class Objective:
         t0 = time.perf_counter()
         self.evaluations += 1
         try:
-            quality = self.evaluator.evaluate(graph, ctx)
+            with evaluating():  # where a Ctrl-C raises at once (see planner.search._interrupt)
+                quality = self.evaluator.evaluate(graph, ctx)
         except Pruned:
             raise optuna.TrialPruned() from None
         _record(trial, {"eval_s": round(time.perf_counter() - t0, 4), "quality": quality})
@@ -736,11 +738,13 @@ class _TrialContext:
         self.reports: list[list[float]] = []
 
     def report(self, value: float, step: int) -> None:
-        if self.multi:
-            self.reports.append([step, value])
-            self.trial.set_user_attr("intermediate", self.reports)
-        else:
-            self.trial.report(value, step)
+        with storage_write():
+            if self.multi:
+                self.reports.append([step, value])
+                self.trial.set_user_attr("intermediate", self.reports)
+            else:
+                self.trial.report(value, step)
 
     def should_prune(self) -> bool:
-        return False if self.multi else self.trial.should_prune()
+        with storage_write():
+            return False if self.multi else self.trial.should_prune()

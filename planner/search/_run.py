@@ -10,13 +10,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.config import read_yaml
 from planner.errors import ConfigError, FieldError, PlannerError, SearchInterrupted, StorageError, WriteError
+from planner.search._interrupt import STATE, deliver_lost, take_lost
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
 
@@ -342,7 +342,7 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     try:
         # a full disk: say so (the next open finds any record it tore)
         with guard:
-            study.optimize(guard.objective(objective), n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,),
+            study.optimize(objective, n_trials=share, timeout=cfg.timeout, catch=(SurplusTrial,),
                            callbacks=callbacks)  # fmt: skip
             guard.check()
     except KeyboardInterrupt:
@@ -365,56 +365,52 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
 
 class _InterruptGuard:
     """Takes Ctrl-C (and, in a spawned worker, the SIGTERM its parent stops it with) so that it lands where
-    Optuna can record it: inside the objective it raises KeyboardInterrupt at once (Optuna marks the trial
-    FAIL); anywhere else (while the sampler draws, while Optuna stores a result) it only asks the study to
-    stop, and the trial in hand is finished before :meth:`check` raises. No trial is left RUNNING.
+    Optuna can record it (:mod:`planner.search._interrupt`): while the evaluator computes it raises
+    KeyboardInterrupt at once (Optuna marks the trial FAIL); anywhere else (while the sampler draws, while a
+    result is stored) it only asks the study to stop, and the trial in hand is finished before :meth:`check`
+    raises. An interrupt a finalizer swallows is delivered again. No trial is left RUNNING.
     """
 
     def __init__(self, study: Any, signals: tuple[int, ...]) -> None:
         self.study = study
         self.signals = signals
-        self.inside = False  # the objective is running
-        self.interrupted = False
         self.previous: dict[int, Any] = {}
+        self.hook: Any = None
 
     def __enter__(self) -> _InterruptGuard:
         import threading
 
+        if STATE.interrupted:  # a worker's SIGTERM while it started, which a finalizer swallowed
+            raise KeyboardInterrupt
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
+            self.hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self.previous.items():
-            signal.signal(s, handler if not self.interrupted else signal.SIG_IGN)  # a second one: the clean-up runs
+            signal.signal(s, handler if not STATE.interrupted else signal.SIG_IGN)  # a second one: clean-up runs
+        if self.hook is not None:
+            sys.unraisablehook = self.hook
+        STATE.reset()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.interrupted:
+        again = take_lost()
+        if again is None or (STATE.interrupted and not again):
             return  # one is enough; the clean-up is under way
-        self.interrupted = True
-        if self.inside:
+        STATE.interrupted = True
+        if STATE.raising:
             raise KeyboardInterrupt
         try:
             self.study.stop()
-        except RuntimeError:  # optimize has not started yet: the first trial's objective raises
+        except RuntimeError:  # optimize has not started yet: the first trial's evaluation raises
             pass
 
-    def objective(self, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``func`` run as the interruptible part of a trial."""
-
-        def run(trial: Any) -> Any:
-            self.inside = True
-            try:
-                if self.interrupted:  # stopped while the sampler drew this trial: nothing evaluated
-                    raise KeyboardInterrupt
-                return func(trial)
-            finally:
-                self.inside = False
-
-        return run
+    def _unraisable(self, unraisable: Any) -> None:
+        _deliver_lost(unraisable, self.hook)
 
     def check(self) -> None:
-        if self.interrupted:
+        if STATE.interrupted:
             raise KeyboardInterrupt
 
 
@@ -446,7 +442,22 @@ _SPAWNED = False  # this process is a worker spawned by run_search (its parent s
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    """A worker's handler of Ctrl-C and SIGTERM until its study runs (then :class:`_InterruptGuard`'s)."""
+    if take_lost() is None:
+        return
+    STATE.interrupted = True  # kept should a finalizer swallow the raise: the study then never starts
     raise KeyboardInterrupt
+
+
+def _deliver_lost(unraisable: Any, hook: Any = None) -> None:
+    """``sys.unraisablehook``: a KeyboardInterrupt of ours delivered again, anything else to ``hook``."""
+    STATE.hooked = True
+    try:
+        taken = deliver_lost(unraisable)
+    finally:
+        STATE.hooked = False
+    if not taken:
+        (hook or sys.__unraisablehook__)(unraisable)
 
 
 _INTERRUPTED = 130  # a worker's exit code after Ctrl-C or the parent's SIGTERM (the shell's 128 + SIGINT)
@@ -462,8 +473,9 @@ def _worker_process(*args: Any) -> None:
     """
     global _SPAWNED
     _SPAWNED = True
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # how the parent stops it
+    sys.unraisablehook = _deliver_lost
     try:
         _worker(*args)
     except KeyboardInterrupt:
@@ -562,20 +574,34 @@ def _run_workers(space_path: str, cfg: StudyConfig, url: str, k: int, progress: 
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        for p in procs:
-            p.join()
+        _join(procs)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop(procs)
         raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad and all(code == _INTERRUPTED for code in bad):
-        # every failed worker took an interrupt: a terminal's Ctrl-C that ended them before this process ran its
-        # own handler (a loaded machine), or a signal sent to them alone; either way the run was interrupted
-        raise KeyboardInterrupt
     if bad:
         raise PlannerError(f"{len(bad)} worker(s) failed (exit codes {bad}); their messages are above. Rerun "
                            "the same command to resume the study")  # fmt: skip
+
+
+def _join(procs: list[Any]) -> None:
+    """Waits for every worker; raises KeyboardInterrupt as soon as one exits interrupted.
+
+    A worker that took an interrupt means the run was interrupted: a terminal's Ctrl-C that ended it before
+    this process ran its own handler (a loaded machine), or a signal sent to it alone. The others are then
+    stopped (by the caller) rather than left to run their share.
+    """
+    from multiprocessing.connection import wait
+
+    running = list(procs)
+    while running:
+        wait([p.sentinel for p in running])
+        for p in [p for p in running if not p.is_alive()]:
+            p.join()
+            running.remove(p)
+            if p.exitcode == _INTERRUPTED:
+                raise KeyboardInterrupt
 
 
 def _stop(procs: list[Any]) -> None:
