@@ -11,9 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from planner.search._interrupt import STATE, evaluating
+from planner.search._interrupt import STATE, InterruptGuard, evaluating
 from planner.search._optuna import _TrialContext
-from planner.search._run import _InterruptGuard
 
 SPIN = 200_000  # bytecodes enough for the handler to run (it runs at the next one after the signal)
 
@@ -27,8 +26,8 @@ class _Study:
 
 
 @pytest.fixture
-def guard() -> Iterator[_InterruptGuard]:
-    g = _InterruptGuard(_Study(), (signal.SIGINT,))
+def guard() -> Iterator[InterruptGuard]:
+    g = InterruptGuard(_Study(), (signal.SIGINT,))
     previous = signal.getsignal(signal.SIGINT)
     try:
         with g:
@@ -51,7 +50,7 @@ def _spin() -> int:
     return n
 
 
-def test_while_the_evaluator_computes_a_ctrl_c_raises_at_once(guard: _InterruptGuard) -> None:
+def test_while_the_evaluator_computes_a_ctrl_c_raises_at_once(guard: InterruptGuard) -> None:
     reached = []
     with pytest.raises(KeyboardInterrupt):
         with evaluating():
@@ -61,7 +60,7 @@ def test_while_the_evaluator_computes_a_ctrl_c_raises_at_once(guard: _InterruptG
     assert reached == [] and guard.study.stopped == 0
 
 
-def test_outside_the_evaluation_it_only_stops_the_study(guard: _InterruptGuard) -> None:
+def test_outside_the_evaluation_it_only_stops_the_study(guard: InterruptGuard) -> None:
     _ctrl_c()
     assert _spin() == SPIN  # not interrupted
     assert guard.study.stopped == 1
@@ -72,7 +71,7 @@ def test_outside_the_evaluation_it_only_stops_the_study(guard: _InterruptGuard) 
             pytest.fail("evaluated after the interrupt")
 
 
-def test_a_storage_write_in_the_evaluation_finishes_before_the_interrupt_is_raised(guard: _InterruptGuard) -> None:
+def test_a_storage_write_in_the_evaluation_finishes_before_the_interrupt_is_raised(guard: InterruptGuard) -> None:
     class Trial:  # what _TrialContext writes through: each write takes the signal in its middle
         def __init__(self) -> None:
             self.writes: list[str] = []
@@ -100,7 +99,7 @@ def test_a_storage_write_in_the_evaluation_finishes_before_the_interrupt_is_rais
         STATE.reset()
 
 
-def test_an_interrupt_a_finalizer_swallows_is_raised_again(guard: _InterruptGuard, capfd) -> None:
+def test_an_interrupt_a_finalizer_swallows_is_raised_again(guard: InterruptGuard, capfd) -> None:
     class Garbage:
         pass
 
@@ -121,7 +120,7 @@ def test_an_interrupt_a_finalizer_swallows_is_raised_again(guard: _InterruptGuar
     assert "Exception ignored" not in capfd.readouterr().err
 
 
-def test_an_unraisable_error_that_is_not_ours_still_reaches_the_hook(guard: _InterruptGuard) -> None:
+def test_an_unraisable_error_that_is_not_ours_still_reaches_the_hook(guard: InterruptGuard) -> None:
     import sys
 
     seen = []

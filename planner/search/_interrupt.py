@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import _thread
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["STATE", "evaluating", "storage_write", "deliver_lost", "take_lost"]
+__all__ = ["STATE", "InterruptGuard", "evaluating", "storage_write", "raise_interrupt", "unraisable_hook"]
 
 
 class _State:
@@ -96,3 +98,71 @@ def _deliver_again() -> None:
 
 
 _AGAIN_S = 0.01  # between deliveries of a lost interrupt; each one is taken at the main thread's next bytecode
+
+
+class InterruptGuard:
+    """Around ``study.optimize``: takes Ctrl-C (and, in a spawned worker, the SIGTERM its parent stops it with)
+    so that it lands where Optuna can record it. While the evaluator computes it raises KeyboardInterrupt at
+    once (Optuna marks the trial FAIL); anywhere else (while the sampler draws, while a result is stored) it
+    only asks the study to stop, and the trial in hand is finished before :meth:`check` raises. An interrupt a
+    finalizer swallows is delivered again. No trial is left RUNNING.
+    """
+
+    def __init__(self, study: Any, signals: tuple[int, ...]) -> None:
+        self.study = study
+        self.signals = signals
+        self.previous: dict[int, Any] = {}
+        self.hook: Any = None
+
+    def __enter__(self) -> InterruptGuard:
+        if STATE.interrupted:  # a worker's SIGTERM while it started, which a finalizer swallowed
+            raise KeyboardInterrupt
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
+            self.hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if not STATE.interrupted else signal.SIG_IGN)  # a second one: clean-up runs
+        if self.hook is not None:
+            sys.unraisablehook = self.hook
+        STATE.reset()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        again = take_lost()
+        if again is None or (STATE.interrupted and not again):
+            return  # one is enough; the clean-up is under way
+        STATE.interrupted = True
+        if STATE.raising:
+            raise KeyboardInterrupt
+        try:
+            self.study.stop()
+        except RuntimeError:  # optimize has not started yet: the first trial's evaluation raises
+            pass
+
+    def _unraisable(self, unraisable: Any) -> None:
+        unraisable_hook(unraisable, self.hook)
+
+    def check(self) -> None:
+        if STATE.interrupted:
+            raise KeyboardInterrupt
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A worker's handler of Ctrl-C and SIGTERM until its study runs (then :class:`InterruptGuard`'s)."""
+    if take_lost() is None:
+        return
+    STATE.interrupted = True  # kept should a finalizer swallow the raise: the study then never starts
+    raise KeyboardInterrupt
+
+
+def unraisable_hook(unraisable: Any, hook: Any = None) -> None:
+    """``sys.unraisablehook``: a KeyboardInterrupt of ours delivered again, anything else to ``hook``."""
+    STATE.hooked = True
+    try:
+        taken = deliver_lost(unraisable)
+    finally:
+        STATE.hooked = False
+    if not taken:
+        (hook or sys.__unraisablehook__)(unraisable)

@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.config import read_yaml
 from planner.errors import ConfigError, FieldError, PlannerError, SearchInterrupted, StorageError, WriteError
-from planner.search._interrupt import STATE, deliver_lost, take_lost
+from planner.search._interrupt import InterruptGuard, raise_interrupt, unraisable_hook
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
 
@@ -338,7 +338,7 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     from sqlalchemy.exc import SQLAlchemyError
 
     _RUNNING_OWNERS.add(objective.owner)
-    guard = _InterruptGuard(study, (signal.SIGINT, signal.SIGTERM) if _SPAWNED else (signal.SIGINT,))
+    guard = InterruptGuard(study, (signal.SIGINT, signal.SIGTERM) if _SPAWNED else (signal.SIGINT,))
     try:
         # a full disk: say so (the next open finds any record it tore)
         with guard:
@@ -361,57 +361,6 @@ def _worker(space_path: str, cfg: StudyConfig, url: str, worker: int, workers: i
     finally:
         _RUNNING_OWNERS.discard(objective.owner)
     return objective.evaluations
-
-
-class _InterruptGuard:
-    """Takes Ctrl-C (and, in a spawned worker, the SIGTERM its parent stops it with) so that it lands where
-    Optuna can record it (:mod:`planner.search._interrupt`): while the evaluator computes it raises
-    KeyboardInterrupt at once (Optuna marks the trial FAIL); anywhere else (while the sampler draws, while a
-    result is stored) it only asks the study to stop, and the trial in hand is finished before :meth:`check`
-    raises. An interrupt a finalizer swallows is delivered again. No trial is left RUNNING.
-    """
-
-    def __init__(self, study: Any, signals: tuple[int, ...]) -> None:
-        self.study = study
-        self.signals = signals
-        self.previous: dict[int, Any] = {}
-        self.hook: Any = None
-
-    def __enter__(self) -> _InterruptGuard:
-        import threading
-
-        if STATE.interrupted:  # a worker's SIGTERM while it started, which a finalizer swallowed
-            raise KeyboardInterrupt
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
-            self.hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler if not STATE.interrupted else signal.SIG_IGN)  # a second one: clean-up runs
-        if self.hook is not None:
-            sys.unraisablehook = self.hook
-        STATE.reset()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        again = take_lost()
-        if again is None or (STATE.interrupted and not again):
-            return  # one is enough; the clean-up is under way
-        STATE.interrupted = True
-        if STATE.raising:
-            raise KeyboardInterrupt
-        try:
-            self.study.stop()
-        except RuntimeError:  # optimize has not started yet: the first trial's evaluation raises
-            pass
-
-    def _unraisable(self, unraisable: Any) -> None:
-        _deliver_lost(unraisable, self.hook)
-
-    def check(self) -> None:
-        if STATE.interrupted:
-            raise KeyboardInterrupt
 
 
 def _fail_current(study: Any, number: int | None) -> None:
@@ -441,25 +390,6 @@ def _disk_full(err: BaseException) -> OSError | None:
 _SPAWNED = False  # this process is a worker spawned by run_search (its parent stops it with SIGTERM)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    """A worker's handler of Ctrl-C and SIGTERM until its study runs (then :class:`_InterruptGuard`'s)."""
-    if take_lost() is None:
-        return
-    STATE.interrupted = True  # kept should a finalizer swallow the raise: the study then never starts
-    raise KeyboardInterrupt
-
-
-def _deliver_lost(unraisable: Any, hook: Any = None) -> None:
-    """``sys.unraisablehook``: a KeyboardInterrupt of ours delivered again, anything else to ``hook``."""
-    STATE.hooked = True
-    try:
-        taken = deliver_lost(unraisable)
-    finally:
-        STATE.hooked = False
-    if not taken:
-        (hook or sys.__unraisablehook__)(unraisable)
-
-
 _INTERRUPTED = 130  # a worker's exit code after Ctrl-C or the parent's SIGTERM (the shell's 128 + SIGINT)
 
 
@@ -468,14 +398,14 @@ def _worker_process(*args: Any) -> None:
 
     It starts with SIGINT ignored (inherited from :func:`run_search`, so a Ctrl-C while Python starts it
     cannot print a traceback; the parent's SIGTERM ends it then) and takes Ctrl-C and SIGTERM from here on:
-    its trial is marked FAIL (:class:`_InterruptGuard`) and it exits 130 silently (the parent prints the one
+    its trial is marked FAIL (:class:`~planner.search._interrupt.InterruptGuard`) and it exits 130 silently (the parent prints the one
     line).
     """
     global _SPAWNED
     _SPAWNED = True
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # how the parent stops it
-    sys.unraisablehook = _deliver_lost
+    signal.signal(signal.SIGINT, raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)  # how the parent stops it
+    sys.unraisablehook = unraisable_hook
     try:
         _worker(*args)
     except KeyboardInterrupt:
