@@ -127,3 +127,54 @@ def test_an_unraisable_error_that_is_not_ours_still_reaches_the_hook(guard: Inte
     guard.hook = seen.append  # what the guard found installed
     sys.unraisablehook(type("U", (), {"exc_value": ValueError("x")})())
     assert len(seen) == 1 and not STATE.lost
+
+
+def test_a_worker_outside_its_study_exits_130_at_once_and_silently(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from planner.search._interrupt import exit_interrupted\n"
+        "signal.signal(signal.SIGTERM, exit_interrupted)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
+
+
+def _die_of(sig: int) -> None:
+    if sig != signal.SIGKILL:
+        signal.signal(sig, signal.SIG_DFL)  # as in a worker Python still starts
+    os.kill(os.getpid(), sig)
+    time.sleep(30)
+
+
+@pytest.mark.parametrize(
+    ("sig", "interrupted"), [(signal.SIGTERM, True), (signal.SIGINT, True), (signal.SIGKILL, False)]
+)
+def test_one_worker_dead_of_an_interrupt_ends_the_wait_for_all(sig: int, interrupted: bool) -> None:
+    """A worker still starting dies of the signal itself (-15, -2): an interrupt, as its exit 130 is; SIGKILL
+    (the out-of-memory killer) is a failed worker, and the wait goes on for the others."""
+    import multiprocessing as mp
+
+    from planner.search._run import _join, _stop
+
+    ctx = mp.get_context("fork")  # the targets need not be importable by a fresh interpreter
+    dying = ctx.Process(target=_die_of, args=(int(sig),))
+    other = ctx.Process(target=time.sleep, args=(2.0 if not interrupted else 30.0,))
+    procs = [other, dying]  # the one still running first: the wait must not be in order
+    for p in procs:
+        p.start()
+    t0 = time.monotonic()
+    try:
+        if interrupted:
+            with pytest.raises(KeyboardInterrupt):
+                _join(procs)
+            assert time.monotonic() - t0 < 20 and other.is_alive()  # at once, not after the other's 30 s
+        else:
+            _join(procs)
+            assert dying.exitcode == -signal.SIGKILL and other.exitcode == 0
+    finally:
+        _stop(procs)

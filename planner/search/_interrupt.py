@@ -17,6 +17,7 @@ stop and the trial in hand finishes first.
 from __future__ import annotations
 
 import _thread
+import os
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["STATE", "InterruptGuard", "evaluating", "storage_write", "raise_interrupt", "unraisable_hook"]
+__all__ = ["INTERRUPTED", "STATE", "InterruptGuard", "evaluating", "exit_interrupted", "storage_write"]
 
 
 class _State:
@@ -115,8 +116,6 @@ class InterruptGuard:
         self.hook: Any = None
 
     def __enter__(self) -> InterruptGuard:
-        if STATE.interrupted:  # a worker's SIGTERM while it started, which a finalizer swallowed
-            raise KeyboardInterrupt
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             self.previous = {s: signal.signal(s, self._handle) for s in self.signals}
             self.hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
@@ -142,27 +141,26 @@ class InterruptGuard:
             pass
 
     def _unraisable(self, unraisable: Any) -> None:
-        unraisable_hook(unraisable, self.hook)
+        STATE.hooked = True
+        try:
+            taken = deliver_lost(unraisable)
+        finally:
+            STATE.hooked = False
+        if not taken:
+            self.hook(unraisable)
 
     def check(self) -> None:
         if STATE.interrupted:
             raise KeyboardInterrupt
 
 
-def raise_interrupt(signum: int, frame: Any) -> None:
-    """A worker's handler of Ctrl-C and SIGTERM until its study runs (then :class:`InterruptGuard`'s)."""
-    if take_lost() is None:
-        return
-    STATE.interrupted = True  # kept should a finalizer swallow the raise: the study then never starts
-    raise KeyboardInterrupt
+INTERRUPTED = 130  # a worker's exit code after Ctrl-C or its parent's SIGTERM (the shell's 128 + SIGINT)
 
 
-def unraisable_hook(unraisable: Any, hook: Any = None) -> None:
-    """``sys.unraisablehook``: a KeyboardInterrupt of ours delivered again, anything else to ``hook``."""
-    STATE.hooked = True
-    try:
-        taken = deliver_lost(unraisable)
-    finally:
-        STATE.hooked = False
-    if not taken:
-        (hook or sys.__unraisablehook__)(unraisable)
+def exit_interrupted(signum: int, frame: Any) -> None:
+    """A spawned worker's handler of Ctrl-C and SIGTERM outside its :class:`InterruptGuard` (while it starts,
+    once its share is done): none of its trials is running, so it exits at once with :data:`INTERRUPTED`. There
+    is nothing to clean: a SQLite write it was in is rolled back, a journal record it tore is found by the next
+    open."""
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)

@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.config import read_yaml
 from planner.errors import ConfigError, FieldError, PlannerError, SearchInterrupted, StorageError, WriteError
-from planner.search._interrupt import InterruptGuard, raise_interrupt, unraisable_hook
+from planner.search._interrupt import INTERRUPTED, InterruptGuard, exit_interrupted
 from planner.search._space import SearchSpace, load_space
 from planner.search._study import MAX_SEED, MAX_TRIALS, StudyConfig, study_from_dict
 
@@ -390,26 +390,23 @@ def _disk_full(err: BaseException) -> OSError | None:
 _SPAWNED = False  # this process is a worker spawned by run_search (its parent stops it with SIGTERM)
 
 
-_INTERRUPTED = 130  # a worker's exit code after Ctrl-C or the parent's SIGTERM (the shell's 128 + SIGINT)
-
-
 def _worker_process(*args: Any) -> None:
     """A spawned worker: :func:`_worker`, its planner errors printed as messages (no traceback).
 
     It starts with SIGINT ignored (inherited from :func:`run_search`, so a Ctrl-C while Python starts it
-    cannot print a traceback; the parent's SIGTERM ends it then) and takes Ctrl-C and SIGTERM from here on:
-    its trial is marked FAIL (:class:`~planner.search._interrupt.InterruptGuard`) and it exits 130 silently (the parent prints the one
-    line).
+    cannot print a traceback; the parent's SIGTERM ends it then). From here on, Ctrl-C and SIGTERM end it with
+    exit 130 and no output (the parent prints the one line): at once while no trial of it runs
+    (:func:`~planner.search._interrupt.exit_interrupted`), after marking its trial FAIL while its study runs
+    (:class:`~planner.search._interrupt.InterruptGuard`).
     """
     global _SPAWNED
     _SPAWNED = True
-    signal.signal(signal.SIGINT, raise_interrupt)
-    signal.signal(signal.SIGTERM, raise_interrupt)  # how the parent stops it
-    sys.unraisablehook = unraisable_hook
+    signal.signal(signal.SIGINT, exit_interrupted)
+    signal.signal(signal.SIGTERM, exit_interrupted)  # how the parent stops it
     try:
         _worker(*args)
     except KeyboardInterrupt:
-        sys.exit(_INTERRUPTED)
+        sys.exit(INTERRUPTED)
     except PlannerError as err:
         print(f"[worker {args[3]}] {err}", file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
@@ -515,12 +512,16 @@ def _run_workers(space_path: str, cfg: StudyConfig, url: str, k: int, progress: 
                            "the same command to resume the study")  # fmt: skip
 
 
+_INTERRUPTED_EXITS = (INTERRUPTED, -signal.SIGINT, -signal.SIGTERM)  # multiprocessing: -N for "died of signal N"
+
+
 def _join(procs: list[Any]) -> None:
     """Waits for every worker; raises KeyboardInterrupt as soon as one exits interrupted.
 
     A worker that took an interrupt means the run was interrupted: a terminal's Ctrl-C that ended it before
-    this process ran its own handler (a loaded machine), or a signal sent to it alone. The others are then
-    stopped (by the caller) rather than left to run their share.
+    this process ran its own handler (a loaded machine), or a signal sent to it alone. It exits 130, or dies of
+    the signal while Python still starts it. The others are then stopped (by the caller) rather than left to
+    run their share. A worker killed otherwise (SIGKILL, the out-of-memory killer) is a failed worker.
     """
     from multiprocessing.connection import wait
 
@@ -530,7 +531,7 @@ def _join(procs: list[Any]) -> None:
         for p in [p for p in running if not p.is_alive()]:
             p.join()
             running.remove(p)
-            if p.exitcode == _INTERRUPTED:
+            if p.exitcode in _INTERRUPTED_EXITS:
                 raise KeyboardInterrupt
 
 
