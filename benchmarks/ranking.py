@@ -175,12 +175,27 @@ def bootstrap_tau_diff_ci(a: Sequence[float], b: Sequence[float], ref: Sequence[
         >>> bootstrap_tau_diff_ci(x, -x, x, resamples=200)
         (2.0, 2.0)
     """
-    a, ref = _paired(a, ref)
-    b, _ = _paired(b, ref)
-    if len(a) < 2:
+    return bootstrap_taus_diff_ci((a, ref), (b, ref), resamples=resamples, level=level, seed=seed)
+
+
+def bootstrap_taus_diff_ci(first: tuple[Sequence[float], Sequence[float]],
+                           second: tuple[Sequence[float], Sequence[float]], *, resamples: int = RESAMPLES,
+                           level: float = 0.90, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """The paired bootstrap interval of ``kendall_tau(*first) - kendall_tau(*second)``, all four lists over the
+    same items (e.g. two tables' noise ceilings over the candidates both have).
+
+    Example:
+        >>> x = np.arange(8.0)
+        >>> bootstrap_taus_diff_ci((x, x), (x, -x), resamples=200)
+        (2.0, 2.0)
+    """
+    a1, a2 = _paired(*first)
+    b1, b2 = _paired(*second)
+    _paired(a1, b1)
+    if len(a1) < 2:
         return float("nan"), float("nan")
-    idx = resample_indices(len(a), resamples=resamples, seed=seed)
-    return _percentiles(_rows(kendall_tau_rows, a, ref, idx) - _rows(kendall_tau_rows, b, ref, idx), level)
+    idx = resample_indices(len(a1), resamples=resamples, seed=seed)
+    return _percentiles(_rows(kendall_tau_rows, a1, a2, idx) - _rows(kendall_tau_rows, b1, b2, idx), level)
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:

@@ -14,7 +14,9 @@ Over the runs done so far (``records.jsonl``) against the plan (``candidates.jso
   ``loss_vs_held_nll`` (-loss, -held_nll) and ``held_vs_held_nll`` (held, -held_nll).
 * ``counts``: runs and candidates planned and done, per group; runs that diverged.
 * ``against`` (``truth.py --report DIR --against OTHER``): tau between two tables of one plan, e.g. 2,000
-  and 6,000 steps, per group and metric over the candidates complete in both (:func:`between_tables`).
+  and 6,000 steps, per group and metric over the candidates complete in both (:func:`between_tables`); and
+  both tables' noise ceilings on those candidates with their paired difference (do the seeds agree better
+  after longer training, on the same candidates?).
 
 Metrics: ``loss`` (the final held-out distillation loss, lower is better), ``held`` and ``real`` (the linear
 probe's word accuracy on the held-out voices and on the real recordings), ``held_nll`` and ``real_nll``
@@ -30,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from ranking import RESAMPLES, bootstrap_ci, bootstrap_tau_ci, kendall_tau, spearman_rho
+from ranking import RESAMPLES, bootstrap_ci, bootstrap_tau_ci, bootstrap_taus_diff_ci, kendall_tau, spearman_rho
 
 __all__ = [
     "GROUPS",
@@ -154,11 +156,17 @@ def stability(records: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
 
 def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]], plan: Sequence[dict[str, Any]],
                    seeds: Sequence[int], *, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Tau between two tables of one plan (e.g. 2,000 and 6,000 steps): per group and metric, over the
-    candidates with every seed done in both, each table's mean over its seeds. Does training longer reorder
-    the candidates? ``{group: {"n": candidates, metric: {"tau", "rho", "ci", "n"}}}``."""
+    """Two tables of one plan (e.g. 2,000 and 6,000 steps), per group and metric, over the candidates with
+    every seed done in both. Does training longer reorder the candidates, and do its seeds agree better?
+
+    ``{group: {"n": candidates, metric: {"tau", "rho", "ci", "n"}, "ceiling": {metric: {"here", "other",
+    "diff"}}}}``: ``metric`` is tau between the tables (each table's mean over its seeds); ``ceiling`` holds
+    each table's noise ceiling (tau between its first two seeds) on these candidates and their paired
+    difference (this table minus ``other``, one bootstrap over the candidates for both: ``{"tau", "ci"}``).
+    """
     a = {(r["id"], int(r["seed"])): r for r in records}
     b = {(r["id"], int(r["seed"])): r for r in other}
+    s1, s2 = seeds[0], seeds[1] if len(seeds) > 1 else seeds[0]
     out: dict[str, Any] = {}
     for name, keep in groups_for(plan).items():
         both = [c for c in plan if keep(c) and all((c["id"], s) in a and (c["id"], s) in b for s in seeds)]
@@ -166,8 +174,20 @@ def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, 
         def mean(runs: dict[tuple[str, int], dict[str, Any]], c: dict[str, Any], m: str) -> float:
             return float(np.mean([metric_value(runs[(c["id"], s)], m) for s in seeds]))
 
+        def seeds_of(runs: dict[tuple[str, int], dict[str, Any]], m: str, both: list = both) -> list[list[float]]:
+            return [[metric_value(runs[(c["id"], s)], m) for c in both] for s in (s1, s2)]
+
+        ceiling = {}
+        for m in METRICS:
+            v = np.array(seeds_of(a, m) + seeds_of(b, m), dtype=float).reshape(4, len(both))
+            v = v[:, np.isfinite(v).all(axis=0)]  # the same candidates in both ceilings
+            here, there = tau_entry(v[0], v[1], seed), tau_entry(v[2], v[3], seed)
+            lo, hi = bootstrap_taus_diff_ci((v[0], v[1]), (v[2], v[3]), seed=seed)
+            diff = None if here["tau"] is None or there["tau"] is None else here["tau"] - there["tau"]
+            ceiling[m] = {"here": here, "other": there,
+                          "diff": {"tau": diff, "ci": [_finite(lo), _finite(hi)], "n": here["n"]}}  # fmt: skip
         out[name] = {"n": len(both), **{m: tau_entry([mean(a, c, m) for c in both], [mean(b, c, m) for c in both], seed)
-                                        for m in METRICS}}  # fmt: skip
+                                        for m in METRICS}, "ceiling": ceiling}  # fmt: skip
     return out
 
 
@@ -212,4 +232,11 @@ def format_stability(report: dict[str, Any]) -> str:
         lines.append(f"  {'group':{w}} " + " ".join(f"{m:>22}" for m in METRICS) + "    n")
         for g, row in report["against"]["groups"].items():
             lines.append(f"  {g:{w}} " + " ".join(f"{_ci(row[m]):>22}" for m in METRICS) + f" {row['n']:4d}")
+        for key, title in [("other", f"the noise ceiling of {report['against']['out']} on these candidates"),
+                           ("diff", "the noise ceilings' paired difference, this table minus that one")]:  # fmt: skip
+            lines.append(title)
+            for g, row in report["against"]["groups"].items():
+                if "ceiling" in row:
+                    lines.append(f"  {g:{w}} " + " ".join(f"{_ci(row['ceiling'][m][key]):>22}" for m in METRICS)
+                                 + f" {row['n']:4d}")  # fmt: skip
     return "\n".join(lines)

@@ -226,8 +226,24 @@ def test_report_against_another_table_of_the_plan(table, tmp_path: Path,
     groups = result["against"]["groups"]
     assert groups["all"]["n"] == 6 and groups["all"]["loss"]["tau"] == -1.0  # every pair reversed
     assert groups["all"]["held"]["tau"] == (1.0 if groups["all"]["held"]["tau"] is not None else None)
+    records = {(r["id"], r["seed"]): r for r in lines}
+    a, b = ([records[(c.id, s)]["loss"] for c in t.plan] for s in (101, 102))
+    ceiling = groups["all"]["ceiling"]["loss"]
+    assert ceiling["here"]["tau"] == pytest.approx(ranking.kendall_tau(a, b), abs=1e-12)
+    assert ceiling["other"]["tau"] == ceiling["here"]["tau"] and ceiling["diff"]["tau"] == 0.0  # both seeds reversed
+    assert ceiling["diff"]["ci"] == [0.0, 0.0]
     assert truth.main(["--report", str(t.out), "--against", str(other)]) == 0
-    assert f"tau between this table and {other}" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"tau between this table and {other}" in text and f"noise ceiling of {other} on these" in text
+    # a table whose seed 101 alone is reversed: its seeds disagree as much as these agree, on the same candidates
+    (other / "records.jsonl").write_text("".join(json.dumps({**r, "loss": 10.0 - r["loss"]} if r["seed"] == 101
+                                                            else r) + "\n" for r in lines))  # fmt: skip
+    ceiling = truth.report(t.out, other)["against"]["groups"]["all"]["ceiling"]["loss"]
+    tau = ranking.kendall_tau(a, b)
+    assert ceiling["other"]["tau"] == pytest.approx(-tau, abs=1e-12)
+    assert ceiling["diff"]["tau"] == pytest.approx(2 * tau, abs=1e-12)
+    # paired: each resample's difference is 2 x its own tau, so the interval is twice the ceiling's own
+    assert ceiling["diff"]["ci"] == pytest.approx([2 * x for x in ceiling["here"]["ci"]], abs=1e-12)
     bad = lines[0] | {"arch": "format: 1\nname: other\n", "loss": 1.0}
     (other / "records.jsonl").write_text(json.dumps(bad) + "\n")
     assert truth.main(["--report", str(t.out), "--against", str(other)]) == 2
