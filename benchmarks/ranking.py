@@ -191,7 +191,7 @@ def bootstrap_taus_diff_ci(first: tuple[Sequence[float], Sequence[float]],
     """
     a1, a2 = _paired(*first)
     b1, b2 = _paired(*second)
-    _paired(a1, b1)
+    _paired(a1, b1)  # both pairs over the same items
     if len(a1) < 2:
         return float("nan"), float("nan")
     idx = resample_indices(len(a1), resamples=resamples, seed=seed)

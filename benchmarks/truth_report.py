@@ -174,12 +174,10 @@ def between_tables(records: Sequence[dict[str, Any]], other: Sequence[dict[str, 
         def mean(runs: dict[tuple[str, int], dict[str, Any]], c: dict[str, Any], m: str) -> float:
             return float(np.mean([metric_value(runs[(c["id"], s)], m) for s in seeds]))
 
-        def seeds_of(runs: dict[tuple[str, int], dict[str, Any]], m: str, both: list = both) -> list[list[float]]:
-            return [[metric_value(runs[(c["id"], s)], m) for c in both] for s in (s1, s2)]
-
         ceiling = {}
-        for m in METRICS:
-            v = np.array(seeds_of(a, m) + seeds_of(b, m), dtype=float).reshape(4, len(both))
+        for m in METRICS:  # rows: this table's two seeds, then the other's
+            v = np.array([[metric_value(runs[(c["id"], s)], m) for c in both] for runs in (a, b) for s in (s1, s2)],
+                         dtype=float).reshape(4, len(both))  # fmt: skip
             v = v[:, np.isfinite(v).all(axis=0)]  # the same candidates in both ceilings
             here, there = tau_entry(v[0], v[1], seed), tau_entry(v[2], v[3], seed)
             lo, hi = bootstrap_taus_diff_ci((v[0], v[1]), (v[2], v[3]), seed=seed)

@@ -10,7 +10,7 @@ places are unsafe for that:
 
 So the handler raises only while the evaluator computes (:func:`evaluating`), never inside a storage write the
 evaluator asks for (:func:`storage_write`: the interrupt is raised when the write is done), and an interrupt
-swallowed by a finalizer is delivered again at once (:func:`deliver_lost`). Anywhere else the study is asked to
+swallowed by a finalizer is delivered again within milliseconds (:func:`deliver_lost`). Anywhere else the study is asked to
 stop and the trial in hand finishes first.
 """
 
@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 __all__ = ["INTERRUPTED", "STATE", "InterruptGuard", "evaluating", "exit_interrupted", "storage_write"]
@@ -135,10 +135,8 @@ class InterruptGuard:
         STATE.interrupted = True
         if STATE.raising:
             raise KeyboardInterrupt
-        try:
+        with suppress(RuntimeError):  # optimize has not started yet: the first trial's evaluation raises
             self.study.stop()
-        except RuntimeError:  # optimize has not started yet: the first trial's evaluation raises
-            pass
 
     def _unraisable(self, unraisable: Any) -> None:
         STATE.hooked = True
